@@ -1,0 +1,479 @@
+//! The configuration model: what `tollgate.yaml` may say, how each value is
+//! validated while it is read (so that errors carry the file position), and
+//! the effective settings each client or user ends up with.
+//!
+//! Semantics (see docs/configuration.md): a named entry replaces `default`
+//! completely. A field omitted from an entry is not inherited: no `max` means
+//! blocked, no `refresh`/`starting` means 0, no `model_access` denies every
+//! model, and a `model_access` without `default` denies unlisted models.
+
+use super::money::{coins_to_micro, MICRO};
+use super::names::validate_name;
+use super::policy::{AccessMode, AccessPolicy};
+use super::pricing::Price;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+/// The ceiling of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PoolLimit {
+    /// `max: -2`: never refused for coins, never decremented.
+    Unlimited,
+    /// A ceiling in micro-coins; `Limited(0)` is a blocked pool.
+    Limited(i64),
+}
+
+impl PoolLimit {
+    pub fn is_blocked(self) -> bool {
+        self == PoolLimit::Limited(0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSettings {
+    pub limit: PoolLimit,
+    /// Micro-coins added per hour.
+    pub refresh_micro: i64,
+    /// Balance of a pool when it is first created (clamped to the limit).
+    pub starting_micro: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerSettings {
+    pub pool: PoolSettings,
+    pub access: AccessPolicy,
+}
+
+impl OwnerSettings {
+    /// What an entry with every field omitted means: blocked, everything denied.
+    pub fn empty() -> Self {
+        OwnerSettings {
+            pool: PoolSettings {
+                limit: PoolLimit::Limited(0),
+                refresh_micro: 0,
+                starting_micro: 0,
+            },
+            access: AccessPolicy::deny_all(),
+        }
+    }
+}
+
+/// Where an owner's settings came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SettingsSource {
+    Named,
+    Default,
+}
+
+impl SettingsSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettingsSource::Named => "named",
+            SettingsSource::Default => "default",
+        }
+    }
+}
+
+/// `clients:` or `users:`: a `default` entry plus named entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Section {
+    pub default: OwnerSettings,
+    pub named: BTreeMap<String, OwnerSettings>,
+}
+
+impl Default for Section {
+    fn default() -> Self {
+        Section {
+            default: OwnerSettings::empty(),
+            named: BTreeMap::new(),
+        }
+    }
+}
+
+impl Section {
+    /// The named entry for `name` if there is one, else the defaults.
+    pub fn settings_for(&self, name: &str) -> (&OwnerSettings, SettingsSource) {
+        match self.named.get(name) {
+            Some(s) => (s, SettingsSource::Named),
+            None => (&self.default, SettingsSource::Default),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Provider {
+    Dummy,
+    OpenAi {
+        base_url: String,
+        api_key_env: Option<String>,
+        upstream_model: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub name: String,
+    pub provider: Provider,
+    pub price: Price,
+    pub max_output_tokens: Option<u32>,
+    pub consent_notice: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: Option<String>,
+    pub database_url: Option<String>,
+    pub public_url: Option<String>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub models: BTreeMap<String, ModelSpec>,
+    pub clients: Section,
+    pub users: Section,
+}
+
+/// A problem that does not stop the config from loading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The file's shape. Each value type checks itself inside its serde visitor so
+// that the YAML reader can attach the line and column of the offending value.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: Option<ServerSettings>,
+    #[serde(default)]
+    pub models: Option<BTreeMap<EntryName, RawModel>>,
+    #[serde(default)]
+    pub clients: Option<BTreeMap<EntryName, Option<RawEntry>>>,
+    #[serde(default)]
+    pub users: Option<BTreeMap<EntryName, Option<RawEntry>>>,
+}
+
+/// A key under `models`, `clients` or `users`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EntryName(pub String);
+
+impl<'de> Deserialize<'de> for EntryName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = EntryName;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a name of letters, digits, `.`, `_` and `-`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<EntryName, E> {
+                validate_name(v).map_err(E::custom)?;
+                Ok(EntryName(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<EntryName, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<EntryName, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// `max`: coins, ≥ 0 or exactly -2 (unlimited).
+#[derive(Debug, Clone, Copy)]
+pub struct MaxCoins(pub PoolLimit);
+
+/// `refresh`, `starting`, prices: coins ≥ 0.
+#[derive(Debug, Clone, Copy)]
+pub struct Coins(pub i64);
+
+fn number_visitor<'de, D, T>(d: D, what: &'static str, check: fn(f64) -> Result<T, String>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct V<T> {
+        what: &'static str,
+        check: fn(f64) -> Result<T, String>,
+    }
+    impl<T> Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.what)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+            (self.check)(v).map_err(E::custom)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            self.visit_f64(v as f64)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            self.visit_f64(v as f64)
+        }
+    }
+    d.deserialize_f64(V { what, check })
+}
+
+impl<'de> Deserialize<'de> for MaxCoins {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        number_visitor(d, "a coin amount ≥ 0, or -2 for unlimited", |v| {
+            if v == -2.0 {
+                return Ok(MaxCoins(PoolLimit::Unlimited));
+            }
+            if v < 0.0 {
+                return Err(format!(
+                    "max must be ≥ 0 or exactly -2 (unlimited), got {v}"
+                ));
+            }
+            coins_to_micro(v)
+                .map(|m| MaxCoins(PoolLimit::Limited(m)))
+                .ok_or_else(|| format!("max {v} is out of range"))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Coins {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        number_visitor(d, "a coin amount ≥ 0", |v| {
+            if v < 0.0 {
+                return Err(format!("must be ≥ 0, got {v}"));
+            }
+            coins_to_micro(v)
+                .map(Coins)
+                .ok_or_else(|| format!("{v} is out of range"))
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEntry {
+    pub max: Option<MaxCoins>,
+    pub refresh: Option<Coins>,
+    pub starting: Option<Coins>,
+    pub model_access: Option<RawAccess>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    pub default: Option<AccessMode>,
+    #[serde(default)]
+    pub whitelist: Option<Vec<String>>,
+    #[serde(default)]
+    pub blacklist: Option<Vec<String>>,
+    #[serde(default)]
+    pub graylist: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Openai,
+    Dummy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input: Coins,
+    pub output: Coins,
+    #[serde(default)]
+    pub request: Option<Coins>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawModelFields")]
+pub struct RawModel {
+    pub provider: Provider,
+    pub price: Price,
+    pub max_output_tokens: Option<u32>,
+    pub consent_notice: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelFields {
+    pub provider: ProviderKind,
+    pub price: RawPrice,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub upstream_model: Option<String>,
+    pub max_output_tokens: Option<u32>,
+    pub consent_notice: Option<String>,
+}
+
+impl TryFrom<RawModelFields> for RawModel {
+    type Error = String;
+    fn try_from(f: RawModelFields) -> Result<Self, String> {
+        let provider = match f.provider {
+            ProviderKind::Dummy => {
+                for (name, v) in [
+                    ("base_url", &f.base_url),
+                    ("api_key_env", &f.api_key_env),
+                    ("upstream_model", &f.upstream_model),
+                ] {
+                    if v.is_some() {
+                        return Err(format!("`{name}` applies only to provider `openai`"));
+                    }
+                }
+                Provider::Dummy
+            }
+            ProviderKind::Openai => {
+                let base_url = f
+                    .base_url
+                    .ok_or("provider `openai` needs `base_url`, e.g. https://api.openai.com/v1")?;
+                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+                    return Err(format!("base_url `{base_url}` must start with http:// or https://"));
+                }
+                let upstream_model = f
+                    .upstream_model
+                    .ok_or("provider `openai` needs `upstream_model`, the model name upstream")?;
+                Provider::OpenAi {
+                    base_url: base_url.trim_end_matches('/').to_string(),
+                    api_key_env: f.api_key_env,
+                    upstream_model,
+                }
+            }
+        };
+        if f.max_output_tokens == Some(0) {
+            return Err("max_output_tokens must be at least 1".into());
+        }
+        Ok(RawModel {
+            provider,
+            price: Price {
+                input_micro: f.price.input.0,
+                output_micro: f.price.output.0,
+                request_micro: f.price.request.map_or(0, |c| c.0),
+            },
+            max_output_tokens: f.max_output_tokens,
+            consent_notice: f.consent_notice,
+        })
+    }
+}
+
+fn entry_settings(raw: Option<RawEntry>) -> OwnerSettings {
+    let Some(raw) = raw else {
+        return OwnerSettings::empty();
+    };
+    let limit = raw.max.map_or(PoolLimit::Limited(0), |m| m.0);
+    let access = match raw.model_access {
+        None => AccessPolicy::deny_all(),
+        Some(a) => AccessPolicy {
+            default: a.default.unwrap_or(AccessMode::Blacklist),
+            whitelist: a.whitelist.unwrap_or_default().into_iter().collect(),
+            blacklist: a.blacklist.unwrap_or_default().into_iter().collect(),
+            graylist: a.graylist.unwrap_or_default().into_iter().collect(),
+        },
+    };
+    OwnerSettings {
+        pool: PoolSettings {
+            limit,
+            refresh_micro: raw.refresh.map_or(0, |c| c.0),
+            starting_micro: raw.starting.map_or(0, |c| c.0),
+        },
+        access,
+    }
+}
+
+fn section(raw: Option<BTreeMap<EntryName, Option<RawEntry>>>) -> Section {
+    let mut s = Section::default();
+    for (name, entry) in raw.unwrap_or_default() {
+        let settings = entry_settings(entry);
+        if name.0 == "default" {
+            s.default = settings;
+        } else {
+            s.named.insert(name.0, settings);
+        }
+    }
+    s
+}
+
+fn section_warnings(kind: &str, section: &Section, models: &BTreeMap<String, ModelSpec>, out: &mut Vec<Warning>) {
+    let entries = std::iter::once(("default", &section.default))
+        .chain(section.named.iter().map(|(k, v)| (k.as_str(), v)));
+    for (name, settings) in entries {
+        let path = format!("{kind}.{name}.model_access");
+        let a = &settings.access;
+        let lists: [(&str, &BTreeSet<String>); 3] = [
+            ("whitelist", &a.whitelist),
+            ("blacklist", &a.blacklist),
+            ("graylist", &a.graylist),
+        ];
+        for (i, (la, a_list)) in lists.iter().enumerate() {
+            for (lb, b_list) in lists.iter().skip(i + 1) {
+                for m in a_list.intersection(b_list) {
+                    out.push(Warning {
+                        path: path.clone(),
+                        message: format!(
+                            "model `{m}` is in both {la} and {lb}; blacklist wins over whitelist, whitelist over graylist"
+                        ),
+                    });
+                }
+            }
+            for m in a_list.iter() {
+                if !models.contains_key(m) {
+                    out.push(Warning {
+                        path: format!("{path}.{la}"),
+                        message: format!("model `{m}` is not in the `models` catalog"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl RawConfig {
+    /// Turns the parsed file into the effective configuration plus warnings.
+    /// Value errors were already raised while reading, with their positions.
+    pub fn into_config(self) -> (Config, Vec<Warning>) {
+        let models: BTreeMap<String, ModelSpec> = self
+            .models
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, m)| {
+                (
+                    name.0.clone(),
+                    ModelSpec {
+                        name: name.0,
+                        provider: m.provider,
+                        price: m.price,
+                        max_output_tokens: m.max_output_tokens,
+                        consent_notice: m.consent_notice,
+                    },
+                )
+            })
+            .collect();
+        let config = Config {
+            server: self.server.unwrap_or_default(),
+            clients: section(self.clients),
+            users: section(self.users),
+            models,
+        };
+        let mut warnings = Vec::new();
+        section_warnings("clients", &config.clients, &config.models, &mut warnings);
+        section_warnings("users", &config.users, &config.models, &mut warnings);
+        (config, warnings)
+    }
+}
+
+/// Coins per hour shown back as a decimal, for messages.
+pub fn refresh_per_hour_coins(refresh_micro: i64) -> f64 {
+    refresh_micro as f64 / MICRO as f64
+}

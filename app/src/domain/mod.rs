@@ -1,0 +1,12 @@
+//! Pure domain logic: no I/O, no axum, no database types. Everything here is
+//! unit-tested in milliseconds and compiles for the browser too, so the UI can
+//! show exactly what the server computes.
+
+pub mod config;
+pub mod keys;
+pub mod money;
+pub mod names;
+pub mod policy;
+pub mod pool;
+pub mod pricing;
+pub mod time;

@@ -1,0 +1,197 @@
+//! sea-orm entities, one module per table (see migrations/). Times are Unix
+//! milliseconds and money is micro-coins, both `i64`.
+
+macro_rules! no_relations {
+    () => {
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+        impl ActiveModelBehavior for ActiveModel {}
+    };
+}
+
+pub mod user {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "users")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub username: String,
+        pub password_hash: String,
+        pub role: String,
+        pub active: bool,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod session {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub user_id: i64,
+        pub created_at: i64,
+        pub last_seen_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod client {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "clients")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub name: String,
+        pub created_by: Option<i64>,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod client_manager {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "client_managers")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub client_id: i64,
+        pub user_id: i64,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod api_key {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "api_keys")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub owner_kind: String,
+        pub owner_id: i64,
+        pub secret_hash: String,
+        pub prefix: String,
+        pub label: String,
+        pub created_by: Option<i64>,
+        pub created_at: i64,
+        pub last_used_at: Option<i64>,
+        pub expires_at: Option<i64>,
+        pub revoked_at: Option<i64>,
+    }
+    no_relations!();
+}
+
+pub mod pool {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "pools")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub owner_kind: String,
+        pub owner_id: i64,
+        pub max_micro: i64,
+        pub unlimited: bool,
+        pub refresh_micro: i64,
+        pub balance_micro: i64,
+        pub refilled_at: i64,
+        pub updated_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod reservation {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "reservations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub request_id: String,
+        pub pool_id: i64,
+        pub key_id: Option<i64>,
+        pub model: String,
+        pub amount_micro: i64,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod ledger {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "ledger")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub pool_id: i64,
+        pub key_id: Option<i64>,
+        pub model: String,
+        pub tokens_in: i64,
+        pub tokens_out: i64,
+        pub coins_micro: i64,
+        pub created_at: i64,
+        pub request_id: String,
+        pub outcome: String,
+    }
+    no_relations!();
+}
+
+pub mod access_policy {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "access_policies")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub owner_kind: String,
+        pub owner_id: i64,
+        pub source: String,
+        pub default_mode: String,
+        pub whitelist: String,
+        pub blacklist: String,
+        pub graylist: String,
+        pub updated_at: i64,
+    }
+    no_relations!();
+}
+
+pub mod consent {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "consents")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub owner_kind: String,
+        pub owner_id: i64,
+        pub model: String,
+        pub recorded_by: Option<i64>,
+        pub recorded_at: i64,
+        pub revoked_at: Option<i64>,
+    }
+    no_relations!();
+}
+
+pub mod config_state {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "config_state")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub generation: i64,
+        pub content_hash: String,
+        pub applied_at: i64,
+        pub last_reload_ok: bool,
+        pub last_error: Option<String>,
+        pub last_error_at: Option<i64>,
+    }
+    no_relations!();
+}

@@ -1,0 +1,125 @@
+//! Clients and users as owners of pools, keys, policies and consents.
+
+use super::entities::{client, user};
+use super::sync::apply_owner;
+use crate::domain::config::Config;
+use crate::domain::names::validate_owner_name;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
+    EntityTrait, QueryFilter, QueryOrder,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OwnerKind {
+    Client,
+    User,
+}
+
+impl OwnerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerKind::Client => "client",
+            OwnerKind::User => "user",
+        }
+    }
+    pub fn parse(s: &str) -> Option<OwnerKind> {
+        match s {
+            "client" => Some(OwnerKind::Client),
+            "user" => Some(OwnerKind::User),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("a client named `{0}` already exists")]
+    Duplicate(String),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+pub async fn client_by_name<C: ConnectionTrait>(c: &C, name: &str) -> Result<Option<client::Model>, DbErr> {
+    client::Entity::find().filter(client::Column::Name.eq(name)).one(c).await
+}
+
+pub async fn user_by_name<C: ConnectionTrait>(c: &C, name: &str) -> Result<Option<user::Model>, DbErr> {
+    user::Entity::find().filter(user::Column::Username.eq(name)).one(c).await
+}
+
+pub async fn all_clients<C: ConnectionTrait>(c: &C) -> Result<Vec<client::Model>, DbErr> {
+    client::Entity::find().order_by_asc(client::Column::Name).all(c).await
+}
+
+pub async fn all_users<C: ConnectionTrait>(c: &C) -> Result<Vec<user::Model>, DbErr> {
+    user::Entity::find().order_by_asc(user::Column::Username).all(c).await
+}
+
+/// Creates a client and, in the same transaction, gives it its named entry or
+/// the defaults from the config in force, so it is usable at once.
+pub async fn create_client(
+    db: &DatabaseConnection,
+    config: &Config,
+    name: &str,
+    created_by: Option<i64>,
+    now: i64,
+) -> Result<client::Model, OwnerError> {
+    validate_owner_name(name).map_err(OwnerError::InvalidName)?;
+    let txn = super::db::begin_write(db).await?;
+    if client_by_name(&txn, name).await?.is_some() {
+        return Err(OwnerError::Duplicate(name.to_string()));
+    }
+    let model = client::ActiveModel {
+        name: Set(name.to_string()),
+        created_by: Set(created_by),
+        created_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await
+    .map_err(|e| match client_by_name_conflict(&e) {
+        true => OwnerError::Duplicate(name.to_string()),
+        false => OwnerError::Db(e),
+    })?;
+    let (settings, source) = config.clients.settings_for(name);
+    apply_owner(&txn, OwnerKind::Client, model.id, settings, source, now).await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+fn client_by_name_conflict(e: &DbErr) -> bool {
+    let s = e.to_string().to_lowercase();
+    s.contains("unique") || s.contains("duplicate")
+}
+
+/// Creates a user with an already hashed password, and applies its settings.
+pub async fn create_user(
+    db: &DatabaseConnection,
+    config: &Config,
+    username: &str,
+    password_hash: &str,
+    role: &str,
+    now: i64,
+) -> Result<user::Model, OwnerError> {
+    validate_owner_name(username).map_err(OwnerError::InvalidName)?;
+    let txn = super::db::begin_write(db).await?;
+    if user_by_name(&txn, username).await?.is_some() {
+        return Err(OwnerError::Duplicate(username.to_string()));
+    }
+    let model = user::ActiveModel {
+        username: Set(username.to_string()),
+        password_hash: Set(password_hash.to_string()),
+        role: Set(role.to_string()),
+        active: Set(true),
+        created_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    let (settings, source) = config.users.settings_for(username);
+    apply_owner(&txn, OwnerKind::User, model.id, settings, source, now).await?;
+    txn.commit().await?;
+    Ok(model)
+}

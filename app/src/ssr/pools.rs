@@ -1,0 +1,170 @@
+//! Atomic pool updates. Each balance change is a single conditional UPDATE,
+//! so concurrent requests (in one process or several sharing a database)
+//! cannot overspend: a debit only happens `WHERE balance_micro >= cost`.
+
+use super::entities::pool;
+use super::owners::OwnerKind;
+use crate::domain::config::{PoolLimit, PoolSettings};
+use crate::domain::pool::{initial_balance, refill_due, PoolState};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+
+pub fn state(m: &pool::Model) -> PoolState {
+    PoolState {
+        limit: limit(m),
+        refresh_micro: m.refresh_micro,
+        balance: m.balance_micro,
+        refilled_at: m.refilled_at,
+    }
+}
+
+pub fn limit(m: &pool::Model) -> PoolLimit {
+    if m.unlimited {
+        PoolLimit::Unlimited
+    } else {
+        PoolLimit::Limited(m.max_micro)
+    }
+}
+
+fn limit_columns(limit: PoolLimit) -> (i64, bool) {
+    match limit {
+        PoolLimit::Unlimited => (0, true),
+        PoolLimit::Limited(m) => (m, false),
+    }
+}
+
+pub async fn find<C: ConnectionTrait>(c: &C, kind: OwnerKind, owner_id: i64) -> Result<Option<pool::Model>, DbErr> {
+    pool::Entity::find()
+        .filter(pool::Column::OwnerKind.eq(kind.as_str()))
+        .filter(pool::Column::OwnerId.eq(owner_id))
+        .one(c)
+        .await
+}
+
+/// Creates the owner's pool with `starting` if it has none. Returns whether
+/// a pool was created. Safe against a concurrent creator.
+pub async fn create_if_missing<C: ConnectionTrait>(
+    c: &C,
+    kind: OwnerKind,
+    owner_id: i64,
+    settings: &PoolSettings,
+    now: i64,
+) -> Result<bool, DbErr> {
+    let (max_micro, unlimited) = limit_columns(settings.limit);
+    let row = pool::ActiveModel {
+        owner_kind: Set(kind.as_str().to_string()),
+        owner_id: Set(owner_id),
+        max_micro: Set(max_micro),
+        unlimited: Set(unlimited),
+        refresh_micro: Set(settings.refresh_micro),
+        balance_micro: Set(initial_balance(settings)),
+        refilled_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    };
+    let res = pool::Entity::insert(row)
+        .on_conflict(
+            OnConflict::columns([pool::Column::OwnerKind, pool::Column::OwnerId])
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(c)
+        .await?;
+    Ok(res > 0)
+}
+
+/// Credits the refill due at `now`. The refill clock is compared and set in
+/// the same statement, so an interval is credited once even when several
+/// requests or instances race; the loser simply credits nothing.
+pub async fn credit_refill<C: ConnectionTrait>(c: &C, m: &pool::Model, now: i64) -> Result<(), DbErr> {
+    let st = state(m);
+    let refill = refill_due(&st, now);
+    if !refill.changes(&st) {
+        return Ok(());
+    }
+    pool::Entity::update_many()
+        .col_expr(
+            pool::Column::BalanceMicro,
+            Expr::case(
+                Expr::expr(Expr::col(pool::Column::BalanceMicro).add(refill.amount)).gt(Expr::col(pool::Column::MaxMicro)),
+                Expr::col(pool::Column::MaxMicro),
+            )
+            .finally(Expr::col(pool::Column::BalanceMicro).add(refill.amount))
+            .into(),
+        )
+        .col_expr(pool::Column::RefilledAt, Expr::value(refill.refilled_at))
+        .filter(pool::Column::Id.eq(m.id))
+        .filter(pool::Column::RefilledAt.eq(m.refilled_at))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// Applies synced settings to an existing pool: credits refill at the old
+/// rate first, then sets the new limit and rate and clamps the balance to a
+/// lowered limit. `starting` is ignored. Returns whether anything changed.
+pub async fn apply_settings<C: ConnectionTrait>(
+    c: &C,
+    m: &pool::Model,
+    settings: &PoolSettings,
+    now: i64,
+) -> Result<bool, DbErr> {
+    let (max_micro, unlimited) = limit_columns(settings.limit);
+    if m.max_micro == max_micro && m.unlimited == unlimited && m.refresh_micro == settings.refresh_micro {
+        return Ok(false);
+    }
+    credit_refill(c, m, now).await?;
+    let mut update = pool::Entity::update_many()
+        .col_expr(pool::Column::MaxMicro, Expr::value(max_micro))
+        .col_expr(pool::Column::Unlimited, Expr::value(unlimited))
+        .col_expr(pool::Column::RefreshMicro, Expr::value(settings.refresh_micro))
+        .col_expr(pool::Column::UpdatedAt, Expr::value(now));
+    if !unlimited {
+        update = update.col_expr(
+            pool::Column::BalanceMicro,
+            Expr::case(Expr::col(pool::Column::BalanceMicro).gt(max_micro), Expr::value(max_micro))
+                .finally(Expr::col(pool::Column::BalanceMicro))
+                .into(),
+        );
+    }
+    if m.unlimited && !unlimited {
+        // Leaving "unlimited": the refill clock restarts now.
+        update = update.col_expr(pool::Column::RefilledAt, Expr::value(now));
+    }
+    update.filter(pool::Column::Id.eq(m.id)).exec(c).await?;
+    Ok(true)
+}
+
+/// Debits `cost` if the balance covers it. Returns whether it did.
+pub async fn try_debit<C: ConnectionTrait>(c: &C, pool_id: i64, cost: i64) -> Result<bool, DbErr> {
+    let res = pool::Entity::update_many()
+        .col_expr(pool::Column::BalanceMicro, Expr::col(pool::Column::BalanceMicro).sub(cost))
+        .filter(pool::Column::Id.eq(pool_id))
+        .filter(pool::Column::Unlimited.eq(false))
+        .filter(pool::Column::BalanceMicro.gte(cost))
+        .exec(c)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Credits `amount` back (an unused reservation), never above the limit.
+pub async fn credit<C: ConnectionTrait>(c: &C, pool_id: i64, amount: i64) -> Result<(), DbErr> {
+    if amount <= 0 {
+        return Ok(());
+    }
+    pool::Entity::update_many()
+        .col_expr(
+            pool::Column::BalanceMicro,
+            Expr::case(
+                Expr::expr(Expr::col(pool::Column::BalanceMicro).add(amount)).gt(Expr::col(pool::Column::MaxMicro)),
+                Expr::col(pool::Column::MaxMicro),
+            )
+            .finally(Expr::col(pool::Column::BalanceMicro).add(amount))
+            .into(),
+        )
+        .filter(pool::Column::Id.eq(pool_id))
+        .filter(pool::Column::Unlimited.eq(false))
+        .exec(c)
+        .await?;
+    Ok(())
+}

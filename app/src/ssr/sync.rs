@@ -1,0 +1,139 @@
+//! Reconciling the config into the database: every existing client and user
+//! gets its named entry or the section's `default`. Named entries for owners
+//! that do not exist are skipped (the UI creates clients; YAML never does).
+//! Idempotent: a second run with the same config writes nothing.
+
+use super::entities::access_policy;
+use super::owners::{all_clients, all_users, OwnerKind};
+use super::pools;
+use crate::domain::config::{Config, OwnerSettings, Section, SettingsSource};
+use crate::domain::policy::AccessPolicy;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use std::collections::{BTreeSet, HashSet};
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub pools_created: usize,
+    pub pools_updated: usize,
+    pub policies_written: usize,
+    /// `clients.NAME` / `users.NAME` entries that match nobody yet.
+    pub unmatched: Vec<String>,
+}
+
+impl SyncReport {
+    pub fn changed(&self) -> bool {
+        self.pools_created + self.pools_updated + self.policies_written > 0
+    }
+}
+
+fn list_json(set: &BTreeSet<String>) -> String {
+    serde_json::to_string(set).unwrap_or_else(|_| "[]".into())
+}
+
+/// The access policy as stored, for display and audit.
+pub fn policy_from_row(row: &access_policy::Model) -> Option<AccessPolicy> {
+    Some(AccessPolicy {
+        default: crate::domain::policy::AccessMode::parse(&row.default_mode)?,
+        whitelist: serde_json::from_str(&row.whitelist).ok()?,
+        blacklist: serde_json::from_str(&row.blacklist).ok()?,
+        graylist: serde_json::from_str(&row.graylist).ok()?,
+    })
+}
+
+/// Applies one owner's settings. Returns (pool created, pool updated, policy written).
+pub async fn apply_owner<C: ConnectionTrait>(
+    c: &C,
+    kind: OwnerKind,
+    owner_id: i64,
+    settings: &OwnerSettings,
+    source: SettingsSource,
+    now: i64,
+) -> Result<(bool, bool, bool), DbErr> {
+    let (created, updated) = match pools::find(c, kind, owner_id).await? {
+        None => (pools::create_if_missing(c, kind, owner_id, &settings.pool, now).await?, false),
+        Some(m) => (false, pools::apply_settings(c, &m, &settings.pool, now).await?),
+    };
+
+    let a = &settings.access;
+    let wanted = (
+        source.as_str().to_string(),
+        a.default.as_str().to_string(),
+        list_json(&a.whitelist),
+        list_json(&a.blacklist),
+        list_json(&a.graylist),
+    );
+    let existing = access_policy::Entity::find()
+        .filter(access_policy::Column::OwnerKind.eq(kind.as_str()))
+        .filter(access_policy::Column::OwnerId.eq(owner_id))
+        .one(c)
+        .await?;
+    let same = existing.as_ref().is_some_and(|r| {
+        (r.source.clone(), r.default_mode.clone(), r.whitelist.clone(), r.blacklist.clone(), r.graylist.clone())
+            == wanted
+    });
+    if !same {
+        let row = access_policy::ActiveModel {
+            owner_kind: Set(kind.as_str().to_string()),
+            owner_id: Set(owner_id),
+            source: Set(wanted.0),
+            default_mode: Set(wanted.1),
+            whitelist: Set(wanted.2),
+            blacklist: Set(wanted.3),
+            graylist: Set(wanted.4),
+            updated_at: Set(now),
+            ..Default::default()
+        };
+        access_policy::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([access_policy::Column::OwnerKind, access_policy::Column::OwnerId])
+                    .update_columns([
+                        access_policy::Column::Source,
+                        access_policy::Column::DefaultMode,
+                        access_policy::Column::Whitelist,
+                        access_policy::Column::Blacklist,
+                        access_policy::Column::Graylist,
+                        access_policy::Column::UpdatedAt,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(c)
+            .await?;
+    }
+    Ok((created, updated, !same))
+}
+
+async fn sync_section<C: ConnectionTrait>(
+    c: &C,
+    kind: OwnerKind,
+    section: &Section,
+    owners: &[(i64, String)],
+    now: i64,
+    report: &mut SyncReport,
+) -> Result<(), DbErr> {
+    let names: HashSet<&str> = owners.iter().map(|(_, n)| n.as_str()).collect();
+    for name in section.named.keys() {
+        if !names.contains(name.as_str()) {
+            tracing::debug!("{}s.{name}: no such {} yet; skipped", kind.as_str(), kind.as_str());
+            report.unmatched.push(format!("{}s.{name}", kind.as_str()));
+        }
+    }
+    for (id, name) in owners {
+        let (settings, source) = section.settings_for(name);
+        let (created, updated, policy) = apply_owner(c, kind, *id, settings, source, now).await?;
+        report.pools_created += created as usize;
+        report.pools_updated += updated as usize;
+        report.policies_written += policy as usize;
+    }
+    Ok(())
+}
+
+/// Applies the whole config to every existing client and user.
+pub async fn sync_all<C: ConnectionTrait>(c: &C, config: &Config, now: i64) -> Result<SyncReport, DbErr> {
+    let mut report = SyncReport::default();
+    let clients: Vec<(i64, String)> = all_clients(c).await?.into_iter().map(|m| (m.id, m.name)).collect();
+    let users: Vec<(i64, String)> = all_users(c).await?.into_iter().map(|m| (m.id, m.username)).collect();
+    sync_section(c, OwnerKind::Client, &config.clients, &clients, now, &mut report).await?;
+    sync_section(c, OwnerKind::User, &config.users, &users, now, &mut report).await?;
+    Ok(report)
+}

@@ -1,0 +1,16 @@
+//! Database schema. The same migrations run on SQLite and PostgreSQL, so they
+//! use only portable column types: integers for ids, money (micro-coins) and
+//! times (Unix milliseconds), text for everything else.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_initial;
+
+pub struct Migrator;
+
+#[sea_orm_migration::async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_initial::Migration)]
+    }
+}

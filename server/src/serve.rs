@@ -1,0 +1,110 @@
+//! `tollgate serve`: start-up, the router and graceful shutdown.
+
+use crate::cli::{prepare_database, CliError, Resolved};
+use crate::{health, reconciler};
+use app::ssr::{now_ms, AppContext, LoadedConfig, ReloadStatus};
+use app::{shell, App};
+use arc_swap::ArcSwap;
+use axum::routing::get;
+use axum::Router;
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::path::Path;
+use std::sync::Arc;
+
+/// Site settings from Leptos.toml (and LEPTOS_* env vars), or the defaults
+/// cargo-leptos builds with when the file is absent.
+fn leptos_options(listen: &str) -> LeptosOptions {
+    let from_file = Path::new("Leptos.toml")
+        .exists()
+        .then(|| get_configuration(Some("Leptos.toml")).ok())
+        .flatten();
+    let mut opts = match from_file {
+        Some(conf) => conf.leptos_options,
+        None => LeptosOptions::builder()
+            .output_name("tollgate")
+            .site_root(std::env::var("LEPTOS_SITE_ROOT").unwrap_or_else(|_| "target/site".into()))
+            .site_pkg_dir("pkg")
+            .build(),
+    };
+    if let Ok(addr) = listen.parse() {
+        opts.site_addr = addr;
+    }
+    opts
+}
+
+pub fn router(ctx: AppContext) -> Router {
+    let routes = generate_route_list(App);
+    let opts = ctx.leptos_options.clone();
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .leptos_routes_with_context(
+            &ctx,
+            routes,
+            {
+                let ctx = ctx.clone();
+                move || provide_context(ctx.clone())
+            },
+            move || shell(opts.clone()),
+        )
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppContext, _>(
+            {
+                let ctx = ctx.clone();
+                move || provide_context(ctx.clone())
+            },
+            shell,
+        ))
+        .with_state(ctx)
+}
+
+pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliError> {
+    for w in &loaded.warnings {
+        tracing::warn!("{}: {w}", settings.config_path.display());
+    }
+    let (db, generation) = prepare_database(&settings.database_url, &loaded).await?;
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .map_err(|e| CliError::Other(format!("cannot listen on {}: {e}", settings.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::Other(format!("cannot read the listening address: {e}")))?;
+
+    let ctx = AppContext {
+        leptos_options: leptos_options(&local.to_string()),
+        db,
+        config: Arc::new(ArcSwap::from_pointee(loaded)),
+        config_path: settings.config_path.clone(),
+        public_url: settings.public_url.clone(),
+        reload: Arc::new(ArcSwap::from_pointee(ReloadStatus {
+            generation,
+            applied_at: now_ms(),
+            last_reload_ok: true,
+            last_error: None,
+        })),
+        apply_lock: Arc::new(tokio::sync::Mutex::new(())),
+    };
+    let _watcher = reconciler::spawn(ctx.clone())?;
+
+    // Tests and scripts read this line to learn the port when listening on :0.
+    tracing::info!("listening on http://{local}");
+    eprintln!("tollgate listening on http://{local}");
+    axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| CliError::Other(format!("server error: {e}")))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
