@@ -132,12 +132,8 @@ mod tests {
                     for in_g in [false, true] {
                         for consented in [false, true] {
                             let m = "m";
-                            let p = policy(
-                                default,
-                                if in_w { &[m] } else { &[] },
-                                if in_b { &[m] } else { &[] },
-                                if in_g { &[m] } else { &[] },
-                            );
+                            let pick = |on: bool| -> &[&str] { if on { &["m"] } else { &[] } };
+                            let p = policy(default, pick(in_w), pick(in_b), pick(in_g));
                             let d = p.decide(m, consented);
                             let expected = if in_b {
                                 (Denied, Rule::Blacklist)

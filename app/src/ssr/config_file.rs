@@ -87,3 +87,216 @@ pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     })?;
     parse(&file, &text)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::{PoolLimit, SettingsSource};
+    use crate::domain::money::MICRO;
+    use crate::domain::policy::{AccessMode, Decision, Rule, Verdict};
+
+    /// The user's first example (configuring-clients.md, "Global Defaults").
+    const SEED_DEFAULTS: &str = "\
+clients:
+  default:
+    max: 100.0        # coin budget (-2 = unlimited, 0 = blocked)
+    refresh: 0.05     # coins added per hour
+    starting: 100.0   # coins when pool is first created
+    model_access:
+      default: blacklist   # deny everything not explicitly listed
+      blacklist: []        # always-deny list
+      whitelist: [dummy]   # always-allow list
+";
+
+    /// The user's second example ("Per-Client Overrides").
+    const SEED_OVERRIDES: &str = "\
+clients:
+  default:
+    max: 100.0
+    refresh: 0.05
+    starting: 100.0
+    model_access:
+      default: blacklist
+  research-bot:
+    max: 500.0
+    refresh: 1.0
+    starting: 500.0
+    model_access:
+      default: whitelist
+      whitelist: [gpt-4o, llama3, qwen3.5-9b-q5]
+";
+
+    fn ok(text: &str) -> LoadedConfig {
+        parse("t.yaml", text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn err(text: &str) -> ConfigError {
+        parse("t.yaml", text).expect_err("should be rejected")
+    }
+
+    fn verdict(d: Decision) -> (Verdict, Rule) {
+        (d.verdict, d.rule)
+    }
+
+    #[test]
+    fn seed_global_defaults_give_the_documented_settings() {
+        let c = ok(SEED_DEFAULTS).config;
+        let (s, source) = c.clients.settings_for("any-client");
+        assert_eq!(source, SettingsSource::Default);
+        assert_eq!(s.pool.limit, PoolLimit::Limited(100 * MICRO));
+        assert_eq!(s.pool.refresh_micro, 50_000);
+        assert_eq!(s.pool.starting_micro, 100 * MICRO);
+        assert_eq!(s.access.default, AccessMode::Blacklist);
+        assert_eq!(verdict(s.access.decide("dummy", false)), (Verdict::Allowed, Rule::Whitelist));
+        assert_eq!(verdict(s.access.decide("gpt-4o", false)), (Verdict::Denied, Rule::Default(AccessMode::Blacklist)));
+    }
+
+    #[test]
+    fn seed_overrides_give_the_documented_settings() {
+        let c = ok(SEED_OVERRIDES).config;
+        let (bot, source) = c.clients.settings_for("research-bot");
+        assert_eq!(source, SettingsSource::Named);
+        assert_eq!(bot.pool.limit, PoolLimit::Limited(500 * MICRO));
+        assert_eq!(bot.pool.refresh_micro, MICRO);
+        assert_eq!(bot.pool.starting_micro, 500 * MICRO);
+        for m in ["gpt-4o", "llama3", "qwen3.5-9b-q5"] {
+            assert_eq!(verdict(bot.access.decide(m, false)), (Verdict::Allowed, Rule::Whitelist), "{m}");
+        }
+        // default: whitelist, so unlisted models are allowed too.
+        assert_eq!(verdict(bot.access.decide("dummy", false)), (Verdict::Allowed, Rule::Default(AccessMode::Whitelist)));
+
+        let (other, source) = c.clients.settings_for("other");
+        assert_eq!(source, SettingsSource::Default);
+        assert_eq!(other.pool.limit, PoolLimit::Limited(100 * MICRO));
+        // The defaults here have no whitelist: every model is denied.
+        assert_eq!(verdict(other.access.decide("dummy", false)), (Verdict::Denied, Rule::Default(AccessMode::Blacklist)));
+    }
+
+    #[test]
+    fn named_entries_inherit_nothing() {
+        let c = ok("\
+clients:
+  default:
+    max: 100
+    refresh: 5
+    starting: 100
+    model_access: { default: whitelist, whitelist: [dummy] }
+  bare: {}
+  only-max:
+    max: 7
+  access-without-default:
+    max: 1
+    model_access:
+      whitelist: [dummy]
+  nulled:
+")
+        .config;
+        let (bare, _) = c.clients.settings_for("bare");
+        assert_eq!(bare.pool.limit, PoolLimit::Limited(0), "no max means blocked");
+        assert_eq!(bare.pool.refresh_micro, 0);
+        assert_eq!(bare.pool.starting_micro, 0);
+        assert_eq!(bare.access.decide("dummy", false).verdict, Verdict::Denied, "no model_access denies everything");
+        let (only_max, _) = c.clients.settings_for("only-max");
+        assert_eq!(only_max.pool.limit, PoolLimit::Limited(7 * MICRO));
+        assert_eq!(only_max.pool.refresh_micro, 0, "refresh is not inherited");
+        assert_eq!(only_max.pool.starting_micro, 0, "starting is not inherited");
+        assert_eq!(only_max.access.decide("dummy", false).verdict, Verdict::Denied, "model_access is not inherited");
+        let (no_default, _) = c.clients.settings_for("access-without-default");
+        assert_eq!(no_default.access.decide("dummy", false).verdict, Verdict::Allowed);
+        assert_eq!(verdict(no_default.access.decide("other", false)), (Verdict::Denied, Rule::Default(AccessMode::Blacklist)));
+        let (nulled, _) = c.clients.settings_for("nulled");
+        assert_eq!(nulled.pool.limit, PoolLimit::Limited(0));
+    }
+
+    #[test]
+    fn unlimited_blocked_and_catalog() {
+        let c = ok("\
+models:
+  dummy: { provider: dummy, price: { input: 0, output: 0 } }
+  gpt-4o:
+    provider: openai
+    base_url: https://api.openai.com/v1/
+    api_key_env: OPENAI_API_KEY
+    upstream_model: gpt-4o
+    price: { input: 2.5, output: 10, request: 0.01 }
+    max_output_tokens: 4096
+    consent_notice: Prompts leave the organisation.
+users:
+  default: { max: -2 }
+  blocked: { max: 0 }
+")
+        .config;
+        assert_eq!(c.users.default.pool.limit, PoolLimit::Unlimited);
+        assert!(c.users.named["blocked"].pool.limit.is_blocked());
+        let gpt = &c.models["gpt-4o"];
+        assert_eq!(gpt.price.input_micro, 2_500_000);
+        assert_eq!(gpt.price.request_micro, 10_000);
+        assert_eq!(gpt.max_output_tokens, Some(4096));
+        match &gpt.provider {
+            crate::domain::config::Provider::OpenAi { base_url, .. } => assert_eq!(base_url, "https://api.openai.com/v1"),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_field() {
+        let e = err("clients:\n  research-bot:\n    max: 5\n    model_access:\n      default: sometimes\n");
+        assert_eq!(e.path, "clients.research-bot.model_access.default");
+        assert_eq!((e.line, e.column), (Some(5), Some(16)));
+        assert!(e.message.contains("sometimes"), "{e}");
+        assert!(e.to_string().starts_with("t.yaml:5:16: clients.research-bot.model_access.default: "), "{e}");
+
+        let e = err("clients:\n  default:\n    max: -1\n");
+        assert_eq!(e.path, "clients.default.max");
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("max must be ≥ 0 or exactly -2"), "{e}");
+
+        let e = err("clients:\n  default:\n    refresh: -0.5\n");
+        assert_eq!(e.path, "clients.default.refresh");
+        let e = err("users:\n  default:\n    starting: -1\n");
+        assert_eq!(e.path, "users.default.starting");
+
+        let e = err("clients:\n  default:\n    maximum: 5\n");
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("unknown field `maximum`"), "{e}");
+        assert!(e.path.starts_with("clients.default"), "{e}");
+
+        let e = err("clients:\n  default:\n    max: [1\n");
+        assert!(e.line.is_some(), "syntax errors carry a position: {e}");
+
+        let e = err("models:\n  gpt:\n    provider: openai\n    price: { input: 1, output: 1 }\n");
+        assert_eq!(e.path, "models.gpt");
+        assert!(e.message.contains("base_url"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+
+        let e = err("nonsense: 1\n");
+        assert!(e.message.contains("unknown field `nonsense`"), "{e}");
+        let e = err("clients:\n  \"bad name\": {}\n");
+        assert!(e.message.contains("bad name"), "{e}");
+        assert!(err("   \n").message.contains("empty"));
+    }
+
+    #[test]
+    fn warnings_do_not_stop_loading() {
+        let l = ok("\
+models:
+  dummy: { provider: dummy, price: { input: 0, output: 0 } }
+clients:
+  default:
+    max: 1
+    model_access: { whitelist: [dummy, ghost], blacklist: [dummy] }
+");
+        let text: Vec<String> = l.warnings.iter().map(|w| w.to_string()).collect();
+        assert!(text.iter().any(|w| w.contains("`dummy` is in both whitelist and blacklist")), "{text:?}");
+        assert!(text.iter().any(|w| w.contains("clients.default.model_access.whitelist") && w.contains("`ghost` is not in the `models` catalog")), "{text:?}");
+        assert_eq!(l.warnings.len(), 2, "{text:?}");
+    }
+
+    #[test]
+    fn the_committed_example_is_valid() {
+        let text = include_str!("../../../tollgate.yaml");
+        let l = ok(text);
+        assert!(l.config.models.contains_key("dummy"));
+        assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    }
+}
