@@ -1,6 +1,7 @@
 //! `tollgate`: the gateway server and its command-line tools.
 
 mod cli;
+mod gateway;
 mod health;
 mod reconciler;
 mod serve;

@@ -1,6 +1,7 @@
 //! `tollgate serve`: start-up, the router and graceful shutdown.
 
 use crate::cli::{prepare_database, CliError, Resolved};
+use crate::gateway::{self, accountant::Accountant, Gateway};
 use crate::{health, reconciler};
 use app::ssr::{now_ms, AppContext, LoadedConfig, ReloadStatus};
 use app::{shell, App};
@@ -33,10 +34,10 @@ fn leptos_options(listen: &str) -> LeptosOptions {
     opts
 }
 
-pub fn router(ctx: AppContext) -> Router {
+pub fn router(ctx: AppContext, gw: Gateway) -> Router {
     let routes = generate_route_list(App);
     let opts = ctx.leptos_options.clone();
-    Router::new()
+    let ui = Router::new()
         .route("/healthz", get(health::healthz))
         .leptos_routes_with_context(
             &ctx,
@@ -54,7 +55,10 @@ pub fn router(ctx: AppContext) -> Router {
             },
             shell,
         ))
-        .with_state(ctx)
+        .with_state(ctx);
+    gateway::router(gw)
+        .merge(ui)
+        .layer(axum::middleware::from_fn(gateway::request_id))
 }
 
 pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliError> {
@@ -84,14 +88,35 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
         apply_lock: Arc::new(tokio::sync::Mutex::new(())),
     };
     let _watcher = reconciler::spawn(ctx.clone())?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot build the HTTP client: {e}")))?;
+    let gw = Gateway { ctx: ctx.clone(), accountant: Accountant::start(ctx.db.clone()), http };
+    spawn_orphan_sweep(ctx.db.clone());
 
     // Tests and scripts read this line to learn the port when listening on :0.
     tracing::info!("listening on http://{local}");
     eprintln!("tollgate listening on http://{local}");
-    axum::serve(listener, router(ctx))
+    axum::serve(listener, router(ctx, gw))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| CliError::Other(format!("server error: {e}")))
+}
+
+/// Settles reservations left by a crashed process: at start-up, then hourly.
+fn spawn_orphan_sweep(db: sea_orm::DatabaseConnection) {
+    tokio::spawn(async move {
+        loop {
+            match app::ssr::ledger::sweep_orphans(&db, now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!("settled {n} orphaned reservations at their reserved amount"),
+                Err(e) => tracing::error!("orphan sweep failed: {e}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        }
+    });
 }
 
 async fn shutdown_signal() {

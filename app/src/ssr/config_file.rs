@@ -39,8 +39,10 @@ fn clean_message(raw: &str, path: &str) -> String {
     if let Some(i) = msg.rfind(" at line ") {
         msg.truncate(i);
     }
-    if !path.is_empty() {
-        if let Some(rest) = msg.strip_prefix(&format!("{path}: ")) {
+    // serde_norway may prefix its own (possibly shorter) path.
+    if let Some((head, rest)) = msg.split_once(": ") {
+        let looks_like_path = !head.is_empty() && !head.contains(' ');
+        if looks_like_path && (path.starts_with(head) || head == ".") {
             msg = rest.to_string();
         }
     }

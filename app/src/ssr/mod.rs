@@ -3,9 +3,12 @@
 
 pub mod config_file;
 pub mod config_state;
+pub mod consents;
 pub mod db;
 pub mod entities;
 pub mod owners;
+pub mod keys;
+pub mod ledger;
 pub mod pools;
 pub mod sync;
 

@@ -1,0 +1,189 @@
+//! API keys: created with 128 random bits from the OS, stored as SHA-256 only,
+//! shown once, listed by display prefix, revocable, optionally expiring.
+
+use super::entities::{api_key, client, user};
+use super::owners::OwnerKind;
+use super::sha256_hex;
+use crate::domain::keys::{check_format, display_prefix, encode, KeyFormatError};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
+    QueryOrder,
+};
+
+/// `last_used_at` is refreshed at most this often, to keep reads cheap.
+const LAST_USED_GRANULARITY_MS: i64 = 60_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("no key starts with `{0}`")]
+    NotFound(String),
+    #[error("more than one key starts with `{0}`; give more characters")]
+    Ambiguous(String),
+    #[error("the key `{0}` is already revoked")]
+    AlreadyRevoked(String),
+    #[error("the system random source failed: {0}")]
+    Random(String),
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// A freshly created key: `secret` is shown once and never stored.
+pub struct NewKey {
+    pub secret: String,
+    pub record: api_key::Model,
+}
+
+pub fn generate_secret() -> Result<String, KeyError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| KeyError::Random(e.to_string()))?;
+    Ok(encode(bytes))
+}
+
+pub async fn create<C: ConnectionTrait>(
+    c: &C,
+    kind: OwnerKind,
+    owner_id: i64,
+    label: &str,
+    expires_at: Option<i64>,
+    created_by: Option<i64>,
+    now: i64,
+) -> Result<NewKey, KeyError> {
+    let secret = generate_secret()?;
+    let record = api_key::ActiveModel {
+        owner_kind: Set(kind.as_str().to_string()),
+        owner_id: Set(owner_id),
+        secret_hash: Set(sha256_hex(secret.as_bytes())),
+        prefix: Set(display_prefix(&secret)),
+        label: Set(label.trim().to_string()),
+        created_by: Set(created_by),
+        created_at: Set(now),
+        last_used_at: Set(None),
+        expires_at: Set(expires_at),
+        revoked_at: Set(None),
+        ..Default::default()
+    }
+    .insert(c)
+    .await?;
+    Ok(NewKey { secret, record })
+}
+
+pub async fn list<C: ConnectionTrait>(c: &C, kind: Option<(OwnerKind, i64)>) -> Result<Vec<api_key::Model>, DbErr> {
+    let mut q = api_key::Entity::find().order_by_desc(api_key::Column::Id);
+    if let Some((kind, id)) = kind {
+        q = q
+            .filter(api_key::Column::OwnerKind.eq(kind.as_str()))
+            .filter(api_key::Column::OwnerId.eq(id));
+    }
+    q.all(c).await
+}
+
+/// Revokes the one key whose display prefix starts with `prefix`.
+pub async fn revoke_by_prefix<C: ConnectionTrait>(c: &C, prefix: &str, now: i64) -> Result<api_key::Model, KeyError> {
+    let matches = api_key::Entity::find()
+        .filter(api_key::Column::Prefix.starts_with(prefix))
+        .all(c)
+        .await?;
+    match matches.as_slice() {
+        [] => Err(KeyError::NotFound(prefix.to_string())),
+        [one] => revoke(c, one, now).await,
+        _ => Err(KeyError::Ambiguous(prefix.to_string())),
+    }
+}
+
+pub async fn revoke<C: ConnectionTrait>(c: &C, key: &api_key::Model, now: i64) -> Result<api_key::Model, KeyError> {
+    let res = api_key::Entity::update_many()
+        .col_expr(api_key::Column::RevokedAt, Expr::value(Some(now)))
+        .filter(api_key::Column::Id.eq(key.id))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .exec(c)
+        .await?;
+    if res.rows_affected == 0 {
+        return Err(KeyError::AlreadyRevoked(key.prefix.clone()));
+    }
+    Ok(api_key::Model { revoked_at: Some(now), ..key.clone() })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    Missing,
+    Malformed(KeyFormatError),
+    Unknown,
+    Revoked,
+    Expired,
+}
+
+impl std::fmt::Display for AuthError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthError::Missing => f.write_str("no API key was sent; send `Authorization: Bearer tg_…`"),
+            AuthError::Malformed(e) => write!(f, "{e}"),
+            AuthError::Unknown => f.write_str("this API key is not known; check that it was copied completely"),
+            AuthError::Revoked => f.write_str("this API key was revoked; ask a manager of its client for a new one"),
+            AuthError::Expired => f.write_str("this API key has expired; ask a manager of its client for a new one"),
+        }
+    }
+}
+
+/// The owner a key acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub key_id: i64,
+    pub kind: OwnerKind,
+    pub owner_id: i64,
+    pub name: String,
+}
+
+/// Checks a presented key: format and checksum first (no database), then the
+/// stored hash, revocation and expiry.
+pub async fn authenticate<C: ConnectionTrait>(c: &C, presented: &str, now: i64) -> Result<KeyOwner, AuthError> {
+    check_format(presented).map_err(AuthError::Malformed)?;
+    let key = api_key::Entity::find()
+        .filter(api_key::Column::SecretHash.eq(sha256_hex(presented.as_bytes())))
+        .one(c)
+        .await
+        .map_err(|_| AuthError::Unknown)?
+        .ok_or(AuthError::Unknown)?;
+    if key.revoked_at.is_some() {
+        return Err(AuthError::Revoked);
+    }
+    if key.expires_at.is_some_and(|t| t <= now) {
+        return Err(AuthError::Expired);
+    }
+    let kind = OwnerKind::parse(&key.owner_kind).ok_or(AuthError::Unknown)?;
+    let name = match kind {
+        OwnerKind::Client => client::Entity::find_by_id(key.owner_id).one(c).await.ok().flatten().map(|m| m.name),
+        OwnerKind::User => user::Entity::find_by_id(key.owner_id)
+            .one(c)
+            .await
+            .ok()
+            .flatten()
+            .filter(|u| u.active)
+            .map(|m| m.username),
+    }
+    .ok_or(AuthError::Revoked)?;
+    if key.last_used_at.is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS) {
+        // Best effort: a failure here must not fail the call.
+        let _ = api_key::Entity::update_many()
+            .col_expr(api_key::Column::LastUsedAt, Expr::value(Some(now)))
+            .filter(api_key::Column::Id.eq(key.id))
+            .exec(c)
+            .await;
+    }
+    Ok(KeyOwner { key_id: key.id, kind, owner_id: key.owner_id, name })
+}
+
+/// Parses `30d`, `12h`, `45m` or `90s` into milliseconds.
+pub fn parse_duration_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.len().checked_sub(1)?);
+    let n: i64 = num.parse().ok().filter(|n| *n > 0)?;
+    let ms = match unit {
+        "d" => 86_400_000,
+        "h" => 3_600_000,
+        "m" => 60_000,
+        "s" => 1_000,
+        _ => return None,
+    };
+    n.checked_mul(ms)
+}

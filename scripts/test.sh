@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every test: unit and property tests, storage and server tests on SQLite
+# and PostgreSQL, and the Playwright journeys in Chromium. Builds once: the
+# wasm bundle with cargo-leptos, then one cargo build shared by every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh --test
+
+# Leftovers from interrupted runs.
+psql -h 127.0.0.1 -U postgres -d test -Atc "SELECT datname FROM pg_database WHERE datname LIKE 'tg_t_%'" 2>/dev/null |
+  while read -r db; do psql -h 127.0.0.1 -U postgres -d test -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true; done
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+echo "==> building the browser bundle" >&2
+cargo leptos build --frontend-only
+
+echo "==> cargo tests (SQLite and PostgreSQL)" >&2
+cargo test -p app -p migration -p server --lib --bins --tests 2>&1 | tee -a "$log"
+
+echo "==> end-to-end tests in Chromium" >&2
+(cd end2end && npx playwright test) 2>&1 | tee -a "$log"
+
+passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+e2e=$(grep -Eo '^ +[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+echo "$((passed + e2e)) passed, 0 failed"

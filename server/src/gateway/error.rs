@@ -1,0 +1,86 @@
+//! The JSON API's one error type. Every error is OpenAI-shaped,
+//! `{"error":{"message","type","code"}}`, with a stable `code` and a message
+//! that says what to do. Internal details go to the log, not the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidApiKey(String),
+    #[error("{0}")]
+    ModelNotFound(String),
+    #[error("{0}")]
+    ModelNotAllowed(String),
+    #[error("{0}")]
+    ConsentRequired(String),
+    #[error("{0}")]
+    PoolBlocked(String),
+    #[error("{0}")]
+    InsufficientCoins(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    Upstream(String),
+    #[error("{0}")]
+    UpstreamTimeout(String),
+    #[error("{0}")]
+    AccountingUnavailable(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
+            ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ModelNotAllowed(_) | ApiError::ConsentRequired(_) | ApiError::PoolBlocked(_) => StatusCode::FORBIDDEN,
+            ApiError::InsufficientCoins(_) => StatusCode::PAYMENT_REQUIRED,
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::AccountingUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidApiKey(_) => "invalid_api_key",
+            ApiError::ModelNotFound(_) => "model_not_found",
+            ApiError::ModelNotAllowed(_) => "model_not_allowed",
+            ApiError::ConsentRequired(_) => "consent_required",
+            ApiError::PoolBlocked(_) => "pool_blocked",
+            ApiError::InsufficientCoins(_) => "insufficient_coins",
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::Upstream(_) => "upstream_error",
+            ApiError::UpstreamTimeout(_) => "upstream_timeout",
+            ApiError::AccountingUnavailable(_) => "accounting_unavailable",
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::InvalidApiKey(_) => "authentication_error",
+            ApiError::ModelNotAllowed(_) | ApiError::ConsentRequired(_) | ApiError::PoolBlocked(_) => "permission_error",
+            ApiError::InsufficientCoins(_) => "insufficient_quota",
+            ApiError::ModelNotFound(_) | ApiError::InvalidRequest(_) => "invalid_request_error",
+            ApiError::Upstream(_) | ApiError::UpstreamTimeout(_) | ApiError::AccountingUnavailable(_) => "api_error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": { "message": self.to_string(), "type": self.kind(), "param": null, "code": self.code() }
+        });
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+/// Malformed JSON bodies become `invalid_request` instead of axum's plain text.
+pub fn invalid_json(e: axum::extract::rejection::JsonRejection) -> ApiError {
+    ApiError::InvalidRequest(format!("the request body is not valid JSON for this endpoint: {}", e.body_text()))
+}

@@ -1,0 +1,154 @@
+//! The OpenAI-compatible JSON API under `/v1`. Handlers are thin: they
+//! authenticate, then hand the call to `proxy`, which checks access, reserves
+//! coins, calls the provider and settles.
+
+pub mod accountant;
+pub mod error;
+mod estimate;
+pub mod providers;
+mod proxy;
+
+use accountant::Accountant;
+use app::domain::money::micro_to_coins;
+use app::domain::policy::Verdict;
+use app::ssr::keys::{authenticate, AuthError, KeyOwner};
+use app::ssr::owners::OwnerKind;
+use app::ssr::{consents, now_ms, pools, AppContext};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use error::ApiError;
+use providers::Kind;
+use serde_json::{json, Value};
+
+#[derive(Clone)]
+pub struct Gateway {
+    pub ctx: AppContext,
+    pub accountant: Accountant,
+    pub http: reqwest::Client,
+}
+
+/// The id of one request, sent back as `x-request-id` and written to the ledger.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub fn router(gw: Gateway) -> Router {
+    Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/balance", get(balance))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
+        .fallback(not_found)
+        .with_state(gw)
+}
+
+/// Gives every response an `x-request-id` (the caller's, if it sent a sane one).
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .map(str::to_string)
+        .unwrap_or_else(new_request_id);
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn new_request_id() -> String {
+    let mut b = [0u8; 12];
+    if getrandom::fill(&mut b).is_err() {
+        // Uniqueness, not secrecy, is what matters here.
+        let t = now_ms().to_be_bytes();
+        b[..8].copy_from_slice(&t);
+    }
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("req_{hex}")
+}
+
+async fn not_found() -> ApiError {
+    ApiError::InvalidRequest("no such endpoint; see docs/api.md for /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/balance".into())
+}
+
+pub(crate) async fn auth(gw: &Gateway, headers: &HeaderMap) -> Result<KeyOwner, ApiError> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(ApiError::InvalidApiKey(AuthError::Missing.to_string()));
+    };
+    authenticate(&gw.ctx.db, presented, now_ms())
+        .await
+        .map_err(|e| ApiError::InvalidApiKey(e.to_string()))
+}
+
+/// Where consent for this owner is recorded in the UI.
+pub(crate) fn consent_url(gw: &Gateway, owner: &KeyOwner) -> String {
+    match owner.kind {
+        OwnerKind::Client => format!("{}/clients/{}", gw.ctx.public_url, owner.name),
+        OwnerKind::User => format!("{}/me", gw.ctx.public_url),
+    }
+}
+
+async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let owner = auth(&gw, &headers).await?;
+    let snapshot = gw.ctx.config.load_full();
+    let (settings, _) = proxy::settings_for(&snapshot.config, &owner);
+    let consented = consents::consented_models(&gw.ctx.db, owner.kind, owner.owner_id)
+        .await
+        .map_err(|e| ApiError::AccountingUnavailable(format!("the database is unavailable: {e}")))?;
+    let data: Vec<Value> = snapshot
+        .config
+        .models
+        .keys()
+        .filter(|m| settings.access.decide(m, consented.contains(*m)).verdict == Verdict::Allowed)
+        .map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "tollgate"}))
+        .collect();
+    Ok(Json(json!({"object": "list", "data": data})))
+}
+
+async fn balance(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+    let owner = auth(&gw, &headers).await?;
+    let pool = pools::find(&gw.ctx.db, owner.kind, owner.owner_id)
+        .await
+        .map_err(|e| ApiError::AccountingUnavailable(format!("the database is unavailable: {e}")))?
+        .ok_or_else(|| ApiError::PoolBlocked("this key's owner has no coin pool yet".into()))?;
+    let st = app::domain::pool::refilled(&pools::state(&pool), now_ms());
+    let (max, unlimited) = match st.limit {
+        app::domain::config::PoolLimit::Unlimited => (Value::Null, true),
+        app::domain::config::PoolLimit::Limited(m) => (json!(micro_to_coins(m)), false),
+    };
+    Ok(Json(json!({
+        "object": "balance",
+        "owner": {"kind": owner.kind.as_str(), "name": owner.name},
+        "balance": micro_to_coins(st.balance),
+        "max": max,
+        "refresh": micro_to_coins(st.refresh_micro),
+        "unlimited": unlimited,
+        "blocked": st.limit.is_blocked(),
+    })))
+}
+
+type JsonBody = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
+
+async fn chat(State(gw): State<Gateway>, Extension(id): Extension<RequestId>, headers: HeaderMap, body: JsonBody) -> Response {
+    proxy::call(gw, id, headers, body, Kind::Chat).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn completions(State(gw): State<Gateway>, Extension(id): Extension<RequestId>, headers: HeaderMap, body: JsonBody) -> Response {
+    proxy::call(gw, id, headers, body, Kind::Completions).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn embeddings(State(gw): State<Gateway>, Extension(id): Extension<RequestId>, headers: HeaderMap, body: JsonBody) -> Response {
+    proxy::call(gw, id, headers, body, Kind::Embeddings).await.unwrap_or_else(IntoResponse::into_response)
+}

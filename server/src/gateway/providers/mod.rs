@@ -1,0 +1,71 @@
+//! Model providers: the built-in `dummy` and any OpenAI-compatible endpoint.
+
+pub mod dummy;
+pub mod openai;
+
+use futures::Stream;
+use std::pin::Pin;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Completions,
+    Embeddings,
+}
+
+impl Kind {
+    pub fn path(self) -> &'static str {
+        match self {
+            Kind::Chat => "/chat/completions",
+            Kind::Completions => "/completions",
+            Kind::Embeddings => "/embeddings",
+        }
+    }
+}
+
+/// Token usage as a provider reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+impl Usage {
+    /// Reads an OpenAI `usage` object.
+    pub fn from_json(v: &serde_json::Value) -> Option<Usage> {
+        let u = v.get("usage")?;
+        Some(Usage {
+            prompt: u.get("prompt_tokens")?.as_u64()?,
+            completion: u.get("completion_tokens").and_then(|c| c.as_u64()).unwrap_or(0),
+        })
+    }
+}
+
+/// One streamed event.
+#[derive(Debug, Clone)]
+pub struct Chunk {
+    /// The JSON payload of one `data:` line, forwarded as is.
+    pub data: String,
+    /// Usage, when this chunk reports it.
+    pub usage: Option<Usage>,
+    /// Output tokens this chunk carried (one per content delta), used to
+    /// charge a stream that ends before usage is reported.
+    pub tokens: u64,
+    /// Whether the client sees this chunk (a usage chunk it did not ask for is hidden).
+    pub forward: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("{0}")]
+    Timeout(String),
+}
+
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, ProviderError>> + Send>>;
+
+pub enum Reply {
+    Json { body: serde_json::Value, usage: Usage },
+    Stream(ChunkStream),
+}

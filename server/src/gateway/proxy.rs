@@ -1,0 +1,340 @@
+//! One metered model call: resolve the model, check access, reserve the
+//! worst-case cost, call the provider, settle the actual cost.
+
+use super::accountant::Accountant;
+use super::error::{invalid_json, ApiError};
+use super::estimate::{input_typical, input_upper_bound, output_limit};
+use super::providers::{dummy, openai, Chunk, ChunkStream, Kind, ProviderError, Reply, Usage};
+use super::{auth, consent_url, Gateway, RequestId};
+use app::domain::config::{Config, ModelSpec, OwnerSettings, Provider, SettingsSource};
+use app::domain::money::format_coins;
+use app::domain::policy::{Rule, Verdict};
+use app::domain::pricing::Price;
+use app::ssr::keys::KeyOwner;
+use app::ssr::ledger::{Refusal, ReserveOutcome, ReserveRequest, Settlement};
+use app::ssr::owners::OwnerKind;
+use app::ssr::{consents, pools};
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::StreamExt;
+use serde_json::Value;
+use std::time::Duration;
+
+/// Total time allowed for an upstream call, streaming included.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub fn settings_for<'a>(config: &'a Config, owner: &KeyOwner) -> (&'a OwnerSettings, SettingsSource) {
+    match owner.kind {
+        OwnerKind::Client => config.clients.settings_for(&owner.name),
+        OwnerKind::User => config.users.settings_for(&owner.name),
+    }
+}
+
+fn db_down(e: impl std::fmt::Display) -> ApiError {
+    tracing::error!("accounting failed: {e}");
+    ApiError::AccountingUnavailable(
+        "the gateway cannot record this call's cost right now, so it was not sent upstream; retry shortly".into(),
+    )
+}
+
+fn validate(kind: Kind, body: &Value) -> Result<(), ApiError> {
+    let need = |field: &str, ok: bool| {
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::InvalidRequest(format!("`{field}` is missing or has the wrong type")))
+        }
+    };
+    match kind {
+        Kind::Chat => need("messages", body["messages"].as_array().is_some_and(|m| !m.is_empty())),
+        Kind::Completions => need("prompt", body["prompt"].is_string() || body["prompt"].is_array()),
+        Kind::Embeddings => need("input", body["input"].is_string() || body["input"].is_array()),
+    }?;
+    for f in ["max_tokens", "max_completion_tokens"] {
+        if let Some(v) = body.get(f) {
+            if !v.is_null() && v.as_u64().is_none() {
+                return Err(ApiError::InvalidRequest(format!("`{f}` must be a positive integer")));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn call(
+    gw: Gateway,
+    id: RequestId,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    let owner = auth(&gw, &headers).await?;
+    let Json(mut body) = body.map_err(invalid_json)?;
+    if !body.is_object() {
+        return Err(ApiError::InvalidRequest("the request body must be a JSON object".into()));
+    }
+    let model_name = body["model"]
+        .as_str()
+        .ok_or_else(|| ApiError::InvalidRequest("`model` is required: the name of a model in GET /v1/models".into()))?
+        .to_string();
+    validate(kind, &body)?;
+
+    let snapshot = gw.ctx.config.load_full();
+    let spec: ModelSpec = snapshot.config.models.get(&model_name).cloned().ok_or_else(|| {
+        ApiError::ModelNotFound(format!(
+            "model `{model_name}` is not in this gateway's catalog; GET /v1/models lists the models this key may call"
+        ))
+    })?;
+
+    let pool = pools::find(&gw.ctx.db, owner.kind, owner.owner_id)
+        .await
+        .map_err(db_down)?
+        .ok_or_else(|| ApiError::PoolBlocked(format!("{} `{}` has no coin pool yet; ask an admin to check the config", owner.kind.as_str(), owner.name)))?;
+
+    let refuse = |outcome: &str| Refusal {
+        request_id: id.0.clone(),
+        pool_id: pool.id,
+        key_id: Some(owner.key_id),
+        model: model_name.clone(),
+        outcome: format!("refused: {outcome}"),
+    };
+
+    // Access, from the in-memory snapshot; consent only for graylisted models.
+    let (settings, _) = settings_for(&snapshot.config, &owner);
+    let mut decision = settings.access.decide(&model_name, false);
+    if decision.verdict == Verdict::ConsentRequired
+        && consents::has_consent(&gw.ctx.db, owner.kind, owner.owner_id, &model_name).await.map_err(db_down)?
+    {
+        decision = settings.access.decide(&model_name, true);
+    }
+    match decision.verdict {
+        Verdict::Allowed => {}
+        Verdict::Denied => {
+            gw.accountant.refuse(refuse("model_not_allowed")).await.map_err(db_down)?;
+            let hint = match decision.rule {
+                Rule::Blacklist => "it is on the blacklist",
+                _ => "it is not listed and unlisted models are denied",
+            };
+            return Err(ApiError::ModelNotAllowed(format!(
+                "{} `{}` may not call `{model_name}`: {hint} ({}). An admin can change model_access in the config.",
+                owner.kind.as_str(),
+                owner.name,
+                decision.rule
+            )));
+        }
+        Verdict::ConsentRequired => {
+            gw.accountant.refuse(refuse("consent_required")).await.map_err(db_down)?;
+            return Err(ApiError::ConsentRequired(format!(
+                "`{model_name}` needs recorded consent before {} `{}` may call it ({}). Record it at {}",
+                owner.kind.as_str(),
+                owner.name,
+                decision.rule,
+                consent_url(&gw, &owner)
+            )));
+        }
+    }
+
+    // Reserve the worst case before anything goes upstream.
+    let stream = kind != Kind::Embeddings && body["stream"].as_bool() == Some(true);
+    let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
+    let (max_out, field) = output_limit(kind, &body, spec.max_output_tokens);
+    if kind != Kind::Embeddings {
+        body[field] = Value::from(max_out);
+    }
+    let estimate = spec.price.cost(input_upper_bound(kind, &body), max_out);
+    let outcome = gw
+        .accountant
+        .reserve(ReserveRequest {
+            request_id: id.0.clone(),
+            pool_id: pool.id,
+            key_id: Some(owner.key_id),
+            model: model_name.clone(),
+            amount: estimate,
+        })
+        .await
+        .map_err(db_down)?;
+    match outcome {
+        ReserveOutcome::Reserved => {}
+        ReserveOutcome::Blocked => {
+            return Err(ApiError::PoolBlocked(format!(
+                "the coin pool of {} `{}` is blocked (max: 0); an admin can raise its max in the config",
+                owner.kind.as_str(),
+                owner.name
+            )))
+        }
+        ReserveOutcome::NoPool => return Err(ApiError::PoolBlocked("this key's owner has no coin pool".into())),
+        ReserveOutcome::Insufficient { balance } => {
+            return Err(ApiError::InsufficientCoins(format!(
+                "this call may cost up to {} coins but {} `{}` has {} left; lower max_tokens, shorten the prompt, or wait for the pool to refill (GET /v1/balance)",
+                format_coins(estimate),
+                owner.kind.as_str(),
+                owner.name,
+                format_coins(balance)
+            )))
+        }
+    }
+
+    let settlement = |usage: Usage, outcome: &str| Settlement {
+        request_id: id.0.clone(),
+        tokens_in: usage.prompt as i64,
+        tokens_out: usage.completion as i64,
+        cost: spec.price.cost(usage.prompt, usage.completion),
+        outcome: outcome.to_string(),
+    };
+
+    let reply = match &spec.provider {
+        Provider::Dummy => Ok(dummy::call(kind, &body, &model_name, &id.0, max_out, stream, include_usage)),
+        Provider::OpenAi { base_url, api_key_env, upstream_model } => {
+            let target = openai::Target {
+                base_url,
+                api_key_env: api_key_env.as_deref(),
+                upstream_model,
+                timeout: UPSTREAM_TIMEOUT,
+            };
+            openai::call(&gw.http, &target, kind, body.clone(), stream, include_usage).await
+        }
+    };
+
+    match reply {
+        Err(e) => {
+            // Nothing was served: release the whole reservation.
+            let (err, outcome) = match e {
+                ProviderError::Timeout(m) => (ApiError::UpstreamTimeout(m), "upstream_timeout"),
+                ProviderError::Failed(m) => (ApiError::Upstream(m), "upstream_error"),
+            };
+            settle_or_log(&gw.accountant, settlement(Usage::default(), outcome)).await;
+            Err(err)
+        }
+        Ok(Reply::Json { body, usage }) => {
+            settle_or_log(&gw.accountant, settlement(usage, "ok")).await;
+            Ok(Json(body).into_response())
+        }
+        Ok(Reply::Stream(chunks)) => {
+            let meter = Meter {
+                accountant: gw.accountant.clone(),
+                request_id: id.0.clone(),
+                price: spec.price,
+                typical_input: input_typical(kind, &body),
+                reported: None,
+                produced: 0,
+                finished: false,
+                failed: false,
+                settled: false,
+            };
+            Ok(sse_response(chunks, meter))
+        }
+    }
+}
+
+/// A settlement that fails leaves the reservation in place; the orphan
+/// sweep later settles it at the reserved amount, so nothing goes unmetered.
+async fn settle_or_log(accountant: &Accountant, s: Settlement) {
+    let id = s.request_id.clone();
+    if let Err(e) = accountant.settle(s).await {
+        tracing::error!(request_id = id, "settlement failed; the orphan sweep will charge the reservation: {e}");
+    }
+}
+
+/// Counts what a stream delivered and settles when the stream is dropped,
+/// whether it finished, failed upstream, or the client went away.
+struct Meter {
+    accountant: Accountant,
+    request_id: String,
+    price: Price,
+    typical_input: u64,
+    reported: Option<Usage>,
+    produced: u64,
+    finished: bool,
+    failed: bool,
+    settled: bool,
+}
+
+impl Meter {
+    fn observe(&mut self, chunk: &Chunk) {
+        self.produced += chunk.tokens;
+        if chunk.usage.is_some() {
+            self.reported = chunk.usage;
+        }
+    }
+
+    fn settlement(&self) -> Settlement {
+        let (usage, outcome) = match (self.reported, self.finished, self.failed) {
+            (Some(u), true, _) => (u, "ok"),
+            (Some(u), false, _) => (u, "client_disconnected"),
+            // Nothing produced and the upstream failed: release everything.
+            (None, _, true) if self.produced == 0 => (Usage::default(), "upstream_error"),
+            (None, _, failed) => (
+                Usage { prompt: self.typical_input, completion: self.produced },
+                if failed { "upstream_error_mid_stream" } else if self.finished { "ok_without_usage" } else { "client_disconnected" },
+            ),
+        };
+        Settlement {
+            request_id: self.request_id.clone(),
+            tokens_in: usage.prompt as i64,
+            tokens_out: usage.completion as i64,
+            cost: self.price.cost(usage.prompt, usage.completion),
+            outcome: outcome.to_string(),
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let s = self.settlement();
+        let accountant = self.accountant.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move { settle_or_log(&accountant, s).await });
+            }
+            Err(_) => tracing::error!(request_id = s.request_id, "no runtime to settle on; the orphan sweep will"),
+        }
+    }
+}
+
+fn sse_response(chunks: ChunkStream, meter: Meter) -> Response {
+    let state = (chunks, meter, false);
+    let body = futures::stream::unfold(state, |(mut chunks, mut meter, ended)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            match chunks.next().await {
+                Some(Ok(chunk)) => {
+                    meter.observe(&chunk);
+                    if !chunk.forward {
+                        continue;
+                    }
+                    let frame = Bytes::from(format!("data: {}\n\n", chunk.data));
+                    return Some((Ok::<Bytes, std::convert::Infallible>(frame), (chunks, meter, false)));
+                }
+                Some(Err(e)) => {
+                    meter.failed = true;
+                    let (code, msg) = match e {
+                        ProviderError::Timeout(m) => ("upstream_timeout", m),
+                        ProviderError::Failed(m) => ("upstream_error", m),
+                    };
+                    let err = serde_json::json!({"error": {"message": msg, "type": "api_error", "code": code}});
+                    let frame = Bytes::from(format!("data: {err}\n\n"));
+                    return Some((Ok(frame), (chunks, meter, true)));
+                }
+                None => {
+                    meter.finished = true;
+                    let frame = Bytes::from_static(b"data: [DONE]\n\n");
+                    return Some((Ok(frame), (chunks, meter, true)));
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    resp
+}
+
