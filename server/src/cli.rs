@@ -32,6 +32,39 @@ pub enum Command {
     InitDb,
     /// Validate the config file; print errors and warnings.
     CheckConfig,
+    /// Manage API keys of existing clients and users.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once.
+    Create {
+        /// The client that owns the key (created in the web UI).
+        #[arg(long, conflicts_with = "user", required_unless_present = "user")]
+        client: Option<String>,
+        /// The user that owns the key.
+        #[arg(long)]
+        user: Option<String>,
+        /// A note to recognise the key by.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Expiry, e.g. 30d, 12h, 45m.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+    },
+    /// List keys (all, or one owner's).
+    List {
+        #[arg(long, conflicts_with = "user")]
+        client: Option<String>,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke the key whose display prefix starts with PREFIX.
+    Revoke { prefix: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +86,8 @@ pub struct Resolved {
     pub config_path: PathBuf,
     pub database_url: String,
     pub listen: String,
-    pub public_url: String,
+    /// `server.public_url`; when unset, the address actually listened on.
+    pub public_url: Option<String>,
 }
 
 pub fn resolve(cli: &Cli, loaded: &LoadedConfig) -> Resolved {
@@ -70,12 +104,7 @@ pub fn resolve(cli: &Cli, loaded: &LoadedConfig) -> Resolved {
             .clone()
             .or_else(|| file.database_url.clone())
             .unwrap_or_else(|| db::DEFAULT_DATABASE_URL.to_string()),
-        public_url: file
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{listen}"))
-            .trim_end_matches('/')
-            .to_string(),
+        public_url: file.public_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
         listen,
     }
 }
@@ -137,6 +166,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             conn.close().await?;
             eprintln!("database ready; config generation {generation}");
             Ok(())
+        }
+        Command::Keys { ref command } => {
+            let loaded = config_file::load(&path)?;
+            let settings = resolve(&cli, &loaded);
+            let conn = db::connect(&settings.database_url).await?;
+            db::migrate(&conn).await?;
+            let result = crate::keys_cli::run(&conn, command).await;
+            conn.close().await?;
+            result
         }
         Command::Serve => {
             let loaded = config_file::load(&path)?;

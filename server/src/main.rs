@@ -3,6 +3,7 @@
 mod cli;
 mod gateway;
 mod health;
+mod keys_cli;
 mod reconciler;
 mod serve;
 

@@ -78,7 +78,7 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
         db,
         config: Arc::new(ArcSwap::from_pointee(loaded)),
         config_path: settings.config_path.clone(),
-        public_url: settings.public_url.clone(),
+        public_url: settings.public_url.clone().unwrap_or_else(|| format!("http://{local}")),
         reload: Arc::new(ArcSwap::from_pointee(ReloadStatus {
             generation,
             applied_at: now_ms(),

@@ -119,6 +119,8 @@ pub struct ModelSpec {
     pub price: Price,
     pub max_output_tokens: Option<u32>,
     pub consent_notice: Option<String>,
+    /// Total time allowed for one upstream call, streaming included.
+    pub timeout_secs: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +307,7 @@ pub struct RawModel {
     pub price: Price,
     pub max_output_tokens: Option<u32>,
     pub consent_notice: Option<String>,
+    pub timeout_secs: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +320,7 @@ pub struct RawModelFields {
     pub upstream_model: Option<String>,
     pub max_output_tokens: Option<u32>,
     pub consent_notice: Option<String>,
+    pub timeout_secs: Option<u32>,
 }
 
 impl TryFrom<RawModelFields> for RawModel {
@@ -355,6 +359,9 @@ impl TryFrom<RawModelFields> for RawModel {
         if f.max_output_tokens == Some(0) {
             return Err("max_output_tokens must be at least 1".into());
         }
+        if f.timeout_secs == Some(0) {
+            return Err("timeout_secs must be at least 1".into());
+        }
         Ok(RawModel {
             provider,
             price: Price {
@@ -364,6 +371,7 @@ impl TryFrom<RawModelFields> for RawModel {
             },
             max_output_tokens: f.max_output_tokens,
             consent_notice: f.consent_notice,
+            timeout_secs: f.timeout_secs,
         })
     }
 }
@@ -456,6 +464,7 @@ impl RawConfig {
                         price: m.price,
                         max_output_tokens: m.max_output_tokens,
                         consent_notice: m.consent_notice,
+                        timeout_secs: m.timeout_secs,
                     },
                 )
             })

@@ -111,6 +111,8 @@ pub enum AuthError {
     Unknown,
     Revoked,
     Expired,
+    /// The key could not be checked because the database failed.
+    Unavailable,
 }
 
 impl std::fmt::Display for AuthError {
@@ -121,6 +123,7 @@ impl std::fmt::Display for AuthError {
             AuthError::Unknown => f.write_str("this API key is not known; check that it was copied completely"),
             AuthError::Revoked => f.write_str("this API key was revoked; ask a manager of its client for a new one"),
             AuthError::Expired => f.write_str("this API key has expired; ask a manager of its client for a new one"),
+            AuthError::Unavailable => f.write_str("the gateway cannot check API keys right now; retry shortly"),
         }
     }
 }
@@ -142,7 +145,7 @@ pub async fn authenticate<C: ConnectionTrait>(c: &C, presented: &str, now: i64) 
         .filter(api_key::Column::SecretHash.eq(sha256_hex(presented.as_bytes())))
         .one(c)
         .await
-        .map_err(|_| AuthError::Unknown)?
+        .map_err(|_| AuthError::Unavailable)?
         .ok_or(AuthError::Unknown)?;
     if key.revoked_at.is_some() {
         return Err(AuthError::Revoked);
@@ -152,12 +155,15 @@ pub async fn authenticate<C: ConnectionTrait>(c: &C, presented: &str, now: i64) 
     }
     let kind = OwnerKind::parse(&key.owner_kind).ok_or(AuthError::Unknown)?;
     let name = match kind {
-        OwnerKind::Client => client::Entity::find_by_id(key.owner_id).one(c).await.ok().flatten().map(|m| m.name),
+        OwnerKind::Client => client::Entity::find_by_id(key.owner_id)
+            .one(c)
+            .await
+            .map_err(|_| AuthError::Unavailable)?
+            .map(|m| m.name),
         OwnerKind::User => user::Entity::find_by_id(key.owner_id)
             .one(c)
             .await
-            .ok()
-            .flatten()
+            .map_err(|_| AuthError::Unavailable)?
             .filter(|u| u.active)
             .map(|m| m.username),
     }

@@ -42,7 +42,7 @@ pub fn router(gw: Gateway) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
-        .fallback(not_found)
+        .route("/v1/{*rest}", axum::routing::any(not_found))
         .with_state(gw)
 }
 
@@ -87,9 +87,10 @@ pub(crate) async fn auth(gw: &Gateway, headers: &HeaderMap) -> Result<KeyOwner, 
     let Some(presented) = presented else {
         return Err(ApiError::InvalidApiKey(AuthError::Missing.to_string()));
     };
-    authenticate(&gw.ctx.db, presented, now_ms())
-        .await
-        .map_err(|e| ApiError::InvalidApiKey(e.to_string()))
+    authenticate(&gw.ctx.db, presented, now_ms()).await.map_err(|e| match e {
+        AuthError::Unavailable => ApiError::AccountingUnavailable(e.to_string()),
+        e => ApiError::InvalidApiKey(e.to_string()),
+    })
 }
 
 /// Where consent for this owner is recorded in the UI.

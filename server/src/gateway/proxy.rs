@@ -22,7 +22,8 @@ use futures::StreamExt;
 use serde_json::Value;
 use std::time::Duration;
 
-/// Total time allowed for an upstream call, streaming included.
+/// Total time allowed for an upstream call, streaming included, unless the
+/// model sets `timeout_secs`.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub fn settings_for<'a>(config: &'a Config, owner: &KeyOwner) -> (&'a OwnerSettings, SettingsSource) {
@@ -190,7 +191,7 @@ pub async fn call(
                 base_url,
                 api_key_env: api_key_env.as_deref(),
                 upstream_model,
-                timeout: UPSTREAM_TIMEOUT,
+                timeout: spec.timeout_secs.map_or(UPSTREAM_TIMEOUT, |s| Duration::from_secs(s.into())),
             };
             openai::call(&gw.http, &target, kind, body.clone(), stream, include_usage).await
         }
