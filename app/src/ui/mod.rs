@@ -4,7 +4,7 @@ mod home;
 pub mod status;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, MetaTags};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::StaticSegment;
 
@@ -18,6 +18,8 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
+                <link rel="stylesheet" id="leptos" href="/pkg/tollgate.css"/>
+                <title>"Tollgate"</title>
                 <MetaTags/>
             </head>
             <body>
@@ -31,8 +33,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
-        <Stylesheet id="leptos" href="/pkg/tollgate.css"/>
-        <Title text="Tollgate"/>
         <Router>
             <header class="topbar">
                 <a class="brand" href="/">"Tollgate"</a>
