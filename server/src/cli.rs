@@ -32,6 +32,8 @@ pub enum Command {
     InitDb,
     /// Validate the config file; print errors and warnings.
     CheckConfig,
+    /// Create an admin user; the password comes from TOLLGATE_ADMIN_PASSWORD or stdin.
+    CreateAdmin { username: String },
     /// Manage API keys of existing clients and users.
     Keys {
         #[command(subcommand)]
@@ -175,6 +177,29 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let result = crate::keys_cli::run(&conn, command).await;
             conn.close().await?;
             result
+        }
+        Command::CreateAdmin { ref username } => {
+            let loaded = config_file::load(&path)?;
+            let settings = resolve(&cli, &loaded);
+            let password = match std::env::var("TOLLGATE_ADMIN_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| CliError::Other(format!("cannot read the password from stdin: {e}")))?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            app::ssr::auth::check_password_policy(&password).map_err(CliError::Other)?;
+            let hash = app::ssr::auth::hash_password(&password).map_err(CliError::Other)?;
+            let (conn, _) = prepare_database(&settings.database_url, &loaded).await?;
+            let user = app::ssr::owners::create_user(&conn, &loaded.config, username, &hash, "admin", now_ms())
+                .await
+                .map_err(|e| CliError::Other(e.to_string()))?;
+            conn.close().await?;
+            eprintln!("created admin `{}`", user.username);
+            Ok(())
         }
         Command::Serve => {
             let loaded = config_file::load(&path)?;

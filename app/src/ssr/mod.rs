@@ -1,6 +1,7 @@
 //! Server-only code: storage, config loading and the services that server
 //! functions and the JSON API call. Compiled only with the `ssr` feature.
 
+pub mod auth;
 pub mod config_file;
 pub mod config_state;
 pub mod consents;

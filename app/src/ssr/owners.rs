@@ -35,7 +35,7 @@ impl OwnerKind {
 pub enum OwnerError {
     #[error("{0}")]
     InvalidName(String),
-    #[error("a client named `{0}` already exists")]
+    #[error("`{0}` already exists")]
     Duplicate(String),
     #[error(transparent)]
     Db(#[from] DbErr),

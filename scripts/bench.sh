@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Measures Tollgate's overhead, throughput and memory in one run, on this
+# machine, and prints a Markdown report. Everything runs on loopback:
+#   - a fast mock upstream written in Rust (server/examples/mock_upstream.rs),
+#   - `tollgate serve` (release build) on a fresh SQLite file, accounting on,
+#   - oha (from crates.io) as the load generator.
+# Numbers from one run are reported side by side, as ratios where it helps,
+# because these machines are noisy. Usage: scripts/bench.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-10}"
+rate=1000
+conns=64
+
+command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked
+cargo build --release -p server --bin tollgate --example mock_upstream >&2
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+up_addr=127.0.0.1:18081
+tg_addr=127.0.0.1:18080
+cat > "$work/tollgate.yaml" <<YAML
+models:
+  bench:
+    provider: openai
+    base_url: http://$up_addr/v1
+    upstream_model: bench
+    price: { input: 0.001, output: 0.001 }
+    max_output_tokens: 16
+users:
+  default:
+    max: 1000000000
+    starting: 1000000000
+    model_access: { whitelist: [bench] }
+YAML
+db="sqlite://$work/bench.db"
+tg=./target/release/tollgate
+TOLLGATE_ADMIN_PASSWORD=bench-password-1 $tg create-admin bench --config "$work/tollgate.yaml" --database-url "$db" 2>/dev/null
+key=$($tg keys create --user bench --config "$work/tollgate.yaml" --database-url "$db" 2>/dev/null)
+
+./target/release/examples/mock_upstream "$up_addr" >/dev/null &
+pids+=($!)
+TOLLGATE_LOG=warn $tg serve --config "$work/tollgate.yaml" --database-url "$db" --listen "$tg_addr" 2>"$work/serve.log" &
+tg_pid=$!
+pids+=($tg_pid)
+for _ in $(seq 1 100); do curl -fs "http://$tg_addr/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+
+body='{"model":"bench","messages":[{"role":"user","content":"Say ok."}],"max_tokens":16}'
+load() { # url extra-oha-args...
+  local url=$1; shift
+  oha --no-tui --output-format json -z "${secs}s" -m POST \
+    -H "Authorization: Bearer $key" -H "Content-Type: application/json" -d "$body" "$@" "$url"
+}
+
+direct=$(load "http://$up_addr/v1/chat/completions" -q "$rate" -c 16)
+through=$(load "http://$tg_addr/v1/chat/completions" -q "$rate" -c 16)
+rows_before=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from ledger').fetchone()[0])" "$work/bench.db")
+max=$(load "http://$tg_addr/v1/chat/completions" -c "$conns")
+rows_after=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from ledger').fetchone()[0])" "$work/bench.db")
+rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$tg_pid/status")
+
+python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" <<'PY'
+import json, sys
+direct, through, peak = (json.loads(a) for a in sys.argv[1:4])
+rows_before, rows_after, rss_kb, secs, rate, conns = map(int, sys.argv[4:10])
+def pct(r, p): return r["latencyPercentiles"][p] * 1000
+def ok(r): return r["statusCodeDistribution"].get("200", 0)
+d50, d99, t50, t99 = pct(direct, "p50"), pct(direct, "p99"), pct(through, "p50"), pct(through, "p99")
+served = ok(peak)
+print(f"## Benchmark ({secs} s per phase, one run)\n")
+print("| measure | direct to mock | through Tollgate | overhead |")
+print("|---|---|---|---|")
+print(f"| p50 latency at {rate} req/s | {d50:.3f} ms | {t50:.3f} ms | {t50 - d50:+.3f} ms ({t50 / d50:.2f}x) |")
+print(f"| p99 latency at {rate} req/s | {d99:.3f} ms | {t99:.3f} ms | {t99 - d99:+.3f} ms ({t99 / d99:.2f}x) |")
+print(f"| successful at {rate} req/s | {ok(direct)} | {ok(through)} | |")
+print()
+print(f"| throughput, {conns} connections, no rate limit | value |")
+print("|---|---|")
+print(f"| requests/s through Tollgate | {peak['summary']['requestsPerSec']:.0f} |")
+print(f"| 200 responses | {served} (of {sum(peak['statusCodeDistribution'].values())}) |")
+print(f"| ledger rows written in that phase | {rows_after - rows_before} |")
+print(f"| every served call durably recorded | {'yes' if rows_after - rows_before >= served else 'NO'} |")
+print(f"| peak RSS of tollgate | {rss_kb / 1024:.1f} MB |")
+PY
