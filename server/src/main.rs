@@ -4,6 +4,7 @@ mod cli;
 mod gateway;
 mod health;
 mod keys_cli;
+mod origin;
 mod reconciler;
 mod serve;
 

@@ -35,6 +35,7 @@ fn leptos_options(listen: &str) -> LeptosOptions {
 }
 
 pub fn router(ctx: AppContext, gw: Gateway) -> Router {
+    let origin_policy = crate::origin::OriginPolicy::new(&ctx.public_url);
     let routes = generate_route_list(App);
     let opts = ctx.leptos_options.clone();
     let ui = Router::new()
@@ -58,6 +59,7 @@ pub fn router(ctx: AppContext, gw: Gateway) -> Router {
         .with_state(ctx);
     gateway::router(gw)
         .merge(ui)
+        .layer(axum::middleware::from_fn_with_state(origin_policy, crate::origin::check))
         .layer(axum::middleware::from_fn(gateway::request_id))
 }
 
@@ -86,7 +88,17 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
             last_error: None,
         })),
         apply_lock: Arc::new(tokio::sync::Mutex::new(())),
+        setup_token: Arc::new(std::sync::Mutex::new(None)),
     };
+    if !app::ssr::owners::admin_exists(&ctx.db).await? {
+        let token = app::ssr::session::new_token().map_err(CliError::Other)?;
+        let url = format!("{}/setup?token={token}", ctx.public_url);
+        tracing::warn!("no admin exists yet; create the first one at {url}");
+        eprintln!("tollgate setup address: {url}");
+        if let Ok(mut t) = ctx.setup_token.lock() {
+            *t = Some(token);
+        }
+    }
     let _watcher = reconciler::spawn(ctx.clone())?;
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))

@@ -195,3 +195,16 @@ pub mod config_state {
     }
     no_relations!();
 }
+
+pub mod login_failure {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "login_failures")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub username: String,
+        pub at: i64,
+    }
+    no_relations!();
+}

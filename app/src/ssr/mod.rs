@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config_file;
+pub mod console;
 pub mod config_state;
 pub mod consents;
 pub mod db;
@@ -11,6 +12,7 @@ pub mod owners;
 pub mod keys;
 pub mod ledger;
 pub mod pools;
+pub mod session;
 pub mod sync;
 
 use crate::domain::config::{Config, Warning};
@@ -44,6 +46,15 @@ pub struct AppContext {
     /// Held while a config is applied and swapped in, and while an owner is
     /// created from the snapshot, so a new client never gets a stale config.
     pub apply_lock: Arc<tokio::sync::Mutex<()>>,
+    /// One-time token for `/setup` while no admin exists.
+    pub setup_token: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl AppContext {
+    /// Whether cookies must be `Secure`.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
 }
 
 /// What this instance knows about its config reloads, for `/healthz`.
@@ -74,4 +85,16 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(bytes);
     digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares secrets without leaking where they differ through timing.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A real argon2id hash, verified against when a username does not exist,
+/// so that sign-in takes the same time either way.
+pub fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| auth::hash_password("no such user, no such password").unwrap_or_default())
 }

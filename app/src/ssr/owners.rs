@@ -123,3 +123,13 @@ pub async fn create_user(
     txn.commit().await?;
     Ok(model)
 }
+
+/// Whether an active admin exists.
+pub async fn admin_exists<C: ConnectionTrait>(c: &C) -> Result<bool, DbErr> {
+    Ok(user::Entity::find()
+        .filter(user::Column::Role.eq("admin"))
+        .filter(user::Column::Active.eq(true))
+        .one(c)
+        .await?
+        .is_some())
+}

@@ -1,12 +1,19 @@
 //! The web UI: the HTML shell, the router and the pages.
 
+pub mod api;
+#[cfg(feature = "ssr")]
+mod guard;
 mod home;
+mod owner;
+mod pages;
 pub mod status;
+pub mod types;
+mod widgets;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags};
-use leptos_router::components::{Route, Router, Routes};
-use leptos_router::StaticSegment;
+use leptos_router::components::{Route, Router, Routes, A};
+use leptos_router::{path, StaticSegment};
 
 /// The HTML document rendered on the server around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -34,15 +41,53 @@ pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
         <Router>
-            <header class="topbar">
-                <a class="brand" href="/">"Tollgate"</a>
-            </header>
+            <Nav/>
             <main class="page">
                 <Routes fallback=NotFound>
                     <Route path=StaticSegment("") view=home::HomePage/>
+                    <Route path=path!("/login") view=pages::LoginPage/>
+                    <Route path=path!("/setup") view=pages::SetupPage/>
+                    <Route path=path!("/clients") view=pages::ClientsPage/>
+                    <Route path=path!("/clients/:name") view=owner::ClientPage/>
+                    <Route path=path!("/me") view=owner::MePage/>
+                    <Route path=path!("/users") view=pages::UsersPage/>
+                    <Route path=path!("/config") view=pages::ConfigPage/>
                 </Routes>
             </main>
         </Router>
+    }
+}
+
+#[component]
+fn Nav() -> impl IntoView {
+    let logout = ServerAction::<api::Logout>::new();
+    let me = Resource::new(move || logout.version().get(), |_| api::current_user());
+    view! {
+        <header class="topbar">
+            <A href="/" attr:class="brand">"Tollgate"</A>
+            <nav aria-label="Main">
+                <Suspense fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        match me.await {
+                            Ok(Some(u)) => {
+                                let admin = u.role == "admin";
+                                let manager = u.role != "user";
+                                view! {
+                                    {manager.then(|| view! { <A href="/clients">"Clients"</A> })}
+                                    <A href="/me">"Me"</A>
+                                    {admin.then(|| view! { <A href="/users">"Users"</A><A href="/config">"Config"</A> })}
+                                    <span class="who" data-testid="signed-in-as">{format!("{} ({})", u.username, u.role)}</span>
+                                    <ActionForm action=logout attr:class="inline">
+                                        <button type="submit" class="link">"Sign out"</button>
+                                    </ActionForm>
+                                }.into_any()
+                            }
+                            _ => view! { <A href="/login">"Sign in"</A> }.into_any(),
+                        }
+                    })}
+                </Suspense>
+            </nav>
+        </header>
     }
 }
 

@@ -12,7 +12,7 @@ pub struct ConfigSummary {
 }
 
 /// Public: the same facts `/healthz` reports, without the error text.
-#[server]
+#[server(prefix = "/api", endpoint = "config_status")]
 pub async fn config_status() -> Result<ConfigSummary, ServerFnError> {
     use crate::ssr::{config_state, AppContext};
     let ctx = expect_context::<AppContext>();

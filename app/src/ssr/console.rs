@@ -1,0 +1,248 @@
+//! What the web console shows and does, below the server functions: each
+//! function takes already-authorised arguments and does one thing.
+
+use super::entities::{api_key, client, client_manager, ledger, user};
+use super::owners::OwnerKind;
+use super::{consents, keys, now_ms, pools, AppContext};
+use crate::domain::config::{PoolLimit, SettingsSource};
+use crate::domain::policy::Verdict;
+use crate::domain::pool::{full_at, refilled};
+use crate::domain::time::rfc3339;
+use crate::ui::types::*;
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use std::collections::{BTreeMap, HashMap};
+
+pub const PAGE_SIZE: u64 = 50;
+
+fn source_label(s: SettingsSource) -> String {
+    match s {
+        SettingsSource::Named => "named entry".into(),
+        SettingsSource::Default => "defaults".into(),
+    }
+}
+
+pub async fn pool_view<C: ConnectionTrait>(c: &C, ctx: &AppContext, kind: OwnerKind, id: i64, name: &str) -> Result<Option<PoolView>, DbErr> {
+    let Some(p) = pools::find(c, kind, id).await? else { return Ok(None) };
+    let now = now_ms();
+    let st = refilled(&pools::state(&p), now);
+    let snapshot = ctx.config.load();
+    let section = match kind {
+        OwnerKind::Client => &snapshot.config.clients,
+        OwnerKind::User => &snapshot.config.users,
+    };
+    Ok(Some(PoolView {
+        balance: st.balance,
+        max: match st.limit {
+            PoolLimit::Unlimited => None,
+            PoolLimit::Limited(m) => Some(m),
+        },
+        refresh: st.refresh_micro,
+        starting: section.settings_for(name).0.pool.starting_micro,
+        full_at: full_at(&st, now),
+    }))
+}
+
+/// Clients the viewer may see, a page at a time. `only` limits to these ids (managers).
+pub async fn clients_page(ctx: &AppContext, only: Option<Vec<i64>>, page: u64, can_create: bool) -> Result<ClientsPage, DbErr> {
+    let db = &ctx.db;
+    let mut q = client::Entity::find().order_by_asc(client::Column::Name);
+    if let Some(ids) = &only {
+        q = q.filter(client::Column::Id.is_in(ids.clone()));
+    }
+    let paginator = q.paginate(db, PAGE_SIZE);
+    let total = paginator.num_items().await?;
+    let pages = total.div_ceil(PAGE_SIZE).max(1);
+    let page = page.min(pages - 1);
+    let clients = paginator.fetch_page(page).await?;
+    let ids: Vec<i64> = clients.iter().map(|c| c.id).collect();
+
+    let mut key_counts: HashMap<i64, u64> = HashMap::new();
+    for k in api_key::Entity::find()
+        .select_only()
+        .column(api_key::Column::OwnerId)
+        .filter(api_key::Column::OwnerKind.eq("client"))
+        .filter(api_key::Column::OwnerId.is_in(ids.clone()))
+        .filter(api_key::Column::RevokedAt.is_null())
+        .into_tuple::<i64>()
+        .all(db)
+        .await?
+    {
+        *key_counts.entry(k).or_default() += 1;
+    }
+    let managers = managers_of(db, &ids).await?;
+    let snapshot = ctx.config.load();
+    let mut rows = Vec::with_capacity(clients.len());
+    for c in clients {
+        rows.push(ClientRow {
+            pool: pool_view(db, ctx, OwnerKind::Client, c.id, &c.name).await?,
+            key_count: key_counts.get(&c.id).copied().unwrap_or(0),
+            managers: managers.get(&c.id).cloned().unwrap_or_default(),
+            source: source_label(snapshot.config.clients.settings_for(&c.name).1),
+            name: c.name,
+        });
+    }
+    Ok(ClientsPage { rows, page, pages, total, can_create })
+}
+
+async fn managers_of<C: ConnectionTrait>(c: &C, client_ids: &[i64]) -> Result<HashMap<i64, Vec<String>>, DbErr> {
+    let links = client_manager::Entity::find()
+        .filter(client_manager::Column::ClientId.is_in(client_ids.to_vec()))
+        .all(c)
+        .await?;
+    let user_ids: Vec<i64> = links.iter().map(|l| l.user_id).collect();
+    let names: HashMap<i64, String> = user::Entity::find()
+        .filter(user::Column::Id.is_in(user_ids))
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.username))
+        .collect();
+    let mut out: HashMap<i64, Vec<String>> = HashMap::new();
+    for l in links {
+        if let Some(n) = names.get(&l.user_id) {
+            out.entry(l.client_id).or_default().push(n.clone());
+        }
+    }
+    for v in out.values_mut() {
+        v.sort();
+    }
+    Ok(out)
+}
+
+/// Client ids a user manages.
+pub async fn managed_client_ids<C: ConnectionTrait>(c: &C, user_id: i64) -> Result<Vec<i64>, DbErr> {
+    Ok(client_manager::Entity::find()
+        .filter(client_manager::Column::UserId.eq(user_id))
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|l| l.client_id)
+        .collect())
+}
+
+pub async fn owner_detail(ctx: &AppContext, kind: OwnerKind, id: i64, name: &str, can_edit_managers: bool) -> Result<OwnerDetail, DbErr> {
+    let db = &ctx.db;
+    let snapshot = ctx.config.load();
+    let section = match kind {
+        OwnerKind::Client => &snapshot.config.clients,
+        OwnerKind::User => &snapshot.config.users,
+    };
+    let (settings, source) = section.settings_for(name);
+    let consented = consents::consented_models(db, kind, id).await?;
+    let models = snapshot
+        .config
+        .models
+        .values()
+        .map(|m| {
+            let d = settings.access.decide(&m.name, consented.contains(&m.name));
+            let undecided = settings.access.decide(&m.name, false);
+            ModelAccessRow {
+                model: m.name.clone(),
+                verdict: match d.verdict {
+                    Verdict::Allowed => "allowed",
+                    Verdict::Denied => "denied",
+                    Verdict::ConsentRequired => "consent needed",
+                }
+                .into(),
+                rule: d.rule.to_string(),
+                consent_applies: undecided.verdict == Verdict::ConsentRequired,
+                consented: consented.contains(&m.name),
+                consent_notice: m.consent_notice.clone(),
+            }
+        })
+        .collect();
+    let keys = keys::list(db, Some((kind, id)))
+        .await?
+        .into_iter()
+        .map(|k| KeyRow {
+            id: k.id,
+            prefix: k.prefix,
+            label: k.label,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+        })
+        .collect();
+    let managers = match kind {
+        OwnerKind::Client => managers_of(db, &[id]).await?.remove(&id).unwrap_or_default(),
+        OwnerKind::User => Vec::new(),
+    };
+    let (recent, usage) = match pools::find(db, kind, id).await? {
+        Some(p) => usage(db, p.id).await?,
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(OwnerDetail {
+        kind: kind.as_str().into(),
+        name: name.into(),
+        source: source_label(source),
+        pool: pool_view(db, ctx, kind, id, name).await?,
+        models,
+        keys,
+        managers,
+        can_edit_managers,
+        recent,
+        usage,
+    })
+}
+
+async fn usage<C: ConnectionTrait>(c: &C, pool_id: i64) -> Result<(Vec<LedgerRow>, Vec<DayUsage>), DbErr> {
+    let since = now_ms() - 30 * 86_400_000;
+    let rows = ledger::Entity::find()
+        .filter(ledger::Column::PoolId.eq(pool_id))
+        .filter(ledger::Column::CreatedAt.gte(since))
+        .order_by_desc(ledger::Column::Id)
+        .limit(5000)
+        .all(c)
+        .await?;
+    let mut days: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for r in &rows {
+        if r.coins_micro > 0 {
+            *days.entry(rfc3339(r.created_at)[..10].to_string()).or_default().entry(r.model.clone()).or_default() += r.coins_micro;
+        }
+    }
+    let usage = days
+        .into_iter()
+        .map(|(day, m)| DayUsage { day, by_model: m.into_iter().collect() })
+        .collect();
+    let recent = rows
+        .into_iter()
+        .take(20)
+        .map(|r| LedgerRow {
+            at: r.created_at,
+            model: r.model,
+            tokens_in: r.tokens_in,
+            tokens_out: r.tokens_out,
+            coins: r.coins_micro,
+            outcome: r.outcome,
+        })
+        .collect();
+    Ok((recent, usage))
+}
+
+pub async fn config_overview(ctx: &AppContext) -> Result<ConfigReport, DbErr> {
+    let snapshot = ctx.config.load();
+    let state = super::config_state::get(&ctx.db).await?;
+    let clients: Vec<String> = super::owners::all_clients(&ctx.db).await?.into_iter().map(|c| c.name).collect();
+    let users: Vec<String> = super::owners::all_users(&ctx.db).await?.into_iter().map(|u| u.username).collect();
+    let mut unmatched = Vec::new();
+    for n in snapshot.config.clients.named.keys() {
+        if !clients.contains(n) {
+            unmatched.push(format!("clients.{n}"));
+        }
+    }
+    for n in snapshot.config.users.named.keys() {
+        if !users.contains(n) {
+            unmatched.push(format!("users.{n}"));
+        }
+    }
+    Ok(ConfigReport {
+        generation: state.as_ref().map_or(0, |s| s.generation),
+        applied_at: state.as_ref().map_or(0, |s| s.applied_at),
+        last_reload_ok: state.as_ref().is_none_or(|s| s.last_reload_ok),
+        last_error: state.and_then(|s| s.last_error),
+        unmatched,
+        warnings: snapshot.warnings.iter().map(|w| w.to_string()).collect(),
+        path: ctx.config_path.display().to_string(),
+    })
+}

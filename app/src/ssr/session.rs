@@ -1,0 +1,150 @@
+//! Sign-in sessions, stored in the database. The cookie holds a random token;
+//! the database holds only its SHA-256. Cookies are HttpOnly and SameSite=Lax,
+//! and Secure when the public URL is https.
+
+use super::entities::{login_failure, session, user};
+use super::{now_ms, sha256_hex};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter};
+
+pub const COOKIE: &str = "tg_session";
+/// A session unused for this long ends.
+pub const IDLE_TIMEOUT_MS: i64 = 12 * 3600 * 1000;
+/// No session lives longer than this.
+pub const ABSOLUTE_TIMEOUT_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Failed sign-ins per username within the window before sign-in is refused.
+pub const MAX_FAILURES: u64 = 5;
+pub const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Role {
+    Admin,
+    Manager,
+    User,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "manager" => Some(Role::Manager),
+            "user" => Some(Role::User),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Manager => "manager",
+            Role::User => "user",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionUser {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+}
+
+pub fn new_token() -> Result<String, String> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| e.to_string())?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+pub async fn create<C: ConnectionTrait>(c: &C, user_id: i64) -> Result<String, DbErr> {
+    let token = new_token().map_err(DbErr::Custom)?;
+    let now = now_ms();
+    session::Entity::insert(session::ActiveModel {
+        id: Set(sha256_hex(token.as_bytes())),
+        user_id: Set(user_id),
+        created_at: Set(now),
+        last_seen_at: Set(now),
+    })
+    .exec_without_returning(c)
+    .await?;
+    Ok(token)
+}
+
+/// The signed-in user for a session token, if the session is live and the user active.
+pub async fn lookup<C: ConnectionTrait>(c: &C, token: &str) -> Result<Option<SessionUser>, DbErr> {
+    let now = now_ms();
+    let id = sha256_hex(token.as_bytes());
+    let Some(s) = session::Entity::find_by_id(id.clone()).one(c).await? else { return Ok(None) };
+    if now - s.last_seen_at > IDLE_TIMEOUT_MS || now - s.created_at > ABSOLUTE_TIMEOUT_MS {
+        session::Entity::delete_by_id(id).exec(c).await?;
+        return Ok(None);
+    }
+    let Some(u) = user::Entity::find_by_id(s.user_id).one(c).await? else { return Ok(None) };
+    let Some(role) = Role::parse(&u.role).filter(|_| u.active) else { return Ok(None) };
+    if now - s.last_seen_at > 60_000 {
+        session::Entity::update_many()
+            .col_expr(session::Column::LastSeenAt, Expr::value(now))
+            .filter(session::Column::Id.eq(id))
+            .exec(c)
+            .await?;
+    }
+    Ok(Some(SessionUser { id: u.id, username: u.username, role }))
+}
+
+pub async fn delete<C: ConnectionTrait>(c: &C, token: &str) -> Result<(), DbErr> {
+    session::Entity::delete_by_id(sha256_hex(token.as_bytes())).exec(c).await?;
+    Ok(())
+}
+
+pub async fn delete_for_user<C: ConnectionTrait>(c: &C, user_id: i64) -> Result<(), DbErr> {
+    session::Entity::delete_many().filter(session::Column::UserId.eq(user_id)).exec(c).await?;
+    Ok(())
+}
+
+pub fn token_from_cookie_header(header: &str) -> Option<String> {
+    header
+        .split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+pub fn set_cookie(token: &str, secure: bool) -> String {
+    format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+        ABSOLUTE_TIMEOUT_MS / 1000,
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+pub fn clear_cookie(secure: bool) -> String {
+    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}", if secure { "; Secure" } else { "" })
+}
+
+/// Whether sign-in for this username is throttled after repeated failures.
+pub async fn throttled<C: ConnectionTrait>(c: &C, username: &str) -> Result<bool, DbErr> {
+    let n = login_failure::Entity::find()
+        .filter(login_failure::Column::Username.eq(username))
+        .filter(login_failure::Column::At.gt(now_ms() - FAILURE_WINDOW_MS))
+        .count(c)
+        .await?;
+    Ok(n >= MAX_FAILURES)
+}
+
+pub async fn record_failure<C: ConnectionTrait>(c: &C, username: &str) -> Result<(), DbErr> {
+    login_failure::Entity::insert(login_failure::ActiveModel {
+        username: Set(username.to_string()),
+        at: Set(now_ms()),
+        ..Default::default()
+    })
+    .exec_without_returning(c)
+    .await?;
+    Ok(())
+}
+
+pub async fn clear_failures<C: ConnectionTrait>(c: &C, username: &str) -> Result<(), DbErr> {
+    login_failure::Entity::delete_many()
+        .filter(login_failure::Column::Username.eq(username))
+        .exec(c)
+        .await?;
+    Ok(())
+}

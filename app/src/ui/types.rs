@@ -1,0 +1,124 @@
+//! Data the server functions send to the pages. Money is micro-coins.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    pub username: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolView {
+    pub balance: i64,
+    /// `None` when unlimited.
+    pub max: Option<i64>,
+    pub refresh: i64,
+    pub starting: i64,
+    /// When the pool will be full again (Unix ms), if it will.
+    pub full_at: Option<i64>,
+}
+
+impl PoolView {
+    pub fn blocked(&self) -> bool {
+        self.max == Some(0)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRow {
+    pub name: String,
+    pub pool: Option<PoolView>,
+    pub key_count: u64,
+    pub managers: Vec<String>,
+    /// "named entry" or "defaults".
+    pub source: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientsPage {
+    pub rows: Vec<ClientRow>,
+    pub page: u64,
+    pub pages: u64,
+    pub total: u64,
+    pub can_create: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelAccessRow {
+    pub model: String,
+    /// "allowed", "denied" or "consent needed".
+    pub verdict: String,
+    pub rule: String,
+    /// Consent is what decides this model (graylisted).
+    pub consent_applies: bool,
+    pub consented: bool,
+    pub consent_notice: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRow {
+    pub id: i64,
+    pub prefix: String,
+    pub label: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerRow {
+    pub at: i64,
+    pub model: String,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub coins: i64,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayUsage {
+    /// `YYYY-MM-DD`
+    pub day: String,
+    pub by_model: Vec<(String, i64)>,
+}
+
+/// A client's or user's page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerDetail {
+    pub kind: String,
+    pub name: String,
+    pub source: String,
+    pub pool: Option<PoolView>,
+    pub models: Vec<ModelAccessRow>,
+    pub keys: Vec<KeyRow>,
+    pub managers: Vec<String>,
+    pub can_edit_managers: bool,
+    pub recent: Vec<LedgerRow>,
+    pub usage: Vec<DayUsage>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewKeyShown {
+    pub secret: String,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRow {
+    pub username: String,
+    pub role: String,
+    pub active: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigReport {
+    pub generation: i64,
+    pub applied_at: i64,
+    pub last_reload_ok: bool,
+    pub last_error: Option<String>,
+    pub unmatched: Vec<String>,
+    pub warnings: Vec<String>,
+    pub path: String,
+}

@@ -1,0 +1,143 @@
+//! Small pieces shared by the pages.
+
+use super::types::*;
+use crate::domain::money::format_coins;
+use crate::domain::time::short;
+use leptos::prelude::*;
+
+/// An inline error from a server function.
+#[component]
+pub fn ErrorNote(message: String) -> impl IntoView {
+    let text = message
+        .trim_start_matches("error running server function: ")
+        .trim_start_matches("ServerError|")
+        .to_string();
+    view! { <p class="error" role="alert">{text}</p> }
+}
+
+pub fn server_error_text(e: &ServerFnError) -> String {
+    match e {
+        ServerFnError::ServerError(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Shows the result of an action: nothing, an error, or `ok` text.
+pub fn action_result<T, S>(value: S, ok: &'static str) -> impl IntoView
+where
+    T: Clone + Send + Sync + 'static,
+    S: Get<Value = Option<Result<T, ServerFnError>>> + Send + Sync + 'static,
+{
+    move || match value.get() {
+        Some(Err(e)) => view! { <ErrorNote message=server_error_text(&e)/> }.into_any(),
+        Some(Ok(_)) if !ok.is_empty() => view! { <p class="ok" role="status">{ok}</p> }.into_any(),
+        _ => ().into_any(),
+    }
+}
+
+#[component]
+pub fn Gauge(pool: Option<PoolView>) -> impl IntoView {
+    match pool {
+        None => view! { <span class="muted">"no pool"</span> }.into_any(),
+        Some(p) if p.max.is_none() => view! { <span class="badge unlimited" data-testid="balance">"unlimited"</span> }.into_any(),
+        Some(p) if p.blocked() => view! { <span class="badge blocked" data-testid="balance">"blocked"</span> }.into_any(),
+        Some(p) => {
+            let max = p.max.unwrap_or(1).max(1);
+            let pct = (p.balance as f64 / max as f64 * 100.0).clamp(0.0, 100.0);
+            view! {
+                <span class="gauge" title=format!("{:.0}% of max", pct)>
+                    <span class="gauge-bar"><span class="gauge-fill" style=format!("width:{pct:.1}%")></span></span>
+                    <span data-testid="balance">{format_coins(p.balance)}</span>
+                    " / "
+                    <span data-testid="max">{format_coins(max)}</span>
+                </span>
+            }
+            .into_any()
+        }
+    }
+}
+
+pub fn when(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "—".to_string(), short)
+}
+
+#[component]
+pub fn PoolPanel(pool: Option<PoolView>, source: String) -> impl IntoView {
+    let body = match pool.clone() {
+        None => view! { <p>"This owner has no coin pool yet."</p> }.into_any(),
+        Some(p) => view! {
+            <dl class="facts">
+                <dt>"Balance"</dt><dd><Gauge pool=Some(p.clone())/></dd>
+                <dt>"Max"</dt><dd>{p.max.map_or("unlimited (-2)".into(), |m| if m == 0 { "0 (blocked)".into() } else { format_coins(m) })}</dd>
+                <dt>"Refresh"</dt><dd>{format!("{} coins per hour", format_coins(p.refresh))}</dd>
+                <dt>"Starting"</dt><dd>{format_coins(p.starting)}</dd>
+                <dt>"Full again"</dt><dd>{match (p.max, p.full_at) {
+                    (None, _) => "never limited".to_string(),
+                    (Some(_), None) => "never (no refresh)".to_string(),
+                    (Some(_), Some(t)) => short(t),
+                }}</dd>
+                <dt>"Settings from"</dt><dd data-testid="settings-source">{source}</dd>
+            </dl>
+        }
+        .into_any(),
+    };
+    view! { <section class="card"><h2>"Coin pool"</h2>{body}</section> }
+}
+
+#[component]
+pub fn UsagePanel(usage: Vec<DayUsage>, recent: Vec<LedgerRow>) -> impl IntoView {
+    let max_day = usage.iter().map(|d| d.by_model.iter().map(|(_, c)| *c).sum::<i64>()).max().unwrap_or(0).max(1);
+    let models: Vec<String> = {
+        let mut m: Vec<String> = usage.iter().flat_map(|d| d.by_model.iter().map(|(n, _)| n.clone())).collect();
+        m.sort();
+        m.dedup();
+        m
+    };
+    let color = move |name: &str| {
+        let i = models.iter().position(|m| m == name).unwrap_or(0);
+        ["#4f46e5", "#0891b2", "#ca8a04", "#db2777", "#16a34a", "#9333ea"][i % 6]
+    };
+    let bars = usage
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut y = 100.0;
+            let segs = d
+                .by_model
+                .iter()
+                .map(|(m, c)| {
+                    let h = *c as f64 / max_day as f64 * 100.0;
+                    y -= h;
+                    view! { <rect x=(i * 10).to_string() y=format!("{y:.2}") width="8" height=format!("{h:.2}") fill=color(m)><title>{format!("{}: {} {} coins", d.day, m, format_coins(*c))}</title></rect> }
+                })
+                .collect_view();
+            segs
+        })
+        .collect_view();
+    let chart = if usage.is_empty() {
+        view! { <p class="muted">"No coins spent in the last 30 days."</p> }.into_any()
+    } else {
+        view! {
+            <svg class="chart" viewBox=format!("0 0 {} 100", usage.len() * 10) preserveAspectRatio="none" role="img" aria-label="Coins spent per day over the last 30 days, by model">
+                {bars}
+            </svg>
+        }
+        .into_any()
+    };
+    let rows = if recent.is_empty() {
+        view! { <p class="muted">"No calls yet."</p> }.into_any()
+    } else {
+        view! {
+            <table>
+                <thead><tr><th>"When"</th><th>"Model"</th><th>"Tokens in/out"</th><th>"Coins"</th><th>"Outcome"</th></tr></thead>
+                <tbody>
+                    {recent.into_iter().map(|r| view! {
+                        <tr><td>{short(r.at)}</td><td>{r.model}</td><td>{format!("{} / {}", r.tokens_in, r.tokens_out)}</td><td>{format_coins(r.coins)}</td><td>{r.outcome}</td></tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        }
+        .into_any()
+    };
+    view! { <section class="card"><h2>"Usage"</h2>{chart}<h3>"Recent calls"</h3>{rows}</section> }
+}
