@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Starts the built `tollgate` binary for the end-to-end tests on a fresh SQLite
-# database and a copy of the example config, from the workspace root (where
-# Leptos.toml and target/site are).
+# database and a copy of end2end/tollgate.e2e.yaml, from the workspace root
+# (where Leptos.toml and target/site are). The log goes to .run/server.log too,
+# where the tests find the one-time setup address.
 set -euo pipefail
 port="$1"
 root="$(cd "$(dirname "$0")/.." && pwd)"
 run="$root/end2end/.run"
 rm -rf "$run"
 mkdir -p "$run"
-cp "$root/tollgate.yaml" "$run/tollgate.yaml"
+cp "$root/end2end/tollgate.e2e.yaml" "$run/tollgate.yaml"
 cd "$root"
 exec "$root/target/debug/tollgate" serve \
   --config "$run/tollgate.yaml" \
   --database-url "sqlite://$run/tollgate.db" \
-  --listen "127.0.0.1:$port"
+  --listen "127.0.0.1:$port" 2> >(tee "$run/server.log" >&2)

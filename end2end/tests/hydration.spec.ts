@@ -12,7 +12,7 @@ test("the start page renders on the server and hydrates in the browser", async (
   await page.goto("/");
   await expect(page.getByRole("heading", { name: "Tollgate", level: 1 })).toBeVisible();
   // Only the hydrated wasm app flips this attribute.
-  await expect(page.locator('[data-hydrated="true"]')).toBeVisible();
+  await expect(page.locator('section[data-hydrated="true"]')).toBeVisible();
   await expect(page.getByTestId("config-generation")).toHaveText(/^\d+$/);
 
   // A client-side event handler works: refetching calls the server function.
