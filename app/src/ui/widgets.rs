@@ -74,6 +74,7 @@ pub fn PoolPanel(pool: Option<PoolView>, source: String) -> impl IntoView {
                 <dt>"Full again"</dt><dd>{match (p.max, p.full_at) {
                     (None, _) => "never limited".to_string(),
                     (Some(_), None) => "never (no refresh)".to_string(),
+                    (Some(m), Some(_)) if p.balance >= m => "full now".to_string(),
                     (Some(_), Some(t)) => short(t),
                 }}</dd>
                 <dt>"Settings from"</dt><dd data-testid="settings-source">{source}</dd>
