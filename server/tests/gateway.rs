@@ -409,7 +409,7 @@ async fn orphaned_reservations_are_settled_once() {
         let pool = pools::find(&e.db, OwnerKind::Client, e.ids["app"]).await.unwrap().unwrap();
         let before = e.balance("app").await;
         let long_ago = now_ms() - 20 * 60 * 1000;
-        let req = app::ssr::ledger::ReserveRequest { request_id: "crashed-1".into(), pool_id: pool.id, key_id: None, model: "dummy".into(), amount: 3 * MICRO };
+        let req = app::ssr::ledger::ReserveRequest { request_id: "crashed-1".into(), pool: pool.clone(), key_id: None, model: "dummy".into(), amount: 3 * MICRO };
         let txn = app::ssr::db::begin_write(&e.db).await.unwrap();
         app::ssr::ledger::reserve_in(&txn, &req, long_ago).await.unwrap();
         txn.commit().await.unwrap();

@@ -14,10 +14,37 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait
 #[derive(Debug, Clone)]
 pub struct ReserveRequest {
     pub request_id: String,
-    pub pool_id: i64,
+    /// The pool as read just before; refill and debit are still atomic
+    /// conditional statements, so a stale snapshot cannot overspend.
+    pub pool: pool::Model,
     pub key_id: Option<i64>,
     pub model: String,
     pub amount: i64,
+}
+
+/// What settling needs to know about a reservation, kept by the caller so
+/// that settling does not have to read it back.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    pub request_id: String,
+    pub pool_id: i64,
+    pub unlimited: bool,
+    pub key_id: Option<i64>,
+    pub model: String,
+    pub amount: i64,
+}
+
+impl ReserveRequest {
+    pub fn reservation(&self) -> Reservation {
+        Reservation {
+            request_id: self.request_id.clone(),
+            pool_id: self.pool.id,
+            unlimited: self.pool.unlimited,
+            key_id: self.key_id,
+            model: self.model.clone(),
+            amount: self.amount,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,13 +53,12 @@ pub enum ReserveOutcome {
     /// The balance (after refill) cannot cover the amount.
     Insufficient { balance: i64 },
     Blocked,
-    NoPool,
 }
 
 /// How a call ended, recorded in the ledger.
 #[derive(Debug, Clone)]
 pub struct Settlement {
-    pub request_id: String,
+    pub reservation: Reservation,
     pub tokens_in: i64,
     pub tokens_out: i64,
     /// The actual cost of what was served.
@@ -51,16 +77,14 @@ pub struct Refusal {
 }
 
 pub async fn reserve_in<C: ConnectionTrait>(c: &C, req: &ReserveRequest, now: i64) -> Result<ReserveOutcome, DbErr> {
-    let Some(p) = pool::Entity::find_by_id(req.pool_id).one(c).await? else {
-        return Ok(ReserveOutcome::NoPool);
-    };
-    let limit = pools::limit(&p);
+    let p = &req.pool;
+    let limit = pools::limit(p);
     if limit.is_blocked() {
         insert_row(c, p.id, req.key_id, &req.model, 0, 0, 0, now, &req.request_id, "refused: pool_blocked").await?;
         return Ok(ReserveOutcome::Blocked);
     }
     if limit != PoolLimit::Unlimited {
-        pools::credit_refill(c, &p, now).await?;
+        pools::credit_refill(c, p, now).await?;
         if !pools::try_debit(c, p.id, req.amount).await? {
             let balance = pool::Entity::find_by_id(p.id)
                 .one(c)
@@ -72,7 +96,7 @@ pub async fn reserve_in<C: ConnectionTrait>(c: &C, req: &ReserveRequest, now: i6
     }
     reservation::Entity::insert(reservation::ActiveModel {
         request_id: Set(req.request_id.clone()),
-        pool_id: Set(req.pool_id),
+        pool_id: Set(p.id),
         key_id: Set(req.key_id),
         model: Set(req.model.clone()),
         amount_micro: Set(req.amount),
@@ -86,32 +110,29 @@ pub async fn reserve_in<C: ConnectionTrait>(c: &C, req: &ReserveRequest, now: i6
 /// Settles a reservation. Returns the coins charged, or `None` if it was
 /// already settled (or never existed).
 pub async fn settle_in<C: ConnectionTrait>(c: &C, s: &Settlement, now: i64) -> Result<Option<i64>, DbErr> {
-    let Some(r) = reservation::Entity::find_by_id(s.request_id.clone()).one(c).await? else {
-        return Ok(None);
-    };
+    let r = &s.reservation;
     let deleted = reservation::Entity::delete_many()
-        .filter(reservation::Column::RequestId.eq(s.request_id.clone()))
+        .filter(reservation::Column::RequestId.eq(r.request_id.clone()))
         .exec(c)
         .await?;
     if deleted.rows_affected != 1 {
         return Ok(None);
     }
-    let unlimited = pool::Entity::find_by_id(r.pool_id).one(c).await?.is_some_and(|p| p.unlimited);
     let mut outcome = s.outcome.clone();
-    let charged = if unlimited {
+    let charged = if r.unlimited {
         s.cost
-    } else if s.cost <= r.amount_micro {
-        pools::credit(c, r.pool_id, r.amount_micro - s.cost).await?;
+    } else if s.cost <= r.amount {
+        pools::credit(c, r.pool_id, r.amount - s.cost).await?;
         s.cost
-    } else if pools::try_debit(c, r.pool_id, s.cost - r.amount_micro).await? {
+    } else if pools::try_debit(c, r.pool_id, s.cost - r.amount).await? {
         s.cost
     } else {
         // The estimate was too low and the pool cannot cover the rest: charge
         // what was reserved and say so, rather than go below zero.
         outcome = format!("{outcome}; capped at the reservation");
-        r.amount_micro
+        r.amount
     };
-    insert_row(c, r.pool_id, r.key_id, &r.model, s.tokens_in, s.tokens_out, charged, now, &s.request_id, &outcome).await?;
+    insert_row(c, r.pool_id, r.key_id, &r.model, s.tokens_in, s.tokens_out, charged, now, &r.request_id, &outcome).await?;
     Ok(Some(charged))
 }
 
@@ -166,8 +187,16 @@ pub async fn sweep_orphans(db: &sea_orm::DatabaseConnection, now: i64) -> Result
     let mut settled = 0;
     for r in stale {
         let txn = super::db::begin_write(db).await?;
+        let unlimited = pool::Entity::find_by_id(r.pool_id).one(&txn).await?.is_some_and(|p| p.unlimited);
         let s = Settlement {
-            request_id: r.request_id.clone(),
+            reservation: Reservation {
+                request_id: r.request_id.clone(),
+                pool_id: r.pool_id,
+                unlimited,
+                key_id: r.key_id,
+                model: r.model.clone(),
+                amount: r.amount_micro,
+            },
             tokens_in: 0,
             tokens_out: 0,
             cost: r.amount_micro,

@@ -11,7 +11,7 @@ use app::domain::money::format_coins;
 use app::domain::policy::{Rule, Verdict};
 use app::domain::pricing::Price;
 use app::ssr::keys::KeyOwner;
-use app::ssr::ledger::{Refusal, ReserveOutcome, ReserveRequest, Settlement};
+use app::ssr::ledger::{Refusal, Reservation, ReserveOutcome, ReserveRequest, Settlement};
 use app::ssr::owners::OwnerKind;
 use app::ssr::{consents, pools};
 use axum::body::{Body, Bytes};
@@ -144,17 +144,15 @@ pub async fn call(
         body[field] = Value::from(max_out);
     }
     let estimate = spec.price.cost(input_upper_bound(kind, &body), max_out);
-    let outcome = gw
-        .accountant
-        .reserve(ReserveRequest {
-            request_id: id.0.clone(),
-            pool_id: pool.id,
-            key_id: Some(owner.key_id),
-            model: model_name.clone(),
-            amount: estimate,
-        })
-        .await
-        .map_err(db_down)?;
+    let request = ReserveRequest {
+        request_id: id.0.clone(),
+        pool: pool.clone(),
+        key_id: Some(owner.key_id),
+        model: model_name.clone(),
+        amount: estimate,
+    };
+    let reservation = request.reservation();
+    let outcome = gw.accountant.reserve(request).await.map_err(db_down)?;
     match outcome {
         ReserveOutcome::Reserved => {}
         ReserveOutcome::Blocked => {
@@ -164,7 +162,6 @@ pub async fn call(
                 owner.name
             )))
         }
-        ReserveOutcome::NoPool => return Err(ApiError::PoolBlocked("this key's owner has no coin pool".into())),
         ReserveOutcome::Insufficient { balance } => {
             return Err(ApiError::InsufficientCoins(format!(
                 "this call may cost up to {} coins but {} `{}` has {} left; lower max_tokens, shorten the prompt, or wait for the pool to refill (GET /v1/balance)",
@@ -177,7 +174,7 @@ pub async fn call(
     }
 
     let settlement = |usage: Usage, outcome: &str| Settlement {
-        request_id: id.0.clone(),
+        reservation: reservation.clone(),
         tokens_in: usage.prompt as i64,
         tokens_out: usage.completion as i64,
         cost: spec.price.cost(usage.prompt, usage.completion),
@@ -214,7 +211,7 @@ pub async fn call(
         Ok(Reply::Stream(chunks)) => {
             let meter = Meter {
                 accountant: gw.accountant.clone(),
-                request_id: id.0.clone(),
+                reservation: reservation.clone(),
                 price: spec.price,
                 typical_input: input_typical(kind, &body),
                 reported: None,
@@ -231,7 +228,7 @@ pub async fn call(
 /// A settlement that fails leaves the reservation in place; the orphan
 /// sweep later settles it at the reserved amount, so nothing goes unmetered.
 async fn settle_or_log(accountant: &Accountant, s: Settlement) {
-    let id = s.request_id.clone();
+    let id = s.reservation.request_id.clone();
     if let Err(e) = accountant.settle(s).await {
         tracing::error!(request_id = id, "settlement failed; the orphan sweep will charge the reservation: {e}");
     }
@@ -241,7 +238,7 @@ async fn settle_or_log(accountant: &Accountant, s: Settlement) {
 /// whether it finished, failed upstream, or the client went away.
 struct Meter {
     accountant: Accountant,
-    request_id: String,
+    reservation: Reservation,
     price: Price,
     typical_input: u64,
     reported: Option<Usage>,
@@ -271,7 +268,7 @@ impl Meter {
             ),
         };
         Settlement {
-            request_id: self.request_id.clone(),
+            reservation: self.reservation.clone(),
             tokens_in: usage.prompt as i64,
             tokens_out: usage.completion as i64,
             cost: self.price.cost(usage.prompt, usage.completion),
@@ -292,7 +289,7 @@ impl Drop for Meter {
             Ok(h) => {
                 h.spawn(async move { settle_or_log(&accountant, s).await });
             }
-            Err(_) => tracing::error!(request_id = s.request_id, "no runtime to settle on; the orphan sweep will"),
+            Err(_) => tracing::error!(request_id = s.reservation.request_id, "no runtime to settle on; the orphan sweep will"),
         }
     }
 }
