@@ -9,11 +9,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"
-rate=1000
+rate="${BENCH_RATE:-1000}"
 conns=64
 
 command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked
-cargo build --release -p server --bin tollgate --example mock_upstream >&2
+cargo leptos build --release --frontend-only >&2
+cargo build --release -p server --bin tollgate --example mock_upstream --example seed_clients >&2
 
 work=$(mktemp -d)
 pids=()
@@ -62,10 +63,26 @@ max=$(load "http://$tg_addr/v1/chat/completions" -c "$conns")
 rows_after=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from ledger').fetchone()[0])" "$work/bench.db")
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$tg_pid/status")
 
-python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" <<'PY'
+# The console with 1,000 clients and 10,000 keys: server-side render of /clients.
+./target/release/examples/seed_clients "$db" "$work/tollgate.yaml" 1000 10000 >&2
+cookie=$(curl -s -o /dev/null -D - -H "Accept: application/json" -H "Origin: http://$tg_addr" \
+  --data-urlencode username=bench --data-urlencode password=bench-password-1 \
+  "http://$tg_addr/api/login" | awk -F'[ ;]' 'tolower($1) == "set-cookie:" {print $2}')
+render_ms=()
+for _ in 1 2 3 4 5 6 7; do
+  render_ms+=("$(curl -s -o "$work/clients.html" -w '%{time_total}' -H "Cookie: $cookie" "http://$tg_addr/clients")")
+done
+rows=$(grep -o 'data-client=' "$work/clients.html" | wc -l)
+render=$(printf '%s\n' "${render_ms[@]}" | sort -n | sed -n 4p)
+
+wasm_raw=$(stat -c %s target/site/pkg/tollgate.wasm 2>/dev/null || echo 0)
+wasm_gz=$(gzip -9 -c target/site/pkg/tollgate.wasm 2>/dev/null | wc -c)
+
+python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" <<'PY'
 import json, sys
 direct, through, peak = (json.loads(a) for a in sys.argv[1:4])
 rows_before, rows_after, rss_kb, secs, rate, conns = map(int, sys.argv[4:10])
+render_s, page_rows, wasm_raw, wasm_gz = float(sys.argv[10]), int(sys.argv[11]), int(sys.argv[12]), int(sys.argv[13])
 def pct(r, p): return r["latencyPercentiles"][p] * 1000
 def ok(r): return r["statusCodeDistribution"].get("200", 0)
 d50, d99, t50, t99 = pct(direct, "p50"), pct(direct, "p99"), pct(through, "p50"), pct(through, "p99")
@@ -84,4 +101,9 @@ print(f"| 200 responses | {served} (of {sum(peak['statusCodeDistribution'].value
 print(f"| ledger rows written in that phase | {rows_after - rows_before} |")
 print(f"| every served call durably recorded | {'yes' if rows_after - rows_before >= served else 'NO'} |")
 print(f"| peak RSS of tollgate | {rss_kb / 1024:.1f} MB |")
+print()
+print("| web console | value |")
+print("|---|---|")
+print(f"| GET /clients, signed in, 1,000 clients and 10,000 keys (median of 7) | {render_s * 1000:.1f} ms, {page_rows} rows on the page |")
+print(f"| wasm bundle in target/site (as last built) | {wasm_raw / 1024:.0f} KiB raw, {wasm_gz / 1024:.0f} KiB gzip -9 |")
 PY
