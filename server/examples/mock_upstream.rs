@@ -16,6 +16,9 @@ async fn main() -> std::io::Result<()> {
         post(|| async { ([("content-type", "application/json")], REPLY) }),
     );
     let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     println!("mock upstream on http://{addr}");
     axum::serve(listener, app).await
 }

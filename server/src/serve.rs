@@ -103,6 +103,7 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
         .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .tcp_nodelay(true)
         .build()
         .map_err(|e| CliError::Other(format!("cannot build the HTTP client: {e}")))?;
     let gw = Gateway { ctx: ctx.clone(), accountant: Accountant::start(ctx.db.clone()), http };
@@ -111,6 +112,12 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
     // Tests and scripts read this line to learn the port when listening on :0.
     tracing::info!("listening on http://{local}");
     eprintln!("tollgate listening on http://{local}");
+    // Small responses must not wait on Nagle's algorithm and delayed ACKs.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, router(ctx, gw))
         .with_graceful_shutdown(shutdown_signal())
         .await

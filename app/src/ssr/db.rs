@@ -15,7 +15,10 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/tollgate.db";
 /// if missing, WAL is on and every commit is synced to disk.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.to_string());
+    // A broken connection surfaces as a query error anyway; pinging on
+    // every checkout would add a round trip to every request.
     opts.sqlx_logging(false)
+        .test_before_acquire(false)
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10));
     if let Some(path) = sqlite_path(url) {
