@@ -212,3 +212,34 @@ async fn sessions_origin_checks_and_throttling() {
         assert!(html.contains("<main"), "{path}");
     }
 }
+
+#[tokio::test]
+async fn create_admin_from_the_host() {
+    for backend in BACKENDS {
+        let tdb = TestDb::new(backend).await;
+        let cfg = tdb.dir.path().join("tollgate.yaml");
+        write(&cfg, CONFIG);
+        let run = |password: &str| {
+            std::process::Command::new(bin())
+                .args(["create-admin", "root-admin", "--config"])
+                .arg(&cfg)
+                .args(["--database-url", &tdb.url])
+                .env("TOLLGATE_ADMIN_PASSWORD", password)
+                .output()
+                .unwrap()
+        };
+        let short = run("short");
+        assert!(!short.status.success());
+        assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10 characters"));
+        assert!(run("a long admin password").status.success());
+        assert!(!run("a long admin password").status.success(), "a second admin of the same name is refused");
+
+        let server = Server::spawn(&cfg, &tdb.url, &[]);
+        assert!(!server.log().contains("setup?token="), "no setup address once an admin exists");
+        let c = Console { server, http: reqwest::Client::new() };
+        let cookie = c.sign_in("root-admin", "a long admin password").await;
+        let (status, body, _) = c.call(Some(&cookie), "list_users", &[]).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body[0]["role"], "admin");
+    }
+}

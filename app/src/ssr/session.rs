@@ -148,3 +148,21 @@ pub async fn clear_failures<C: ConnectionTrait>(c: &C, username: &str) -> Result
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies() {
+        let c = set_cookie("abc", false);
+        assert!(c.starts_with("tg_session=abc;") && c.contains("HttpOnly") && c.contains("SameSite=Lax"));
+        assert!(!c.contains("Secure"));
+        assert!(set_cookie("abc", true).ends_with("; Secure"), "Secure when the public URL is https");
+        assert!(clear_cookie(true).contains("Max-Age=0"));
+        assert_eq!(token_from_cookie_header("a=1; tg_session=xyz; b=2").as_deref(), Some("xyz"));
+        assert_eq!(token_from_cookie_header("tg_session="), None);
+        assert_eq!(Role::parse("manager"), Some(Role::Manager));
+        assert_eq!(Role::parse("root"), None);
+    }
+}
