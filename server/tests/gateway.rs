@@ -26,6 +26,7 @@ models:
   slow: {{ provider: openai, base_url: \"{u}\", upstream_model: slow-stream, price: {{ input: 1, output: 2 }}, max_output_tokens: 500 }}
   broken: {{ provider: openai, base_url: \"{u}\", upstream_model: fail, price: {{ input: 1, output: 1 }} }}
   hanging: {{ provider: openai, base_url: \"{u}\", upstream_model: hang, price: {{ input: 1, output: 1 }}, timeout_secs: 1 }}
+  quiet: {{ provider: openai, base_url: \"{u}\", upstream_model: no-usage, price: {{ input: 1, output: 1 }} }}
   secret-model: {{ provider: dummy, price: {{ input: 0, output: 0 }} }}
   gray-model: {{ provider: dummy, price: {{ input: 0, output: 0 }}, consent_notice: Prompts are logged. }}
   flat: {{ provider: dummy, price: {{ input: 0, output: 0, request: 1 }} }}
@@ -386,6 +387,13 @@ async fn models_balance_completions_and_embeddings() {
         assert_eq!(body["choices"][0]["message"]["content"], "Hello from upstream");
         let row = e.wait_ledger_row(&rid.unwrap()).await;
         assert_eq!((row.tokens_in, row.tokens_out), (11, 7));
+
+        // An upstream that reports no usage is still charged for what it produced.
+        let (status, _, rid) = e.chat("app", "quiet").await;
+        assert_eq!(status, 200);
+        let row = e.wait_ledger_row(&rid.unwrap()).await;
+        assert_eq!((row.tokens_out, row.outcome.as_str()), (5, "ok_without_usage"));
+        assert!(row.tokens_in > 0 && row.coins_micro > 0, "{row:?}");
 
         let (status, body, _) = e.post(Some(key), "/v1/completions", json!({"model": "dummy", "prompt": "say this", "max_tokens": 3})).await;
         assert_eq!(status, 200, "{body}");

@@ -204,9 +204,15 @@ pub async fn call(
             settle_or_log(&gw.accountant, settlement(Usage::default(), outcome)).await;
             Err(err)
         }
-        Ok(Reply::Json { body, usage }) => {
-            settle_or_log(&gw.accountant, settlement(usage, "ok")).await;
-            Ok(Json(body).into_response())
+        Ok(Reply::Json { body: reply, usage }) => {
+            // Some local servers omit usage; never charge 0 for what they produced.
+            let (usage, outcome) = if reply.get("usage").is_some_and(|u| u.is_object()) || kind == Kind::Embeddings {
+                (usage, "ok")
+            } else {
+                (estimate_usage(kind, &body, &reply), "ok_without_usage")
+            };
+            settle_or_log(&gw.accountant, settlement(usage, outcome)).await;
+            Ok(Json(reply).into_response())
         }
         Ok(Reply::Stream(chunks)) => {
             let meter = Meter {
@@ -223,6 +229,20 @@ pub async fn call(
             Ok(sse_response(chunks, meter))
         }
     }
+}
+
+/// Usage for a reply that reported none: the typical input estimate, and
+/// about four bytes a token for the text that came back.
+fn estimate_usage(kind: Kind, request: &Value, reply: &Value) -> Usage {
+    let text: usize = reply["choices"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| c["message"]["content"].as_str().or(c["text"].as_str()).map_or(0, str::len))
+                .sum()
+        })
+        .unwrap_or(0);
+    Usage { prompt: input_typical(kind, request), completion: (text as u64).div_ceil(4) }
 }
 
 /// A settlement that fails leaves the reservation in place; the orphan

@@ -38,6 +38,11 @@ async fn chat(State(rec): State<Arc<Recorded>>, Json(body): Json<Value>) -> Resp
     let stream = body["stream"].as_bool() == Some(true);
     match model.as_str() {
         "fail" => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        "no-usage" => Json(json!({
+            "id": "up-2", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from upstream"}, "finish_reason": "stop"}]
+        }))
+        .into_response(),
         "hang" => {
             tokio::time::sleep(Duration::from_secs(30)).await;
             (StatusCode::OK, "late").into_response()
