@@ -13,6 +13,10 @@ psql -h 127.0.0.1 -U postgres -d test -Atc "SELECT datname FROM pg_database WHER
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
+echo "==> formatting and lints" >&2
+cargo fmt --all --check
+cargo clippy -p app -p migration -p server --all-targets -- -D warnings
+
 echo "==> building the browser bundle" >&2
 cargo leptos build --frontend-only
 

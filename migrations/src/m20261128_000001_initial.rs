@@ -12,22 +12,37 @@ fn id(name: &str) -> ColumnDef {
         .to_owned()
 }
 fn big(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).big_integer().not_null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .big_integer()
+        .not_null()
+        .to_owned()
 }
 fn big_null(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).big_integer().null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .big_integer()
+        .null()
+        .to_owned()
 }
 fn text(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).string().not_null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .string()
+        .not_null()
+        .to_owned()
 }
 fn text_null(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name)).text().null().to_owned()
 }
 fn long_text(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).text().not_null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .text()
+        .not_null()
+        .to_owned()
 }
 fn boolean(name: &str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).boolean().not_null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .boolean()
+        .not_null()
+        .to_owned()
 }
 
 fn table(name: &str, cols: Vec<ColumnDef>) -> TableCreateStatement {
@@ -41,7 +56,10 @@ fn table(name: &str, cols: Vec<ColumnDef>) -> TableCreateStatement {
 
 fn unique_index(name: &str, table: &str, cols: &[&str]) -> IndexCreateStatement {
     let mut i = Index::create();
-    i.name(name).table(Alias::new(table)).unique().if_not_exists();
+    i.name(name)
+        .table(Alias::new(table))
+        .unique()
+        .if_not_exists();
     for c in cols {
         i.col(Alias::new(*c));
     }
@@ -109,7 +127,12 @@ impl MigrationTrait for Migration {
 
         m.create_table(table(
             "clients",
-            vec![id("id"), text("name"), big_null("created_by"), big("created_at")],
+            vec![
+                id("id"),
+                text("name"),
+                big_null("created_by"),
+                big("created_at"),
+            ],
         ))
         .await?;
         m.create_index(unique_index("ux_clients_name", "clients", &["name"]))
@@ -117,7 +140,12 @@ impl MigrationTrait for Migration {
 
         m.create_table(table(
             "client_managers",
-            vec![id("id"), big("client_id"), big("user_id"), big("created_at")],
+            vec![
+                id("id"),
+                big("client_id"),
+                big("user_id"),
+                big("created_at"),
+            ],
         ))
         .await?;
         m.create_index(unique_index(
@@ -144,10 +172,18 @@ impl MigrationTrait for Migration {
             ],
         ))
         .await?;
-        m.create_index(unique_index("ux_api_keys_hash", "api_keys", &["secret_hash"]))
-            .await?;
-        m.create_index(index("ix_api_keys_owner", "api_keys", &["owner_kind", "owner_id"]))
-            .await?;
+        m.create_index(unique_index(
+            "ux_api_keys_hash",
+            "api_keys",
+            &["secret_hash"],
+        ))
+        .await?;
+        m.create_index(index(
+            "ix_api_keys_owner",
+            "api_keys",
+            &["owner_kind", "owner_id"],
+        ))
+        .await?;
         m.create_index(index("ix_api_keys_prefix", "api_keys", &["prefix"]))
             .await?;
 
@@ -166,8 +202,12 @@ impl MigrationTrait for Migration {
             ],
         ))
         .await?;
-        m.create_index(unique_index("ux_pools_owner", "pools", &["owner_kind", "owner_id"]))
-            .await?;
+        m.create_index(unique_index(
+            "ux_pools_owner",
+            "pools",
+            &["owner_kind", "owner_id"],
+        ))
+        .await?;
 
         m.create_table(table(
             "reservations",
@@ -204,8 +244,12 @@ impl MigrationTrait for Migration {
         .await?;
         m.create_index(unique_index("ux_ledger_request", "ledger", &["request_id"]))
             .await?;
-        m.create_index(index("ix_ledger_pool_time", "ledger", &["pool_id", "created_at"]))
-            .await?;
+        m.create_index(index(
+            "ix_ledger_pool_time",
+            "ledger",
+            &["pool_id", "created_at"],
+        ))
+        .await?;
 
         m.create_table(table(
             "access_policies",
@@ -242,8 +286,12 @@ impl MigrationTrait for Migration {
             ],
         ))
         .await?;
-        m.create_index(index("ix_consents_owner", "consents", &["owner_kind", "owner_id"]))
-            .await?;
+        m.create_index(index(
+            "ix_consents_owner",
+            "consents",
+            &["owner_kind", "owner_id"],
+        ))
+        .await?;
 
         m.create_table(table(
             "config_state",
@@ -264,8 +312,12 @@ impl MigrationTrait for Migration {
             vec![id("id"), text("username"), big("at")],
         ))
         .await?;
-        m.create_index(index("ix_login_failures", "login_failures", &["username", "at"]))
-            .await?;
+        m.create_index(index(
+            "ix_login_failures",
+            "login_failures",
+            &["username", "at"],
+        ))
+        .await?;
         Ok(())
     }
 

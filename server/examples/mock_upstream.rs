@@ -10,7 +10,9 @@ const REPLY: &str = r#"{"id":"bench","object":"chat.completion","created":0,"mod
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:18081".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18081".into());
     let app = Router::new().route(
         "/v1/chat/completions",
         post(|| async { ([("content-type", "application/json")], REPLY) }),

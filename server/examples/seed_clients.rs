@@ -18,12 +18,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     db::migrate(&conn).await?;
     let mut ids = Vec::with_capacity(clients);
     for i in 0..clients {
-        let c = create_client(&conn, &loaded.config, &format!("seed-{i:05}"), None, now_ms()).await?;
+        let c = create_client(
+            &conn,
+            &loaded.config,
+            &format!("seed-{i:05}"),
+            None,
+            now_ms(),
+        )
+        .await?;
         ids.push(c.id);
     }
     let txn = conn.begin().await?;
     for k in 0..keys_n {
-        keys::create(&txn, OwnerKind::Client, ids[k % ids.len()], "seed", None, None, now_ms()).await?;
+        keys::create(
+            &txn,
+            OwnerKind::Client,
+            ids[k % ids.len()],
+            "seed",
+            None,
+            None,
+            now_ms(),
+        )
+        .await?;
     }
     txn.commit().await?;
     println!("seeded {clients} clients and {keys_n} keys");

@@ -106,17 +106,25 @@ pub fn resolve(cli: &Cli, loaded: &LoadedConfig) -> Resolved {
             .clone()
             .or_else(|| file.database_url.clone())
             .unwrap_or_else(|| db::DEFAULT_DATABASE_URL.to_string()),
-        public_url: file.public_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+        public_url: file
+            .public_url
+            .as_ref()
+            .map(|u| u.trim_end_matches('/').to_string()),
         listen,
     }
 }
 
 pub fn config_path(cli: &Cli) -> PathBuf {
-    cli.config.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
+    cli.config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG))
 }
 
 /// Connects, migrates and syncs the config in one transaction.
-pub async fn prepare_database(url: &str, loaded: &LoadedConfig) -> Result<(DatabaseConnection, i64), CliError> {
+pub async fn prepare_database(
+    url: &str,
+    loaded: &LoadedConfig,
+) -> Result<(DatabaseConnection, i64), CliError> {
     let conn = db::connect(url).await?;
     db::migrate(&conn).await?;
     let generation = apply(&conn, loaded).await?;
@@ -124,7 +132,10 @@ pub async fn prepare_database(url: &str, loaded: &LoadedConfig) -> Result<(Datab
 }
 
 /// Syncs a config into the database in one transaction; returns its generation.
-pub async fn apply(conn: &DatabaseConnection, loaded: &LoadedConfig) -> Result<i64, sea_orm::DbErr> {
+pub async fn apply(
+    conn: &DatabaseConnection,
+    loaded: &LoadedConfig,
+) -> Result<i64, sea_orm::DbErr> {
     let now = now_ms();
     let txn = db::begin_write(conn).await?;
     let report = sync::sync_all(&txn, &loaded.config, now).await?;
@@ -185,18 +196,25 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 Ok(p) => p,
                 Err(_) => {
                     let mut line = String::new();
-                    std::io::stdin()
-                        .read_line(&mut line)
-                        .map_err(|e| CliError::Other(format!("cannot read the password from stdin: {e}")))?;
+                    std::io::stdin().read_line(&mut line).map_err(|e| {
+                        CliError::Other(format!("cannot read the password from stdin: {e}"))
+                    })?;
                     line.trim_end_matches(['\r', '\n']).to_string()
                 }
             };
             app::ssr::auth::check_password_policy(&password).map_err(CliError::Other)?;
             let hash = app::ssr::auth::hash_password(&password).map_err(CliError::Other)?;
             let (conn, _) = prepare_database(&settings.database_url, &loaded).await?;
-            let user = app::ssr::owners::create_user(&conn, &loaded.config, username, &hash, "admin", now_ms())
-                .await
-                .map_err(|e| CliError::Other(e.to_string()))?;
+            let user = app::ssr::owners::create_user(
+                &conn,
+                &loaded.config,
+                username,
+                &hash,
+                "admin",
+                now_ms(),
+            )
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
             conn.close().await?;
             eprintln!("created admin `{}`", user.username);
             Ok(())
@@ -208,4 +226,3 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
     }
 }
-

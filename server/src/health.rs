@@ -24,6 +24,10 @@ pub async fn healthz(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
             "last_error": r.last_error,
         }
     });
-    let status = if db_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body))
 }

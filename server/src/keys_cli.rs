@@ -5,11 +5,15 @@
 use crate::cli::{CliError, KeysCommand};
 use app::domain::time::rfc3339;
 use app::ssr::keys::{self, parse_duration_ms};
-use app::ssr::owners::{client_by_name, user_by_name, OwnerKind};
 use app::ssr::now_ms;
+use app::ssr::owners::{client_by_name, user_by_name, OwnerKind};
 use sea_orm::DatabaseConnection;
 
-async fn owner(db: &DatabaseConnection, client: &Option<String>, user: &Option<String>) -> Result<Option<(OwnerKind, i64)>, CliError> {
+async fn owner(
+    db: &DatabaseConnection,
+    client: &Option<String>,
+    user: &Option<String>,
+) -> Result<Option<(OwnerKind, i64)>, CliError> {
     match (client, user) {
         (Some(name), _) => client_by_name(db, name)
             .await?
@@ -26,27 +30,43 @@ async fn owner(db: &DatabaseConnection, client: &Option<String>, user: &Option<S
 pub async fn run(db: &DatabaseConnection, command: &KeysCommand) -> Result<(), CliError> {
     let now = now_ms();
     match command {
-        KeysCommand::Create { client, user, label, expires_in } => {
+        KeysCommand::Create {
+            client,
+            user,
+            label,
+            expires_in,
+        } => {
             let expires_at = match expires_in {
                 None => None,
                 Some(d) => Some(
-                    now + parse_duration_ms(d)
-                        .ok_or_else(|| CliError::Other(format!("--expires-in `{d}`: use a number and d, h, m or s, e.g. 30d")))?,
+                    now + parse_duration_ms(d).ok_or_else(|| {
+                        CliError::Other(format!(
+                            "--expires-in `{d}`: use a number and d, h, m or s, e.g. 30d"
+                        ))
+                    })?,
                 ),
             };
             let Some((kind, id)) = owner(db, client, user).await? else {
-                return Err(CliError::Other("name the owner with --client NAME or --user USERNAME".into()));
+                return Err(CliError::Other(
+                    "name the owner with --client NAME or --user USERNAME".into(),
+                ));
             };
             let new = keys::create(db, kind, id, label, expires_at, None, now)
                 .await
                 .map_err(|e| CliError::Other(e.to_string()))?;
-            eprintln!("Created key {} — it is shown only this once:", new.record.prefix);
+            eprintln!(
+                "Created key {} — it is shown only this once:",
+                new.record.prefix
+            );
             println!("{}", new.secret);
             Ok(())
         }
         KeysCommand::List { client, user } => {
             let filter = owner(db, client, user).await?;
-            println!("{:<12} {:<7} {:<8} {:<24} {:<24} {:<24} label", "prefix", "owner", "id", "created", "last used", "expires/revoked");
+            println!(
+                "{:<12} {:<7} {:<8} {:<24} {:<24} {:<24} label",
+                "prefix", "owner", "id", "created", "last used", "expires/revoked"
+            );
             for k in keys::list(db, filter).await? {
                 let state = match (k.revoked_at, k.expires_at) {
                     (Some(t), _) => format!("revoked {}", rfc3339(t)),
@@ -67,7 +87,9 @@ pub async fn run(db: &DatabaseConnection, command: &KeysCommand) -> Result<(), C
             Ok(())
         }
         KeysCommand::Revoke { prefix } => {
-            let k = keys::revoke_by_prefix(db, prefix, now).await.map_err(|e| CliError::Other(e.to_string()))?;
+            let k = keys::revoke_by_prefix(db, prefix, now)
+                .await
+                .map_err(|e| CliError::Other(e.to_string()))?;
             eprintln!("revoked {}", k.prefix);
             Ok(())
         }

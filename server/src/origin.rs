@@ -14,14 +14,22 @@ pub struct OriginPolicy {
 }
 
 fn origin_of(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
     let host = rest.split('/').next().unwrap_or(rest);
-    format!("{}://{}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase())
+    format!(
+        "{}://{}",
+        scheme.to_ascii_lowercase(),
+        host.to_ascii_lowercase()
+    )
 }
 
 impl OriginPolicy {
     pub fn new(public_url: &str) -> Self {
-        OriginPolicy { public_origin: origin_of(public_url) }
+        OriginPolicy {
+            public_origin: origin_of(public_url),
+        }
     }
 
     fn allowed(&self, origin: &str, host: Option<&str>) -> bool {

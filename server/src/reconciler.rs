@@ -31,7 +31,11 @@ pub fn spawn(ctx: AppContext) -> Result<RecommendedWatcher, CliError> {
     let (tx, rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(event) = res {
-            if event.paths.iter().any(|p| p.file_name().map(|n| n.to_os_string()) == name) {
+            if event
+                .paths
+                .iter()
+                .any(|p| p.file_name().map(|n| n.to_os_string()) == name)
+            {
                 let _ = tx.send(());
             }
         }

@@ -49,7 +49,10 @@ pub fn router(ctx: AppContext, gw: Gateway) -> Router {
             },
             move || shell(opts.clone()),
         )
-        .fallback(leptos_axum::file_and_error_handler_with_context::<AppContext, _>(
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppContext,
+            _,
+        >(
             {
                 let ctx = ctx.clone();
                 move || provide_context(ctx.clone())
@@ -59,7 +62,10 @@ pub fn router(ctx: AppContext, gw: Gateway) -> Router {
         .with_state(ctx);
     gateway::router(gw)
         .merge(ui)
-        .layer(axum::middleware::from_fn_with_state(origin_policy, crate::origin::check))
+        .layer(axum::middleware::from_fn_with_state(
+            origin_policy,
+            crate::origin::check,
+        ))
         .layer(axum::middleware::from_fn(gateway::request_id))
 }
 
@@ -80,7 +86,10 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
         db,
         config: Arc::new(ArcSwap::from_pointee(loaded)),
         config_path: settings.config_path.clone(),
-        public_url: settings.public_url.clone().unwrap_or_else(|| format!("http://{local}")),
+        public_url: settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}")),
         reload: Arc::new(ArcSwap::from_pointee(ReloadStatus {
             generation,
             applied_at: now_ms(),
@@ -106,7 +115,11 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
         .tcp_nodelay(true)
         .build()
         .map_err(|e| CliError::Other(format!("cannot build the HTTP client: {e}")))?;
-    let gw = Gateway { ctx: ctx.clone(), accountant: Accountant::start(ctx.db.clone()), http };
+    let gw = Gateway {
+        ctx: ctx.clone(),
+        accountant: Accountant::start(ctx.db.clone()),
+        http,
+    };
     spawn_orphan_sweep(ctx.db.clone());
 
     // Tests and scripts read this line to learn the port when listening on :0.
@@ -130,7 +143,9 @@ fn spawn_orphan_sweep(db: sea_orm::DatabaseConnection) {
         loop {
             match app::ssr::ledger::sweep_orphans(&db, now_ms()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!("settled {n} orphaned reservations at their reserved amount"),
+                Ok(n) => {
+                    tracing::warn!("settled {n} orphaned reservations at their reserved amount")
+                }
                 Err(e) => tracing::error!("orphan sweep failed: {e}"),
             }
             tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
@@ -144,7 +159,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 const APPLY_LIMIT: Duration = Duration::from_secs(2);
 
 fn config_with_max(max: i64) -> String {
-    format!("\
+    format!(
+        "\
 models:
   dummy: {{ provider: dummy, price: {{ input: 0, output: 0 }} }}
 clients:
@@ -30,7 +31,8 @@ clients:
     starting: 500.0
     model_access:
       default: whitelist
-")
+"
+    )
 }
 
 struct Setup {
@@ -46,12 +48,23 @@ async fn setup(backend: Backend) -> Setup {
     write(&cfg, &config_with_max(500));
     init_db(&cfg, &tdb.url);
     let db = tdb.connect().await;
-    let c = create_client(&db, &load(&cfg).config, "research-bot", None, now_ms()).await.unwrap();
-    Setup { tdb, cfg, db, client_id: c.id }
+    let c = create_client(&db, &load(&cfg).config, "research-bot", None, now_ms())
+        .await
+        .unwrap();
+    Setup {
+        tdb,
+        cfg,
+        db,
+        client_id: c.id,
+    }
 }
 
 async fn pool_max(s: &Setup) -> i64 {
-    pools::find(&s.db, OwnerKind::Client, s.client_id).await.unwrap().unwrap().max_micro
+    pools::find(&s.db, OwnerKind::Client, s.client_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .max_micro
 }
 
 async fn wait_pool_max(s: &Setup, server: &Server, want: i64, what: &str) {
@@ -61,7 +74,11 @@ async fn wait_pool_max(s: &Setup, server: &Server, want: i64, what: &str) {
             return;
         }
         if start.elapsed() > APPLY_LIMIT {
-            panic!("{what} ({:?}): max {want} not applied within {APPLY_LIMIT:?}; log:\n{}", s.tdb.backend, server.log());
+            panic!(
+                "{what} ({:?}): max {want} not applied within {APPLY_LIMIT:?}; log:\n{}",
+                s.tdb.backend,
+                server.log()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -75,7 +92,11 @@ fn in_place_write(path: &Path, text: &str) {
 }
 
 fn truncate_then_write(path: &Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(path).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
     f.sync_all().unwrap();
     std::thread::sleep(Duration::from_millis(30));
     f.write_all(text.as_bytes()).unwrap();
@@ -111,7 +132,9 @@ async fn every_editor_save_pattern_is_applied() {
             max += 100;
             save(&s.cfg, &config_with_max(max));
             wait_pool_max(&s, &server, max, name).await;
-            let h = server.wait_health(APPLY_LIMIT, |h| h["config"]["last_reload_ok"] == true).await;
+            let h = server
+                .wait_health(APPLY_LIMIT, |h| h["config"]["last_reload_ok"] == true)
+                .await;
             assert!(h["config"]["last_error"].is_null(), "{h}");
         }
         // Two saves in quick succession: the second wins.
@@ -119,44 +142,75 @@ async fn every_editor_save_pattern_is_applied() {
         std::fs::write(&s.cfg, config_with_max(902)).unwrap();
         wait_pool_max(&s, &server, 902, "two quick saves").await;
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(pool_max(&s).await, 902 * MICRO, "{backend:?}: the later save stays in force");
+        assert_eq!(
+            pool_max(&s).await,
+            902 * MICRO,
+            "{backend:?}: the later save stays in force"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_bad_file_keeps_the_last_good_config() {
     let cases = [
-        ("syntax error", "clients:\n  research-bot:\n    max: [700\n", ":3:"),
-        ("unknown field", "clients:\n  research-bot:\n    maxx: 700\n", "unknown field `maxx`"),
-        ("bad value", "clients:\n  research-bot:\n    max: -7\n", "clients.research-bot.max: max must be ≥ 0 or exactly -2"),
+        (
+            "syntax error",
+            "clients:\n  research-bot:\n    max: [700\n",
+            ":3:",
+        ),
+        (
+            "unknown field",
+            "clients:\n  research-bot:\n    maxx: 700\n",
+            "unknown field `maxx`",
+        ),
+        (
+            "bad value",
+            "clients:\n  research-bot:\n    max: -7\n",
+            "clients.research-bot.max: max must be ≥ 0 or exactly -2",
+        ),
     ];
     for backend in BACKENDS {
         let s = setup(backend).await;
         let server = Server::spawn(&s.cfg, &s.tdb.url, &[]);
         let (_, h) = server.health().await;
-        let mut generation = h["config"]["generation"].as_i64().unwrap();
-        let mut good = 500;
-        for (what, text, expected) in cases {
+        let first_generation = h["config"]["generation"].as_i64().unwrap();
+        for (i, (what, text, expected)) in cases.into_iter().enumerate() {
+            let generation = first_generation + i as i64;
+            let good = 500 + i as i64;
             std::fs::write(&s.cfg, text).unwrap();
             let h = server
                 .wait_health(APPLY_LIMIT, |h| h["config"]["last_reload_ok"] == false)
                 .await;
             let err = h["config"]["last_error"].as_str().unwrap().to_string();
-            assert!(err.contains("tollgate.yaml:"), "{what}: error names the file: {err}");
+            assert!(
+                err.contains("tollgate.yaml:"),
+                "{what}: error names the file: {err}"
+            );
             assert!(err.contains(expected), "{what}: {err}");
-            assert_eq!(h["config"]["generation"].as_i64().unwrap(), generation, "{what}: generation unchanged");
-            assert_eq!(pool_max(&s).await, good * MICRO, "{what} ({backend:?}): old values stay in force");
+            assert_eq!(
+                h["config"]["generation"].as_i64().unwrap(),
+                generation,
+                "{what}: generation unchanged"
+            );
+            assert_eq!(
+                pool_max(&s).await,
+                good * MICRO,
+                "{what} ({backend:?}): old values stay in force"
+            );
             let row = app::ssr::config_state::get(&s.db).await.unwrap().unwrap();
-            assert!(!row.last_reload_ok && row.last_error.as_deref() == Some(err.as_str()), "{what}: recorded in config_state");
+            assert!(
+                !row.last_reload_ok && row.last_error.as_deref() == Some(err.as_str()),
+                "{what}: recorded in config_state"
+            );
             assert!(server.log().contains(expected), "{what}: logged");
 
             // A good file is applied again.
-            good += 1;
-            std::fs::write(&s.cfg, config_with_max(good)).unwrap();
-            wait_pool_max(&s, &server, good, what).await;
-            let h = server.wait_health(APPLY_LIMIT, |h| h["config"]["last_reload_ok"] == true).await;
+            std::fs::write(&s.cfg, config_with_max(good + 1)).unwrap();
+            wait_pool_max(&s, &server, good + 1, what).await;
+            let h = server
+                .wait_health(APPLY_LIMIT, |h| h["config"]["last_reload_ok"] == true)
+                .await;
             assert_eq!(h["config"]["generation"].as_i64().unwrap(), generation + 1);
-            generation += 1;
         }
     }
 }
@@ -166,20 +220,36 @@ async fn two_instances_on_one_postgres_reconcile_safely() {
     let s = setup(Backend::Postgres).await;
     let a = Server::spawn(&s.cfg, &s.tdb.url, &[]);
     let b = Server::spawn(&s.cfg, &s.tdb.url, &[]);
-    let before = app::ssr::config_state::get(&s.db).await.unwrap().unwrap().generation;
+    let before = app::ssr::config_state::get(&s.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .generation;
     for max in [610, 620, 630] {
         rename_over(&s.cfg, &config_with_max(max));
         wait_pool_max(&s, &a, max, "two instances").await;
         for server in [&a, &b] {
             server
-                .wait_health(APPLY_LIMIT, |h| h["config"]["generation"].as_i64() == Some(before + (max as i64 - 600) / 10))
+                .wait_health(APPLY_LIMIT, |h| {
+                    h["config"]["generation"].as_i64() == Some(before + (max - 600) / 10)
+                })
                 .await;
         }
     }
     let row = app::ssr::config_state::get(&s.db).await.unwrap().unwrap();
-    assert_eq!(row.generation, before + 3, "one generation per distinct content, not per instance");
-    let pool = pools::find(&s.db, OwnerKind::Client, s.client_id).await.unwrap().unwrap();
-    assert_eq!((pool.max_micro, pool.balance_micro), (630 * MICRO, 500 * MICRO));
+    assert_eq!(
+        row.generation,
+        before + 3,
+        "one generation per distinct content, not per instance"
+    );
+    let pool = pools::find(&s.db, OwnerKind::Client, s.client_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (pool.max_micro, pool.balance_micro),
+        (630 * MICRO, 500 * MICRO)
+    );
     assert_eq!(a.health().await.0, 200);
 }
 
@@ -204,10 +274,20 @@ async fn health_reports_config_and_answers_503_without_a_database() {
 async fn the_first_page_renders_on_the_server() {
     let s = setup(Backend::Sqlite).await;
     let server = Server::spawn(&s.cfg, &s.tdb.url, &[]);
-    let html = reqwest::get(format!("{}/", server.url)).await.unwrap().text().await.unwrap();
+    let html = reqwest::get(format!("{}/", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(html.contains("<h1>Tollgate</h1>"), "{html}");
-    assert!(html.contains("/pkg/tollgate.js"), "hydration script is linked");
-    let missing = reqwest::get(format!("{}/no-such-page", server.url)).await.unwrap();
+    assert!(
+        html.contains("/pkg/tollgate.js"),
+        "hydration script is linked"
+    );
+    let missing = reqwest::get(format!("{}/no-such-page", server.url))
+        .await
+        .unwrap();
     assert_eq!(missing.status().as_u16(), 404);
     assert!(missing.text().await.unwrap().contains("Page not found"));
 }

@@ -206,7 +206,11 @@ pub struct MaxCoins(pub PoolLimit);
 #[derive(Debug, Clone, Copy)]
 pub struct Coins(pub i64);
 
-fn number_visitor<'de, D, T>(d: D, what: &'static str, check: fn(f64) -> Result<T, String>) -> Result<T, D::Error>
+fn number_visitor<'de, D, T>(
+    d: D,
+    what: &'static str,
+    check: fn(f64) -> Result<T, String>,
+) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
 {
@@ -344,7 +348,9 @@ impl TryFrom<RawModelFields> for RawModel {
                     .base_url
                     .ok_or("provider `openai` needs `base_url`, e.g. https://api.openai.com/v1")?;
                 if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                    return Err(format!("base_url `{base_url}` must start with http:// or https://"));
+                    return Err(format!(
+                        "base_url `{base_url}` must start with http:// or https://"
+                    ));
                 }
                 let upstream_model = f
                     .upstream_model
@@ -413,7 +419,12 @@ fn section(raw: Option<BTreeMap<EntryName, Option<RawEntry>>>) -> Section {
     s
 }
 
-fn section_warnings(kind: &str, section: &Section, models: &BTreeMap<String, ModelSpec>, out: &mut Vec<Warning>) {
+fn section_warnings(
+    kind: &str,
+    section: &Section,
+    models: &BTreeMap<String, ModelSpec>,
+    out: &mut Vec<Warning>,
+) {
     let entries = std::iter::once(("default", &section.default))
         .chain(section.named.iter().map(|(k, v)| (k.as_str(), v)));
     for (name, settings) in entries {

@@ -26,7 +26,10 @@ fn checksum(body: &str) -> String {
 
 /// Builds a key from 16 random bytes (the caller draws them from the OS CSPRNG).
 pub fn encode(random: [u8; 16]) -> String {
-    let body = format!("{KEY_PREFIX}{}", base62(u128::from_be_bytes(random), BODY_LEN));
+    let body = format!(
+        "{KEY_PREFIX}{}",
+        base62(u128::from_be_bytes(random), BODY_LEN)
+    );
     let check = checksum(&body);
     format!("{body}{check}")
 }
@@ -45,7 +48,9 @@ impl std::fmt::Display for KeyFormatError {
             KeyFormatError::Prefix => "API keys start with `tg_`",
             KeyFormatError::Length => "the API key has the wrong length",
             KeyFormatError::Characters => "the API key contains characters that keys never have",
-            KeyFormatError::Checksum => "the API key's checksum does not match; it was probably mistyped or truncated",
+            KeyFormatError::Checksum => {
+                "the API key's checksum does not match; it was probably mistyped or truncated"
+            }
         })
     }
 }
@@ -58,7 +63,11 @@ pub fn check_format(key: &str) -> Result<(), KeyFormatError> {
     if key.len() != KEY_LEN {
         return Err(KeyFormatError::Length);
     }
-    if !key.bytes().skip(KEY_PREFIX.len()).all(|b| b.is_ascii_alphanumeric()) {
+    if !key
+        .bytes()
+        .skip(KEY_PREFIX.len())
+        .all(|b| b.is_ascii_alphanumeric())
+    {
         return Err(KeyFormatError::Characters);
     }
     let (body, check) = key.split_at(KEY_LEN - CHECK_LEN);
@@ -91,8 +100,14 @@ mod tests {
             assert_eq!(check_format(&typo), Err(KeyFormatError::Checksum), "{typo}");
         }
         assert_eq!(check_format("sk-abc"), Err(KeyFormatError::Prefix));
-        assert_eq!(check_format(&key[..KEY_LEN - 1]), Err(KeyFormatError::Length));
-        assert_eq!(check_format(&format!("{}!{}", &key[..5], &key[6..])), Err(KeyFormatError::Characters));
+        assert_eq!(
+            check_format(&key[..KEY_LEN - 1]),
+            Err(KeyFormatError::Length)
+        );
+        assert_eq!(
+            check_format(&format!("{}!{}", &key[..5], &key[6..])),
+            Err(KeyFormatError::Characters)
+        );
         assert_ne!(encode([0u8; 16]), encode([1u8; 16]));
     }
 }

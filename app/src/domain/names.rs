@@ -45,7 +45,15 @@ mod tests {
         for ok in ["research-bot", "a", "app_1.prod", "9lives"] {
             assert!(validate_owner_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "-x", "has space", "é", "default", "a/b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "-x",
+            "has space",
+            "é",
+            "default",
+            "a/b",
+            &"x".repeat(65),
+        ] {
             assert!(validate_owner_name(bad).is_err(), "{bad}");
         }
     }

@@ -119,7 +119,12 @@ mod tests {
     }
 
     fn policy(default: AccessMode, w: &[&str], b: &[&str], g: &[&str]) -> AccessPolicy {
-        AccessPolicy { default, whitelist: set(w), blacklist: set(b), graylist: set(g) }
+        AccessPolicy {
+            default,
+            whitelist: set(w),
+            blacklist: set(b),
+            graylist: set(g),
+        }
     }
 
     #[test]
@@ -132,7 +137,13 @@ mod tests {
                     for in_g in [false, true] {
                         for consented in [false, true] {
                             let m = "m";
-                            let pick = |on: bool| -> &[&str] { if on { &["m"] } else { &[] } };
+                            let pick = |on: bool| -> &[&str] {
+                                if on {
+                                    &["m"]
+                                } else {
+                                    &[]
+                                }
+                            };
                             let p = policy(default, pick(in_w), pick(in_b), pick(in_g));
                             let d = p.decide(m, consented);
                             let expected = if in_b {
@@ -140,7 +151,10 @@ mod tests {
                             } else if in_w {
                                 (Allowed, Rule::Whitelist)
                             } else if in_g {
-                                (if consented { Allowed } else { ConsentRequired }, Rule::Graylist)
+                                (
+                                    if consented { Allowed } else { ConsentRequired },
+                                    Rule::Graylist,
+                                )
                             } else {
                                 let v = match default {
                                     Whitelist => Allowed,
@@ -150,7 +164,11 @@ mod tests {
                                 };
                                 (v, Rule::Default(default))
                             };
-                            assert_eq!((d.verdict, d.rule), expected, "{default:?} w={in_w} b={in_b} g={in_g} c={consented}");
+                            assert_eq!(
+                                (d.verdict, d.rule),
+                                expected,
+                                "{default:?} w={in_w} b={in_b} g={in_g} c={consented}"
+                            );
                         }
                     }
                 }
@@ -161,17 +179,83 @@ mod tests {
     #[test]
     fn explicit_table() {
         let rows: &[(AccessPolicy, &str, bool, Verdict, Rule)] = &[
-            (policy(Blacklist, &["dummy"], &[], &[]), "dummy", false, Allowed, Rule::Whitelist),
-            (policy(Blacklist, &["dummy"], &[], &[]), "gpt-4o", false, Denied, Rule::Default(Blacklist)),
-            (policy(Whitelist, &[], &["gpt-4o"], &[]), "gpt-4o", true, Denied, Rule::Blacklist),
-            (policy(Whitelist, &[], &[], &[]), "anything", false, Allowed, Rule::Default(Whitelist)),
-            (policy(Blacklist, &["x"], &["x"], &[]), "x", false, Denied, Rule::Blacklist),
-            (policy(Blacklist, &["x"], &[], &["x"]), "x", false, Allowed, Rule::Whitelist),
-            (policy(Blacklist, &[], &[], &["x"]), "x", false, ConsentRequired, Rule::Graylist),
-            (policy(Blacklist, &[], &[], &["x"]), "x", true, Allowed, Rule::Graylist),
-            (policy(Graylist, &[], &[], &[]), "y", false, ConsentRequired, Rule::Default(Graylist)),
-            (policy(Graylist, &[], &["y"], &[]), "y", true, Denied, Rule::Blacklist),
-            (AccessPolicy::deny_all(), "dummy", true, Denied, Rule::Default(Blacklist)),
+            (
+                policy(Blacklist, &["dummy"], &[], &[]),
+                "dummy",
+                false,
+                Allowed,
+                Rule::Whitelist,
+            ),
+            (
+                policy(Blacklist, &["dummy"], &[], &[]),
+                "gpt-4o",
+                false,
+                Denied,
+                Rule::Default(Blacklist),
+            ),
+            (
+                policy(Whitelist, &[], &["gpt-4o"], &[]),
+                "gpt-4o",
+                true,
+                Denied,
+                Rule::Blacklist,
+            ),
+            (
+                policy(Whitelist, &[], &[], &[]),
+                "anything",
+                false,
+                Allowed,
+                Rule::Default(Whitelist),
+            ),
+            (
+                policy(Blacklist, &["x"], &["x"], &[]),
+                "x",
+                false,
+                Denied,
+                Rule::Blacklist,
+            ),
+            (
+                policy(Blacklist, &["x"], &[], &["x"]),
+                "x",
+                false,
+                Allowed,
+                Rule::Whitelist,
+            ),
+            (
+                policy(Blacklist, &[], &[], &["x"]),
+                "x",
+                false,
+                ConsentRequired,
+                Rule::Graylist,
+            ),
+            (
+                policy(Blacklist, &[], &[], &["x"]),
+                "x",
+                true,
+                Allowed,
+                Rule::Graylist,
+            ),
+            (
+                policy(Graylist, &[], &[], &[]),
+                "y",
+                false,
+                ConsentRequired,
+                Rule::Default(Graylist),
+            ),
+            (
+                policy(Graylist, &[], &["y"], &[]),
+                "y",
+                true,
+                Denied,
+                Rule::Blacklist,
+            ),
+            (
+                AccessPolicy::deny_all(),
+                "dummy",
+                true,
+                Denied,
+                Rule::Default(Blacklist),
+            ),
         ];
         for (p, model, consented, verdict, rule) in rows {
             let d = p.decide(model, *consented);
@@ -181,7 +265,13 @@ mod tests {
 
     #[test]
     fn rules_explain_themselves() {
-        assert_eq!(Rule::Default(Blacklist).to_string(), "not listed; model_access.default is blacklist");
-        assert_eq!(Rule::Graylist.to_string(), "listed in model_access.graylist");
+        assert_eq!(
+            Rule::Default(Blacklist).to_string(),
+            "not listed; model_access.default is blacklist"
+        );
+        assert_eq!(
+            Rule::Graylist.to_string(),
+            "listed in model_access.graylist"
+        );
     }
 }

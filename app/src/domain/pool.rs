@@ -37,13 +37,21 @@ pub fn initial_balance(settings: &PoolSettings) -> i64 {
 /// clock moves forward only by the time that earned the credited amount. A
 /// full pool accrues nothing, so its clock moves to `now`.
 pub fn refill_due(state: &PoolState, now: i64) -> Refill {
-    let keep = Refill { amount: 0, refilled_at: state.refilled_at };
-    let PoolLimit::Limited(max) = state.limit else { return keep };
+    let keep = Refill {
+        amount: 0,
+        refilled_at: state.refilled_at,
+    };
+    let PoolLimit::Limited(max) = state.limit else {
+        return keep;
+    };
     if state.refresh_micro <= 0 {
         return keep;
     }
     if state.balance >= max {
-        return Refill { amount: 0, refilled_at: now.max(state.refilled_at) };
+        return Refill {
+            amount: 0,
+            refilled_at: now.max(state.refilled_at),
+        };
     }
     let elapsed = (now - state.refilled_at).max(0) as i128;
     let refresh = state.refresh_micro as i128;
@@ -51,13 +59,19 @@ pub fn refill_due(state: &PoolState, now: i64) -> Refill {
     let due = elapsed * refresh / hour;
     let room = (max - state.balance) as i128;
     if due >= room {
-        Refill { amount: room as i64, refilled_at: now }
+        Refill {
+            amount: room as i64,
+            refilled_at: now,
+        }
     } else if due == 0 {
         keep
     } else {
         // The time that earned `due`, rounded up so it never exceeds `elapsed`.
         let used = (due * hour + refresh - 1) / refresh;
-        Refill { amount: due as i64, refilled_at: state.refilled_at + used as i64 }
+        Refill {
+            amount: due as i64,
+            refilled_at: state.refilled_at + used as i64,
+        }
     }
 }
 
@@ -71,7 +85,11 @@ impl Refill {
 /// The state after crediting the refill due at `now`.
 pub fn refilled(state: &PoolState, now: i64) -> PoolState {
     let r = refill_due(state, now);
-    PoolState { balance: state.balance + r.amount, refilled_at: r.refilled_at, ..*state }
+    PoolState {
+        balance: state.balance + r.amount,
+        refilled_at: r.refilled_at,
+        ..*state
+    }
 }
 
 /// The state after new settings are synced: the limit and rate change, the
@@ -82,12 +100,19 @@ pub fn with_settings(state: &PoolState, settings: &PoolSettings) -> PoolState {
         PoolLimit::Unlimited => state.balance,
         PoolLimit::Limited(max) => state.balance.min(max),
     };
-    PoolState { limit: settings.limit, refresh_micro: settings.refresh_micro, balance, ..*state }
+    PoolState {
+        limit: settings.limit,
+        refresh_micro: settings.refresh_micro,
+        balance,
+        ..*state
+    }
 }
 
 /// When a limited pool will be full again, if it ever will (Unix ms).
 pub fn full_at(state: &PoolState, now: i64) -> Option<i64> {
-    let PoolLimit::Limited(max) = state.limit else { return None };
+    let PoolLimit::Limited(max) = state.limit else {
+        return None;
+    };
     let s = refilled(state, now);
     if s.balance >= max {
         return Some(now);
@@ -96,8 +121,12 @@ pub fn full_at(state: &PoolState, now: i64) -> Option<i64> {
         return None;
     }
     let missing = (max - s.balance) as i128;
-    let ms = (missing * MS_PER_HOUR as i128 + s.refresh_micro as i128 - 1) / s.refresh_micro as i128;
-    Some(s.refilled_at.saturating_add(ms.min(i64::MAX as i128) as i64))
+    let ms =
+        (missing * MS_PER_HOUR as i128 + s.refresh_micro as i128 - 1) / s.refresh_micro as i128;
+    Some(
+        s.refilled_at
+            .saturating_add(ms.min(i64::MAX as i128) as i64),
+    )
 }
 
 /// Whether `cost` can be reserved from this (already refilled) state.
@@ -116,12 +145,21 @@ mod tests {
     use proptest::prelude::*;
 
     fn limited(max: i64, refresh: i64, balance: i64) -> PoolState {
-        PoolState { limit: PoolLimit::Limited(max), refresh_micro: refresh, balance, refilled_at: 0 }
+        PoolState {
+            limit: PoolLimit::Limited(max),
+            refresh_micro: refresh,
+            balance,
+            refilled_at: 0,
+        }
     }
 
     #[test]
     fn starting_is_clamped_to_max() {
-        let s = |limit, starting_micro| PoolSettings { limit, refresh_micro: 0, starting_micro };
+        let s = |limit, starting_micro| PoolSettings {
+            limit,
+            refresh_micro: 0,
+            starting_micro,
+        };
         assert_eq!(initial_balance(&s(PoolLimit::Limited(100), 500)), 100);
         assert_eq!(initial_balance(&s(PoolLimit::Limited(500), 100)), 100);
         assert_eq!(initial_balance(&s(PoolLimit::Limited(0), 100)), 0);
@@ -150,7 +188,12 @@ mod tests {
 
     #[test]
     fn unlimited_and_blocked() {
-        let unlimited = PoolState { limit: PoolLimit::Unlimited, refresh_micro: 5, balance: 0, refilled_at: 0 };
+        let unlimited = PoolState {
+            limit: PoolLimit::Unlimited,
+            refresh_micro: 5,
+            balance: 0,
+            refilled_at: 0,
+        };
         assert!(can_afford(&unlimited, i64::MAX));
         assert_eq!(refilled(&unlimited, 10 * MS_PER_HOUR).balance, 0);
         assert_eq!(full_at(&unlimited, 0), None);
@@ -162,10 +205,28 @@ mod tests {
     #[test]
     fn lowering_max_clamps_and_starting_is_ignored() {
         let st = limited(500 * MICRO, 0, 400 * MICRO);
-        let lowered = with_settings(&st, &PoolSettings { limit: PoolLimit::Limited(100 * MICRO), refresh_micro: 0, starting_micro: 999 * MICRO });
+        let lowered = with_settings(
+            &st,
+            &PoolSettings {
+                limit: PoolLimit::Limited(100 * MICRO),
+                refresh_micro: 0,
+                starting_micro: 999 * MICRO,
+            },
+        );
         assert_eq!(lowered.balance, 100 * MICRO);
-        let raised = with_settings(&st, &PoolSettings { limit: PoolLimit::Limited(900 * MICRO), refresh_micro: 0, starting_micro: 900 * MICRO });
-        assert_eq!(raised.balance, 400 * MICRO, "a later change of starting leaves existing pools alone");
+        let raised = with_settings(
+            &st,
+            &PoolSettings {
+                limit: PoolLimit::Limited(900 * MICRO),
+                refresh_micro: 0,
+                starting_micro: 900 * MICRO,
+            },
+        );
+        assert_eq!(
+            raised.balance,
+            400 * MICRO,
+            "a later change of starting leaves existing pools alone"
+        );
     }
 
     #[test]
@@ -215,7 +276,12 @@ mod busy_pool_tests {
     #[test]
     fn a_busy_pool_still_earns_its_full_refill() {
         // 0.05 coins per hour, polled every 10 ms for an hour.
-        let mut st = PoolState { limit: PoolLimit::Limited(100_000_000), refresh_micro: 50_000, balance: 0, refilled_at: 0 };
+        let mut st = PoolState {
+            limit: PoolLimit::Limited(100_000_000),
+            refresh_micro: 50_000,
+            balance: 0,
+            refilled_at: 0,
+        };
         let mut now = 0;
         while now < MS_PER_HOUR {
             now += 10;

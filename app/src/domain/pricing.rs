@@ -36,13 +36,28 @@ mod tests {
 
     #[test]
     fn costs() {
-        let p = Price { input_micro: 2_500_000, output_micro: 10_000_000, request_micro: 0 };
+        let p = Price {
+            input_micro: 2_500_000,
+            output_micro: 10_000_000,
+            request_micro: 0,
+        };
         assert_eq!(p.cost(1000, 1000), 12_500_000);
         assert_eq!(p.cost(1, 0), 2_500);
         assert_eq!(p.cost(0, 0), 0);
-        let tiny = Price { input_micro: 1, output_micro: 1, request_micro: 7 };
+        let tiny = Price {
+            input_micro: 1,
+            output_micro: 1,
+            request_micro: 7,
+        };
         assert_eq!(tiny.cost(1, 1), 9, "partial thousands round up");
         assert!(Price::default().is_free());
-        assert_eq!(Price { input_micro: i64::MAX, ..Price::default() }.cost(u64::MAX, 0), i64::MAX);
+        assert_eq!(
+            Price {
+                input_micro: i64::MAX,
+                ..Price::default()
+            }
+            .cost(u64::MAX, 0),
+            i64::MAX
+        );
     }
 }

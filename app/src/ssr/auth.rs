@@ -13,7 +13,9 @@ fn argon2() -> Result<Argon2<'static>, String> {
 
 pub fn check_password_policy(password: &str) -> Result<(), String> {
     if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(format!("a password needs at least {MIN_PASSWORD_LEN} characters"));
+        return Err(format!(
+            "a password needs at least {MIN_PASSWORD_LEN} characters"
+        ));
     }
     Ok(())
 }
@@ -22,11 +24,16 @@ pub fn hash_password(password: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| format!("the system random source failed: {e}"))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Ok(argon2()?.hash_password(password.as_bytes(), &salt).map_err(|e| e.to_string())?.to_string())
+    Ok(argon2()?
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| e.to_string())?
+        .to_string())
 }
 
 pub fn verify_password(password: &str, phc: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(phc) else { return false };
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
     argon2().is_ok_and(|a| a.verify_password(password.as_bytes(), &parsed).is_ok())
 }
 

@@ -59,7 +59,12 @@ pub fn parse(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
         message,
     };
     if text.trim().is_empty() {
-        return Err(err(Some(1), Some(1), String::new(), "the file is empty".into()));
+        return Err(err(
+            Some(1),
+            Some(1),
+            String::new(),
+            "the file is empty".into(),
+        ));
     }
     let de = serde_norway::Deserializer::from_str(text);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -74,7 +79,11 @@ pub fn parse(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
         err(line, column, path, message)
     })?;
     let (config, warnings) = raw.into_config();
-    Ok(LoadedConfig { config, warnings, content_hash: sha256_hex(text.as_bytes()) })
+    Ok(LoadedConfig {
+        config,
+        warnings,
+        content_hash: sha256_hex(text.as_bytes()),
+    })
 }
 
 /// Reads and parses a config file.
@@ -149,8 +158,14 @@ clients:
         assert_eq!(s.pool.refresh_micro, 50_000);
         assert_eq!(s.pool.starting_micro, 100 * MICRO);
         assert_eq!(s.access.default, AccessMode::Blacklist);
-        assert_eq!(verdict(s.access.decide("dummy", false)), (Verdict::Allowed, Rule::Whitelist));
-        assert_eq!(verdict(s.access.decide("gpt-4o", false)), (Verdict::Denied, Rule::Default(AccessMode::Blacklist)));
+        assert_eq!(
+            verdict(s.access.decide("dummy", false)),
+            (Verdict::Allowed, Rule::Whitelist)
+        );
+        assert_eq!(
+            verdict(s.access.decide("gpt-4o", false)),
+            (Verdict::Denied, Rule::Default(AccessMode::Blacklist))
+        );
     }
 
     #[test]
@@ -162,16 +177,26 @@ clients:
         assert_eq!(bot.pool.refresh_micro, MICRO);
         assert_eq!(bot.pool.starting_micro, 500 * MICRO);
         for m in ["gpt-4o", "llama3", "qwen3.5-9b-q5"] {
-            assert_eq!(verdict(bot.access.decide(m, false)), (Verdict::Allowed, Rule::Whitelist), "{m}");
+            assert_eq!(
+                verdict(bot.access.decide(m, false)),
+                (Verdict::Allowed, Rule::Whitelist),
+                "{m}"
+            );
         }
         // default: whitelist, so unlisted models are allowed too.
-        assert_eq!(verdict(bot.access.decide("dummy", false)), (Verdict::Allowed, Rule::Default(AccessMode::Whitelist)));
+        assert_eq!(
+            verdict(bot.access.decide("dummy", false)),
+            (Verdict::Allowed, Rule::Default(AccessMode::Whitelist))
+        );
 
         let (other, source) = c.clients.settings_for("other");
         assert_eq!(source, SettingsSource::Default);
         assert_eq!(other.pool.limit, PoolLimit::Limited(100 * MICRO));
         // The defaults here have no whitelist: every model is denied.
-        assert_eq!(verdict(other.access.decide("dummy", false)), (Verdict::Denied, Rule::Default(AccessMode::Blacklist)));
+        assert_eq!(
+            verdict(other.access.decide("dummy", false)),
+            (Verdict::Denied, Rule::Default(AccessMode::Blacklist))
+        );
     }
 
     #[test]
@@ -194,18 +219,36 @@ clients:
 ")
         .config;
         let (bare, _) = c.clients.settings_for("bare");
-        assert_eq!(bare.pool.limit, PoolLimit::Limited(0), "no max means blocked");
+        assert_eq!(
+            bare.pool.limit,
+            PoolLimit::Limited(0),
+            "no max means blocked"
+        );
         assert_eq!(bare.pool.refresh_micro, 0);
         assert_eq!(bare.pool.starting_micro, 0);
-        assert_eq!(bare.access.decide("dummy", false).verdict, Verdict::Denied, "no model_access denies everything");
+        assert_eq!(
+            bare.access.decide("dummy", false).verdict,
+            Verdict::Denied,
+            "no model_access denies everything"
+        );
         let (only_max, _) = c.clients.settings_for("only-max");
         assert_eq!(only_max.pool.limit, PoolLimit::Limited(7 * MICRO));
         assert_eq!(only_max.pool.refresh_micro, 0, "refresh is not inherited");
         assert_eq!(only_max.pool.starting_micro, 0, "starting is not inherited");
-        assert_eq!(only_max.access.decide("dummy", false).verdict, Verdict::Denied, "model_access is not inherited");
+        assert_eq!(
+            only_max.access.decide("dummy", false).verdict,
+            Verdict::Denied,
+            "model_access is not inherited"
+        );
         let (no_default, _) = c.clients.settings_for("access-without-default");
-        assert_eq!(no_default.access.decide("dummy", false).verdict, Verdict::Allowed);
-        assert_eq!(verdict(no_default.access.decide("other", false)), (Verdict::Denied, Rule::Default(AccessMode::Blacklist)));
+        assert_eq!(
+            no_default.access.decide("dummy", false).verdict,
+            Verdict::Allowed
+        );
+        assert_eq!(
+            verdict(no_default.access.decide("other", false)),
+            (Verdict::Denied, Rule::Default(AccessMode::Blacklist))
+        );
         let (nulled, _) = c.clients.settings_for("nulled");
         assert_eq!(nulled.pool.limit, PoolLimit::Limited(0));
     }
@@ -235,18 +278,26 @@ users:
         assert_eq!(gpt.price.request_micro, 10_000);
         assert_eq!(gpt.max_output_tokens, Some(4096));
         match &gpt.provider {
-            crate::domain::config::Provider::OpenAi { base_url, .. } => assert_eq!(base_url, "https://api.openai.com/v1"),
+            crate::domain::config::Provider::OpenAi { base_url, .. } => {
+                assert_eq!(base_url, "https://api.openai.com/v1")
+            }
             p => panic!("{p:?}"),
         }
     }
 
     #[test]
     fn errors_name_file_line_column_and_field() {
-        let e = err("clients:\n  research-bot:\n    max: 5\n    model_access:\n      default: sometimes\n");
+        let e = err(
+            "clients:\n  research-bot:\n    max: 5\n    model_access:\n      default: sometimes\n",
+        );
         assert_eq!(e.path, "clients.research-bot.model_access.default");
         assert_eq!((e.line, e.column), (Some(5), Some(16)));
         assert!(e.message.contains("sometimes"), "{e}");
-        assert!(e.to_string().starts_with("t.yaml:5:16: clients.research-bot.model_access.default: "), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("t.yaml:5:16: clients.research-bot.model_access.default: "),
+            "{e}"
+        );
 
         let e = err("clients:\n  default:\n    max: -1\n");
         assert_eq!(e.path, "clients.default.max");
@@ -289,8 +340,17 @@ clients:
     model_access: { whitelist: [dummy, ghost], blacklist: [dummy] }
 ");
         let text: Vec<String> = l.warnings.iter().map(|w| w.to_string()).collect();
-        assert!(text.iter().any(|w| w.contains("`dummy` is in both whitelist and blacklist")), "{text:?}");
-        assert!(text.iter().any(|w| w.contains("clients.default.model_access.whitelist") && w.contains("`ghost` is not in the `models` catalog")), "{text:?}");
+        assert!(
+            text.iter()
+                .any(|w| w.contains("`dummy` is in both whitelist and blacklist")),
+            "{text:?}"
+        );
+        assert!(
+            text.iter()
+                .any(|w| w.contains("clients.default.model_access.whitelist")
+                    && w.contains("`ghost` is not in the `models` catalog")),
+            "{text:?}"
+        );
         assert_eq!(l.warnings.len(), 2, "{text:?}");
     }
 

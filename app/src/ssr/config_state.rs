@@ -19,7 +19,11 @@ async fn ensure_row<C: ConnectionTrait>(c: &C, now: i64) -> Result<(), DbErr> {
         last_error_at: Set(None),
     };
     config_state::Entity::insert(row)
-        .on_conflict(OnConflict::column(config_state::Column::Id).do_nothing().to_owned())
+        .on_conflict(
+            OnConflict::column(config_state::Column::Id)
+                .do_nothing()
+                .to_owned(),
+        )
         .exec_without_returning(c)
         .await?;
     Ok(())
@@ -29,7 +33,10 @@ async fn ensure_row<C: ConnectionTrait>(c: &C, now: i64) -> Result<(), DbErr> {
 pub async fn record_applied<C: ConnectionTrait>(c: &C, hash: &str, now: i64) -> Result<i64, DbErr> {
     ensure_row(c, now).await?;
     config_state::Entity::update_many()
-        .col_expr(config_state::Column::Generation, Expr::col(config_state::Column::Generation).add(1))
+        .col_expr(
+            config_state::Column::Generation,
+            Expr::col(config_state::Column::Generation).add(1),
+        )
         .col_expr(config_state::Column::ContentHash, Expr::value(hash))
         .col_expr(config_state::Column::AppliedAt, Expr::value(now))
         .filter(config_state::Column::Id.eq(ROW))
@@ -38,7 +45,10 @@ pub async fn record_applied<C: ConnectionTrait>(c: &C, hash: &str, now: i64) -> 
         .await?;
     config_state::Entity::update_many()
         .col_expr(config_state::Column::LastReloadOk, Expr::value(true))
-        .col_expr(config_state::Column::LastError, Expr::value(Option::<String>::None))
+        .col_expr(
+            config_state::Column::LastError,
+            Expr::value(Option::<String>::None),
+        )
         .filter(config_state::Column::Id.eq(ROW))
         .filter(config_state::Column::LastReloadOk.eq(false))
         .exec(c)
@@ -47,11 +57,18 @@ pub async fn record_applied<C: ConnectionTrait>(c: &C, hash: &str, now: i64) -> 
 }
 
 /// Records a failed reload; the config in force is unchanged.
-pub async fn record_failure<C: ConnectionTrait>(c: &C, message: &str, now: i64) -> Result<(), DbErr> {
+pub async fn record_failure<C: ConnectionTrait>(
+    c: &C,
+    message: &str,
+    now: i64,
+) -> Result<(), DbErr> {
     ensure_row(c, now).await?;
     config_state::Entity::update_many()
         .col_expr(config_state::Column::LastReloadOk, Expr::value(false))
-        .col_expr(config_state::Column::LastError, Expr::value(Some(message.to_string())))
+        .col_expr(
+            config_state::Column::LastError,
+            Expr::value(Some(message.to_string())),
+        )
         .col_expr(config_state::Column::LastErrorAt, Expr::value(Some(now)))
         .filter(config_state::Column::Id.eq(ROW))
         .exec(c)

@@ -4,11 +4,18 @@
 use super::entities::consent;
 use super::owners::OwnerKind;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    QueryFilter,
+};
 use std::collections::BTreeSet;
 
 /// Models with a live consent for this owner.
-pub async fn consented_models<C: ConnectionTrait>(c: &C, kind: OwnerKind, owner_id: i64) -> Result<BTreeSet<String>, DbErr> {
+pub async fn consented_models<C: ConnectionTrait>(
+    c: &C,
+    kind: OwnerKind,
+    owner_id: i64,
+) -> Result<BTreeSet<String>, DbErr> {
     Ok(consent::Entity::find()
         .filter(consent::Column::OwnerKind.eq(kind.as_str()))
         .filter(consent::Column::OwnerId.eq(owner_id))
@@ -20,7 +27,12 @@ pub async fn consented_models<C: ConnectionTrait>(c: &C, kind: OwnerKind, owner_
         .collect())
 }
 
-pub async fn has_consent<C: ConnectionTrait>(c: &C, kind: OwnerKind, owner_id: i64, model: &str) -> Result<bool, DbErr> {
+pub async fn has_consent<C: ConnectionTrait>(
+    c: &C,
+    kind: OwnerKind,
+    owner_id: i64,
+    model: &str,
+) -> Result<bool, DbErr> {
     Ok(consent::Entity::find()
         .filter(consent::Column::OwnerKind.eq(kind.as_str()))
         .filter(consent::Column::OwnerId.eq(owner_id))
@@ -57,7 +69,13 @@ pub async fn record<C: ConnectionTrait>(
     Ok(true)
 }
 
-pub async fn revoke<C: ConnectionTrait>(c: &C, kind: OwnerKind, owner_id: i64, model: &str, now: i64) -> Result<bool, DbErr> {
+pub async fn revoke<C: ConnectionTrait>(
+    c: &C,
+    kind: OwnerKind,
+    owner_id: i64,
+    model: &str,
+    now: i64,
+) -> Result<bool, DbErr> {
     let res = consent::Entity::update_many()
         .col_expr(consent::Column::RevokedAt, Expr::value(Some(now)))
         .filter(consent::Column::OwnerKind.eq(kind.as_str()))

@@ -9,7 +9,10 @@ use crate::domain::policy::Verdict;
 use crate::domain::pool::{full_at, refilled};
 use crate::domain::time::rfc3339;
 use crate::ui::types::*;
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
 use std::collections::{BTreeMap, HashMap};
 
 pub const PAGE_SIZE: u64 = 50;
@@ -21,8 +24,16 @@ fn source_label(s: SettingsSource) -> String {
     }
 }
 
-pub async fn pool_view<C: ConnectionTrait>(c: &C, ctx: &AppContext, kind: OwnerKind, id: i64, name: &str) -> Result<Option<PoolView>, DbErr> {
-    let Some(p) = pools::find(c, kind, id).await? else { return Ok(None) };
+pub async fn pool_view<C: ConnectionTrait>(
+    c: &C,
+    ctx: &AppContext,
+    kind: OwnerKind,
+    id: i64,
+    name: &str,
+) -> Result<Option<PoolView>, DbErr> {
+    let Some(p) = pools::find(c, kind, id).await? else {
+        return Ok(None);
+    };
     let now = now_ms();
     let st = refilled(&pools::state(&p), now);
     let snapshot = ctx.config.load();
@@ -43,7 +54,12 @@ pub async fn pool_view<C: ConnectionTrait>(c: &C, ctx: &AppContext, kind: OwnerK
 }
 
 /// Clients the viewer may see, a page at a time. `only` limits to these ids (managers).
-pub async fn clients_page(ctx: &AppContext, only: Option<Vec<i64>>, page: u64, can_create: bool) -> Result<ClientsPage, DbErr> {
+pub async fn clients_page(
+    ctx: &AppContext,
+    only: Option<Vec<i64>>,
+    page: u64,
+    can_create: bool,
+) -> Result<ClientsPage, DbErr> {
     let db = &ctx.db;
     let mut q = client::Entity::find().order_by_asc(client::Column::Name);
     if let Some(ids) = &only {
@@ -81,10 +97,19 @@ pub async fn clients_page(ctx: &AppContext, only: Option<Vec<i64>>, page: u64, c
             name: c.name,
         });
     }
-    Ok(ClientsPage { rows, page, pages, total, can_create })
+    Ok(ClientsPage {
+        rows,
+        page,
+        pages,
+        total,
+        can_create,
+    })
 }
 
-async fn managers_of<C: ConnectionTrait>(c: &C, client_ids: &[i64]) -> Result<HashMap<i64, Vec<String>>, DbErr> {
+async fn managers_of<C: ConnectionTrait>(
+    c: &C,
+    client_ids: &[i64],
+) -> Result<HashMap<i64, Vec<String>>, DbErr> {
     let links = client_manager::Entity::find()
         .filter(client_manager::Column::ClientId.is_in(client_ids.to_vec()))
         .all(c)
@@ -110,7 +135,10 @@ async fn managers_of<C: ConnectionTrait>(c: &C, client_ids: &[i64]) -> Result<Ha
 }
 
 /// Client ids a user manages.
-pub async fn managed_client_ids<C: ConnectionTrait>(c: &C, user_id: i64) -> Result<Vec<i64>, DbErr> {
+pub async fn managed_client_ids<C: ConnectionTrait>(
+    c: &C,
+    user_id: i64,
+) -> Result<Vec<i64>, DbErr> {
     Ok(client_manager::Entity::find()
         .filter(client_manager::Column::UserId.eq(user_id))
         .all(c)
@@ -120,7 +148,13 @@ pub async fn managed_client_ids<C: ConnectionTrait>(c: &C, user_id: i64) -> Resu
         .collect())
 }
 
-pub async fn owner_detail(ctx: &AppContext, kind: OwnerKind, id: i64, name: &str, can_edit_managers: bool) -> Result<OwnerDetail, DbErr> {
+pub async fn owner_detail(
+    ctx: &AppContext,
+    kind: OwnerKind,
+    id: i64,
+    name: &str,
+    can_edit_managers: bool,
+) -> Result<OwnerDetail, DbErr> {
     let db = &ctx.db;
     let snapshot = ctx.config.load();
     let section = match kind {
@@ -165,7 +199,10 @@ pub async fn owner_detail(ctx: &AppContext, kind: OwnerKind, id: i64, name: &str
         })
         .collect();
     let managers = match kind {
-        OwnerKind::Client => managers_of(db, &[id]).await?.remove(&id).unwrap_or_default(),
+        OwnerKind::Client => managers_of(db, &[id])
+            .await?
+            .remove(&id)
+            .unwrap_or_default(),
         OwnerKind::User => Vec::new(),
     };
     let (recent, usage) = match pools::find(db, kind, id).await? {
@@ -186,7 +223,10 @@ pub async fn owner_detail(ctx: &AppContext, kind: OwnerKind, id: i64, name: &str
     })
 }
 
-async fn usage<C: ConnectionTrait>(c: &C, pool_id: i64) -> Result<(Vec<LedgerRow>, Vec<DayUsage>), DbErr> {
+async fn usage<C: ConnectionTrait>(
+    c: &C,
+    pool_id: i64,
+) -> Result<(Vec<LedgerRow>, Vec<DayUsage>), DbErr> {
     let since = now_ms() - 30 * 86_400_000;
     let rows = ledger::Entity::find()
         .filter(ledger::Column::PoolId.eq(pool_id))
@@ -198,12 +238,19 @@ async fn usage<C: ConnectionTrait>(c: &C, pool_id: i64) -> Result<(Vec<LedgerRow
     let mut days: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
     for r in &rows {
         if r.coins_micro > 0 {
-            *days.entry(rfc3339(r.created_at)[..10].to_string()).or_default().entry(r.model.clone()).or_default() += r.coins_micro;
+            *days
+                .entry(rfc3339(r.created_at)[..10].to_string())
+                .or_default()
+                .entry(r.model.clone())
+                .or_default() += r.coins_micro;
         }
     }
     let usage = days
         .into_iter()
-        .map(|(day, m)| DayUsage { day, by_model: m.into_iter().collect() })
+        .map(|(day, m)| DayUsage {
+            day,
+            by_model: m.into_iter().collect(),
+        })
         .collect();
     let recent = rows
         .into_iter()
@@ -223,8 +270,16 @@ async fn usage<C: ConnectionTrait>(c: &C, pool_id: i64) -> Result<(Vec<LedgerRow
 pub async fn config_overview(ctx: &AppContext) -> Result<ConfigReport, DbErr> {
     let snapshot = ctx.config.load();
     let state = super::config_state::get(&ctx.db).await?;
-    let clients: Vec<String> = super::owners::all_clients(&ctx.db).await?.into_iter().map(|c| c.name).collect();
-    let users: Vec<String> = super::owners::all_users(&ctx.db).await?.into_iter().map(|u| u.username).collect();
+    let clients: Vec<String> = super::owners::all_clients(&ctx.db)
+        .await?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    let users: Vec<String> = super::owners::all_users(&ctx.db)
+        .await?
+        .into_iter()
+        .map(|u| u.username)
+        .collect();
     let mut unmatched = Vec::new();
     for n in snapshot.config.clients.named.keys() {
         if !clients.contains(n) {

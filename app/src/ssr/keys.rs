@@ -7,8 +7,8 @@ use super::sha256_hex;
 use crate::domain::keys::{check_format, display_prefix, encode, KeyFormatError};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter,
-    QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    QueryFilter, QueryOrder,
 };
 
 /// `last_used_at` is refreshed at most this often, to keep reads cheap.
@@ -68,7 +68,10 @@ pub async fn create<C: ConnectionTrait>(
     Ok(NewKey { secret, record })
 }
 
-pub async fn list<C: ConnectionTrait>(c: &C, kind: Option<(OwnerKind, i64)>) -> Result<Vec<api_key::Model>, DbErr> {
+pub async fn list<C: ConnectionTrait>(
+    c: &C,
+    kind: Option<(OwnerKind, i64)>,
+) -> Result<Vec<api_key::Model>, DbErr> {
     let mut q = api_key::Entity::find().order_by_desc(api_key::Column::Id);
     if let Some((kind, id)) = kind {
         q = q
@@ -79,7 +82,11 @@ pub async fn list<C: ConnectionTrait>(c: &C, kind: Option<(OwnerKind, i64)>) -> 
 }
 
 /// Revokes the one key whose display prefix starts with `prefix`.
-pub async fn revoke_by_prefix<C: ConnectionTrait>(c: &C, prefix: &str, now: i64) -> Result<api_key::Model, KeyError> {
+pub async fn revoke_by_prefix<C: ConnectionTrait>(
+    c: &C,
+    prefix: &str,
+    now: i64,
+) -> Result<api_key::Model, KeyError> {
     let matches = api_key::Entity::find()
         .filter(api_key::Column::Prefix.starts_with(prefix))
         .all(c)
@@ -91,7 +98,11 @@ pub async fn revoke_by_prefix<C: ConnectionTrait>(c: &C, prefix: &str, now: i64)
     }
 }
 
-pub async fn revoke<C: ConnectionTrait>(c: &C, key: &api_key::Model, now: i64) -> Result<api_key::Model, KeyError> {
+pub async fn revoke<C: ConnectionTrait>(
+    c: &C,
+    key: &api_key::Model,
+    now: i64,
+) -> Result<api_key::Model, KeyError> {
     let res = api_key::Entity::update_many()
         .col_expr(api_key::Column::RevokedAt, Expr::value(Some(now)))
         .filter(api_key::Column::Id.eq(key.id))
@@ -101,7 +112,10 @@ pub async fn revoke<C: ConnectionTrait>(c: &C, key: &api_key::Model, now: i64) -
     if res.rows_affected == 0 {
         return Err(KeyError::AlreadyRevoked(key.prefix.clone()));
     }
-    Ok(api_key::Model { revoked_at: Some(now), ..key.clone() })
+    Ok(api_key::Model {
+        revoked_at: Some(now),
+        ..key.clone()
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,12 +132,22 @@ pub enum AuthError {
 impl std::fmt::Display for AuthError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            AuthError::Missing => f.write_str("no API key was sent; send `Authorization: Bearer tg_…`"),
+            AuthError::Missing => {
+                f.write_str("no API key was sent; send `Authorization: Bearer tg_…`")
+            }
             AuthError::Malformed(e) => write!(f, "{e}"),
-            AuthError::Unknown => f.write_str("this API key is not known; check that it was copied completely"),
-            AuthError::Revoked => f.write_str("this API key was revoked; ask a manager of its client for a new one"),
-            AuthError::Expired => f.write_str("this API key has expired; ask a manager of its client for a new one"),
-            AuthError::Unavailable => f.write_str("the gateway cannot check API keys right now; retry shortly"),
+            AuthError::Unknown => {
+                f.write_str("this API key is not known; check that it was copied completely")
+            }
+            AuthError::Revoked => {
+                f.write_str("this API key was revoked; ask a manager of its client for a new one")
+            }
+            AuthError::Expired => {
+                f.write_str("this API key has expired; ask a manager of its client for a new one")
+            }
+            AuthError::Unavailable => {
+                f.write_str("the gateway cannot check API keys right now; retry shortly")
+            }
         }
     }
 }
@@ -139,7 +163,11 @@ pub struct KeyOwner {
 
 /// Checks a presented key: format and checksum first (no database), then the
 /// stored hash, revocation and expiry.
-pub async fn authenticate<C: ConnectionTrait>(c: &C, presented: &str, now: i64) -> Result<KeyOwner, AuthError> {
+pub async fn authenticate<C: ConnectionTrait>(
+    c: &C,
+    presented: &str,
+    now: i64,
+) -> Result<KeyOwner, AuthError> {
     check_format(presented).map_err(AuthError::Malformed)?;
     let key = api_key::Entity::find()
         .filter(api_key::Column::SecretHash.eq(sha256_hex(presented.as_bytes())))
@@ -168,7 +196,10 @@ pub async fn authenticate<C: ConnectionTrait>(c: &C, presented: &str, now: i64) 
             .map(|m| m.username),
     }
     .ok_or(AuthError::Revoked)?;
-    if key.last_used_at.is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS) {
+    if key
+        .last_used_at
+        .is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS)
+    {
         // Best effort: a failure here must not fail the call.
         let _ = api_key::Entity::update_many()
             .col_expr(api_key::Column::LastUsedAt, Expr::value(Some(now)))
@@ -176,7 +207,12 @@ pub async fn authenticate<C: ConnectionTrait>(c: &C, presented: &str, now: i64) 
             .exec(c)
             .await;
     }
-    Ok(KeyOwner { key_id: key.id, kind, owner_id: key.owner_id, name })
+    Ok(KeyOwner {
+        key_id: key.id,
+        kind,
+        owner_id: key.owner_id,
+        name,
+    })
 }
 
 /// Parses `30d`, `12h`, `45m` or `90s` into milliseconds.

@@ -9,7 +9,9 @@ use super::entities::{ledger, pool, reservation};
 use super::pools;
 use crate::domain::config::PoolLimit;
 use crate::domain::pool::refilled;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+};
 
 #[derive(Debug, Clone)]
 pub struct ReserveRequest {
@@ -51,7 +53,9 @@ impl ReserveRequest {
 pub enum ReserveOutcome {
     Reserved,
     /// The balance (after refill) cannot cover the amount.
-    Insufficient { balance: i64 },
+    Insufficient {
+        balance: i64,
+    },
     Blocked,
 }
 
@@ -76,11 +80,27 @@ pub struct Refusal {
     pub outcome: String,
 }
 
-pub async fn reserve_in<C: ConnectionTrait>(c: &C, req: &ReserveRequest, now: i64) -> Result<ReserveOutcome, DbErr> {
+pub async fn reserve_in<C: ConnectionTrait>(
+    c: &C,
+    req: &ReserveRequest,
+    now: i64,
+) -> Result<ReserveOutcome, DbErr> {
     let p = &req.pool;
     let limit = pools::limit(p);
     if limit.is_blocked() {
-        insert_row(c, p.id, req.key_id, &req.model, 0, 0, 0, now, &req.request_id, "refused: pool_blocked").await?;
+        insert_row(
+            c,
+            p.id,
+            req.key_id,
+            &req.model,
+            0,
+            0,
+            0,
+            now,
+            &req.request_id,
+            "refused: pool_blocked",
+        )
+        .await?;
         return Ok(ReserveOutcome::Blocked);
     }
     if limit != PoolLimit::Unlimited {
@@ -90,7 +110,19 @@ pub async fn reserve_in<C: ConnectionTrait>(c: &C, req: &ReserveRequest, now: i6
                 .one(c)
                 .await?
                 .map_or(0, |p| refilled(&pools::state(&p), now).balance);
-            insert_row(c, p.id, req.key_id, &req.model, 0, 0, 0, now, &req.request_id, "refused: insufficient_coins").await?;
+            insert_row(
+                c,
+                p.id,
+                req.key_id,
+                &req.model,
+                0,
+                0,
+                0,
+                now,
+                &req.request_id,
+                "refused: insufficient_coins",
+            )
+            .await?;
             return Ok(ReserveOutcome::Insufficient { balance });
         }
     }
@@ -109,7 +141,11 @@ pub async fn reserve_in<C: ConnectionTrait>(c: &C, req: &ReserveRequest, now: i6
 
 /// Settles a reservation. Returns the coins charged, or `None` if it was
 /// already settled (or never existed).
-pub async fn settle_in<C: ConnectionTrait>(c: &C, s: &Settlement, now: i64) -> Result<Option<i64>, DbErr> {
+pub async fn settle_in<C: ConnectionTrait>(
+    c: &C,
+    s: &Settlement,
+    now: i64,
+) -> Result<Option<i64>, DbErr> {
     let r = &s.reservation;
     let deleted = reservation::Entity::delete_many()
         .filter(reservation::Column::RequestId.eq(r.request_id.clone()))
@@ -132,12 +168,36 @@ pub async fn settle_in<C: ConnectionTrait>(c: &C, s: &Settlement, now: i64) -> R
         outcome = format!("{outcome}; capped at the reservation");
         r.amount
     };
-    insert_row(c, r.pool_id, r.key_id, &r.model, s.tokens_in, s.tokens_out, charged, now, &r.request_id, &outcome).await?;
+    insert_row(
+        c,
+        r.pool_id,
+        r.key_id,
+        &r.model,
+        s.tokens_in,
+        s.tokens_out,
+        charged,
+        now,
+        &r.request_id,
+        &outcome,
+    )
+    .await?;
     Ok(Some(charged))
 }
 
 pub async fn refuse_in<C: ConnectionTrait>(c: &C, r: &Refusal, now: i64) -> Result<(), DbErr> {
-    insert_row(c, r.pool_id, r.key_id, &r.model, 0, 0, 0, now, &r.request_id, &r.outcome).await
+    insert_row(
+        c,
+        r.pool_id,
+        r.key_id,
+        &r.model,
+        0,
+        0,
+        0,
+        now,
+        &r.request_id,
+        &r.outcome,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -187,7 +247,10 @@ pub async fn sweep_orphans(db: &sea_orm::DatabaseConnection, now: i64) -> Result
     let mut settled = 0;
     for r in stale {
         let txn = super::db::begin_write(db).await?;
-        let unlimited = pool::Entity::find_by_id(r.pool_id).one(&txn).await?.is_some_and(|p| p.unlimited);
+        let unlimited = pool::Entity::find_by_id(r.pool_id)
+            .one(&txn)
+            .await?
+            .is_some_and(|p| p.unlimited);
         let s = Settlement {
             reservation: Reservation {
                 request_id: r.request_id.clone(),

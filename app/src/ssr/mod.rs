@@ -3,14 +3,14 @@
 
 pub mod auth;
 pub mod config_file;
-pub mod console;
 pub mod config_state;
 pub mod consents;
+pub mod console;
 pub mod db;
 pub mod entities;
-pub mod owners;
 pub mod keys;
 pub mod ledger;
+pub mod owners;
 pub mod pools;
 pub mod session;
 pub mod sync;

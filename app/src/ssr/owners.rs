@@ -41,20 +41,38 @@ pub enum OwnerError {
     Db(#[from] DbErr),
 }
 
-pub async fn client_by_name<C: ConnectionTrait>(c: &C, name: &str) -> Result<Option<client::Model>, DbErr> {
-    client::Entity::find().filter(client::Column::Name.eq(name)).one(c).await
+pub async fn client_by_name<C: ConnectionTrait>(
+    c: &C,
+    name: &str,
+) -> Result<Option<client::Model>, DbErr> {
+    client::Entity::find()
+        .filter(client::Column::Name.eq(name))
+        .one(c)
+        .await
 }
 
-pub async fn user_by_name<C: ConnectionTrait>(c: &C, name: &str) -> Result<Option<user::Model>, DbErr> {
-    user::Entity::find().filter(user::Column::Username.eq(name)).one(c).await
+pub async fn user_by_name<C: ConnectionTrait>(
+    c: &C,
+    name: &str,
+) -> Result<Option<user::Model>, DbErr> {
+    user::Entity::find()
+        .filter(user::Column::Username.eq(name))
+        .one(c)
+        .await
 }
 
 pub async fn all_clients<C: ConnectionTrait>(c: &C) -> Result<Vec<client::Model>, DbErr> {
-    client::Entity::find().order_by_asc(client::Column::Name).all(c).await
+    client::Entity::find()
+        .order_by_asc(client::Column::Name)
+        .all(c)
+        .await
 }
 
 pub async fn all_users<C: ConnectionTrait>(c: &C) -> Result<Vec<user::Model>, DbErr> {
-    user::Entity::find().order_by_asc(user::Column::Username).all(c).await
+    user::Entity::find()
+        .order_by_asc(user::Column::Username)
+        .all(c)
+        .await
 }
 
 /// Creates a client and, in the same transaction, gives it its named entry or

@@ -33,7 +33,11 @@ fn limit_columns(limit: PoolLimit) -> (i64, bool) {
     }
 }
 
-pub async fn find<C: ConnectionTrait>(c: &C, kind: OwnerKind, owner_id: i64) -> Result<Option<pool::Model>, DbErr> {
+pub async fn find<C: ConnectionTrait>(
+    c: &C,
+    kind: OwnerKind,
+    owner_id: i64,
+) -> Result<Option<pool::Model>, DbErr> {
     pool::Entity::find()
         .filter(pool::Column::OwnerKind.eq(kind.as_str()))
         .filter(pool::Column::OwnerId.eq(owner_id))
@@ -76,7 +80,11 @@ pub async fn create_if_missing<C: ConnectionTrait>(
 /// Credits the refill due at `now`. The refill clock is compared and set in
 /// the same statement, so an interval is credited once even when several
 /// requests or instances race; the loser simply credits nothing.
-pub async fn credit_refill<C: ConnectionTrait>(c: &C, m: &pool::Model, now: i64) -> Result<(), DbErr> {
+pub async fn credit_refill<C: ConnectionTrait>(
+    c: &C,
+    m: &pool::Model,
+    now: i64,
+) -> Result<(), DbErr> {
     let st = state(m);
     let refill = refill_due(&st, now);
     if !refill.changes(&st) {
@@ -86,7 +94,8 @@ pub async fn credit_refill<C: ConnectionTrait>(c: &C, m: &pool::Model, now: i64)
         .col_expr(
             pool::Column::BalanceMicro,
             Expr::case(
-                Expr::expr(Expr::col(pool::Column::BalanceMicro).add(refill.amount)).gt(Expr::col(pool::Column::MaxMicro)),
+                Expr::expr(Expr::col(pool::Column::BalanceMicro).add(refill.amount))
+                    .gt(Expr::col(pool::Column::MaxMicro)),
                 Expr::col(pool::Column::MaxMicro),
             )
             .finally(Expr::col(pool::Column::BalanceMicro).add(refill.amount))
@@ -110,21 +119,30 @@ pub async fn apply_settings<C: ConnectionTrait>(
     now: i64,
 ) -> Result<bool, DbErr> {
     let (max_micro, unlimited) = limit_columns(settings.limit);
-    if m.max_micro == max_micro && m.unlimited == unlimited && m.refresh_micro == settings.refresh_micro {
+    if m.max_micro == max_micro
+        && m.unlimited == unlimited
+        && m.refresh_micro == settings.refresh_micro
+    {
         return Ok(false);
     }
     credit_refill(c, m, now).await?;
     let mut update = pool::Entity::update_many()
         .col_expr(pool::Column::MaxMicro, Expr::value(max_micro))
         .col_expr(pool::Column::Unlimited, Expr::value(unlimited))
-        .col_expr(pool::Column::RefreshMicro, Expr::value(settings.refresh_micro))
+        .col_expr(
+            pool::Column::RefreshMicro,
+            Expr::value(settings.refresh_micro),
+        )
         .col_expr(pool::Column::UpdatedAt, Expr::value(now));
     if !unlimited {
         update = update.col_expr(
             pool::Column::BalanceMicro,
-            Expr::case(Expr::col(pool::Column::BalanceMicro).gt(max_micro), Expr::value(max_micro))
-                .finally(Expr::col(pool::Column::BalanceMicro))
-                .into(),
+            Expr::case(
+                Expr::col(pool::Column::BalanceMicro).gt(max_micro),
+                Expr::value(max_micro),
+            )
+            .finally(Expr::col(pool::Column::BalanceMicro))
+            .into(),
         );
     }
     if m.unlimited && !unlimited {
@@ -138,7 +156,10 @@ pub async fn apply_settings<C: ConnectionTrait>(
 /// Debits `cost` if the balance covers it. Returns whether it did.
 pub async fn try_debit<C: ConnectionTrait>(c: &C, pool_id: i64, cost: i64) -> Result<bool, DbErr> {
     let res = pool::Entity::update_many()
-        .col_expr(pool::Column::BalanceMicro, Expr::col(pool::Column::BalanceMicro).sub(cost))
+        .col_expr(
+            pool::Column::BalanceMicro,
+            Expr::col(pool::Column::BalanceMicro).sub(cost),
+        )
         .filter(pool::Column::Id.eq(pool_id))
         .filter(pool::Column::Unlimited.eq(false))
         .filter(pool::Column::BalanceMicro.gte(cost))
@@ -156,7 +177,8 @@ pub async fn credit<C: ConnectionTrait>(c: &C, pool_id: i64, amount: i64) -> Res
         .col_expr(
             pool::Column::BalanceMicro,
             Expr::case(
-                Expr::expr(Expr::col(pool::Column::BalanceMicro).add(amount)).gt(Expr::col(pool::Column::MaxMicro)),
+                Expr::expr(Expr::col(pool::Column::BalanceMicro).add(amount))
+                    .gt(Expr::col(pool::Column::MaxMicro)),
                 Expr::col(pool::Column::MaxMicro),
             )
             .finally(Expr::col(pool::Column::BalanceMicro).add(amount))

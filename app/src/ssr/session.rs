@@ -5,7 +5,9 @@
 use super::entities::{login_failure, session, user};
 use super::{now_ms, sha256_hex};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+};
 
 pub const COOKIE: &str = "tg_session";
 /// A session unused for this long ends.
@@ -72,13 +74,19 @@ pub async fn create<C: ConnectionTrait>(c: &C, user_id: i64) -> Result<String, D
 pub async fn lookup<C: ConnectionTrait>(c: &C, token: &str) -> Result<Option<SessionUser>, DbErr> {
     let now = now_ms();
     let id = sha256_hex(token.as_bytes());
-    let Some(s) = session::Entity::find_by_id(id.clone()).one(c).await? else { return Ok(None) };
+    let Some(s) = session::Entity::find_by_id(id.clone()).one(c).await? else {
+        return Ok(None);
+    };
     if now - s.last_seen_at > IDLE_TIMEOUT_MS || now - s.created_at > ABSOLUTE_TIMEOUT_MS {
         session::Entity::delete_by_id(id).exec(c).await?;
         return Ok(None);
     }
-    let Some(u) = user::Entity::find_by_id(s.user_id).one(c).await? else { return Ok(None) };
-    let Some(role) = Role::parse(&u.role).filter(|_| u.active) else { return Ok(None) };
+    let Some(u) = user::Entity::find_by_id(s.user_id).one(c).await? else {
+        return Ok(None);
+    };
+    let Some(role) = Role::parse(&u.role).filter(|_| u.active) else {
+        return Ok(None);
+    };
     if now - s.last_seen_at > 60_000 {
         session::Entity::update_many()
             .col_expr(session::Column::LastSeenAt, Expr::value(now))
@@ -86,16 +94,25 @@ pub async fn lookup<C: ConnectionTrait>(c: &C, token: &str) -> Result<Option<Ses
             .exec(c)
             .await?;
     }
-    Ok(Some(SessionUser { id: u.id, username: u.username, role }))
+    Ok(Some(SessionUser {
+        id: u.id,
+        username: u.username,
+        role,
+    }))
 }
 
 pub async fn delete<C: ConnectionTrait>(c: &C, token: &str) -> Result<(), DbErr> {
-    session::Entity::delete_by_id(sha256_hex(token.as_bytes())).exec(c).await?;
+    session::Entity::delete_by_id(sha256_hex(token.as_bytes()))
+        .exec(c)
+        .await?;
     Ok(())
 }
 
 pub async fn delete_for_user<C: ConnectionTrait>(c: &C, user_id: i64) -> Result<(), DbErr> {
-    session::Entity::delete_many().filter(session::Column::UserId.eq(user_id)).exec(c).await?;
+    session::Entity::delete_many()
+        .filter(session::Column::UserId.eq(user_id))
+        .exec(c)
+        .await?;
     Ok(())
 }
 
@@ -117,7 +134,10 @@ pub fn set_cookie(token: &str, secure: bool) -> String {
 }
 
 pub fn clear_cookie(secure: bool) -> String {
-    format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}", if secure { "; Secure" } else { "" })
+    format!(
+        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
+        if secure { "; Secure" } else { "" }
+    )
 }
 
 /// Whether sign-in for this username is throttled after repeated failures.
@@ -156,11 +176,21 @@ mod tests {
     #[test]
     fn cookies() {
         let c = set_cookie("abc", false);
-        assert!(c.starts_with("tg_session=abc;") && c.contains("HttpOnly") && c.contains("SameSite=Lax"));
+        assert!(
+            c.starts_with("tg_session=abc;")
+                && c.contains("HttpOnly")
+                && c.contains("SameSite=Lax")
+        );
         assert!(!c.contains("Secure"));
-        assert!(set_cookie("abc", true).ends_with("; Secure"), "Secure when the public URL is https");
+        assert!(
+            set_cookie("abc", true).ends_with("; Secure"),
+            "Secure when the public URL is https"
+        );
         assert!(clear_cookie(true).contains("Max-Age=0"));
-        assert_eq!(token_from_cookie_header("a=1; tg_session=xyz; b=2").as_deref(), Some("xyz"));
+        assert_eq!(
+            token_from_cookie_header("a=1; tg_session=xyz; b=2").as_deref(),
+            Some("xyz")
+        );
         assert_eq!(token_from_cookie_header("tg_session="), None);
         assert_eq!(Role::parse("manager"), Some(Role::Manager));
         assert_eq!(Role::parse("root"), None);

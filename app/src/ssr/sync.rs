@@ -51,8 +51,14 @@ pub async fn apply_owner<C: ConnectionTrait>(
     now: i64,
 ) -> Result<(bool, bool, bool), DbErr> {
     let (created, updated) = match pools::find(c, kind, owner_id).await? {
-        None => (pools::create_if_missing(c, kind, owner_id, &settings.pool, now).await?, false),
-        Some(m) => (false, pools::apply_settings(c, &m, &settings.pool, now).await?),
+        None => (
+            pools::create_if_missing(c, kind, owner_id, &settings.pool, now).await?,
+            false,
+        ),
+        Some(m) => (
+            false,
+            pools::apply_settings(c, &m, &settings.pool, now).await?,
+        ),
     };
 
     let a = &settings.access;
@@ -69,8 +75,13 @@ pub async fn apply_owner<C: ConnectionTrait>(
         .one(c)
         .await?;
     let same = existing.as_ref().is_some_and(|r| {
-        (r.source.clone(), r.default_mode.clone(), r.whitelist.clone(), r.blacklist.clone(), r.graylist.clone())
-            == wanted
+        (
+            r.source.clone(),
+            r.default_mode.clone(),
+            r.whitelist.clone(),
+            r.blacklist.clone(),
+            r.graylist.clone(),
+        ) == wanted
     });
     if !same {
         let row = access_policy::ActiveModel {
@@ -86,16 +97,19 @@ pub async fn apply_owner<C: ConnectionTrait>(
         };
         access_policy::Entity::insert(row)
             .on_conflict(
-                OnConflict::columns([access_policy::Column::OwnerKind, access_policy::Column::OwnerId])
-                    .update_columns([
-                        access_policy::Column::Source,
-                        access_policy::Column::DefaultMode,
-                        access_policy::Column::Whitelist,
-                        access_policy::Column::Blacklist,
-                        access_policy::Column::Graylist,
-                        access_policy::Column::UpdatedAt,
-                    ])
-                    .to_owned(),
+                OnConflict::columns([
+                    access_policy::Column::OwnerKind,
+                    access_policy::Column::OwnerId,
+                ])
+                .update_columns([
+                    access_policy::Column::Source,
+                    access_policy::Column::DefaultMode,
+                    access_policy::Column::Whitelist,
+                    access_policy::Column::Blacklist,
+                    access_policy::Column::Graylist,
+                    access_policy::Column::UpdatedAt,
+                ])
+                .to_owned(),
             )
             .exec_without_returning(c)
             .await?;
@@ -114,7 +128,11 @@ async fn sync_section<C: ConnectionTrait>(
     let names: HashSet<&str> = owners.iter().map(|(_, n)| n.as_str()).collect();
     for name in section.named.keys() {
         if !names.contains(name.as_str()) {
-            tracing::debug!("{}s.{name}: no such {} yet; skipped", kind.as_str(), kind.as_str());
+            tracing::debug!(
+                "{}s.{name}: no such {} yet; skipped",
+                kind.as_str(),
+                kind.as_str()
+            );
             report.unmatched.push(format!("{}s.{name}", kind.as_str()));
         }
     }
@@ -129,11 +147,31 @@ async fn sync_section<C: ConnectionTrait>(
 }
 
 /// Applies the whole config to every existing client and user.
-pub async fn sync_all<C: ConnectionTrait>(c: &C, config: &Config, now: i64) -> Result<SyncReport, DbErr> {
+pub async fn sync_all<C: ConnectionTrait>(
+    c: &C,
+    config: &Config,
+    now: i64,
+) -> Result<SyncReport, DbErr> {
     let mut report = SyncReport::default();
-    let clients: Vec<(i64, String)> = all_clients(c).await?.into_iter().map(|m| (m.id, m.name)).collect();
-    let users: Vec<(i64, String)> = all_users(c).await?.into_iter().map(|m| (m.id, m.username)).collect();
-    sync_section(c, OwnerKind::Client, &config.clients, &clients, now, &mut report).await?;
+    let clients: Vec<(i64, String)> = all_clients(c)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m.name))
+        .collect();
+    let users: Vec<(i64, String)> = all_users(c)
+        .await?
+        .into_iter()
+        .map(|m| (m.id, m.username))
+        .collect();
+    sync_section(
+        c,
+        OwnerKind::Client,
+        &config.clients,
+        &clients,
+        now,
+        &mut report,
+    )
+    .await?;
     sync_section(c, OwnerKind::User, &config.users, &users, now, &mut report).await?;
     Ok(report)
 }

@@ -22,14 +22,22 @@ fn parse_days(expires_days: &str) -> Result<Option<i64>, ServerFnError> {
         .parse()
         .ok()
         .filter(|d| (1..=3650).contains(d))
-        .ok_or_else(|| deny(StatusCode::BAD_REQUEST, "Expiry must be a number of days between 1 and 3650, or empty."))?;
+        .ok_or_else(|| {
+            deny(
+                StatusCode::BAD_REQUEST,
+                "Expiry must be a number of days between 1 and 3650, or empty.",
+            )
+        })?;
     Ok(Some(crate::ssr::now_ms() + days * 86_400_000))
 }
 
 #[server(prefix = "/api", endpoint = "current_user")]
 pub async fn current_user() -> Result<Option<Me>, ServerFnError> {
     let (_, u) = optional_user().await?;
-    Ok(u.map(|u| Me { username: u.username, role: u.role.as_str().into() }))
+    Ok(u.map(|u| Me {
+        username: u.username,
+        role: u.role.as_str().into(),
+    }))
 }
 
 /// Public: whether the first admin still has to be created.
@@ -40,30 +48,50 @@ pub async fn setup_needed() -> Result<bool, ServerFnError> {
 }
 
 #[server(prefix = "/api", endpoint = "setup_admin")]
-pub async fn setup_admin(token: String, username: String, password: String) -> Result<(), ServerFnError> {
+pub async fn setup_admin(
+    token: String,
+    username: String,
+    password: String,
+) -> Result<(), ServerFnError> {
     use crate::ssr::{auth, owners, session};
     let ctx = super::guard::ctx()?;
     let expected = ctx.setup_token.lock().map(|t| t.clone()).unwrap_or(None);
     let Some(expected) = expected else {
-        return Err(deny(StatusCode::FORBIDDEN, "Setup is already done; sign in instead."));
+        return Err(deny(
+            StatusCode::FORBIDDEN,
+            "Setup is already done; sign in instead.",
+        ));
     };
     if !crate::ssr::constant_time_eq(token.as_bytes(), expected.as_bytes()) {
-        return Err(deny(StatusCode::FORBIDDEN, "The setup token is wrong; use the address from the server log."));
+        return Err(deny(
+            StatusCode::FORBIDDEN,
+            "The setup token is wrong; use the address from the server log.",
+        ));
     }
     auth::check_password_policy(&password).map_err(|m| deny(StatusCode::BAD_REQUEST, &m))?;
     let hash = auth::hash_password(&password).map_err(internal)?;
     let config = ctx.config.load_full();
-    let user = owners::create_user(&ctx.db, &config.config, username.trim(), &hash, "admin", crate::ssr::now_ms())
-        .await
-        .map_err(|e| match e {
-            owners::OwnerError::Db(e) => internal(e),
-            e => deny(StatusCode::BAD_REQUEST, &e.to_string()),
-        })?;
+    let user = owners::create_user(
+        &ctx.db,
+        &config.config,
+        username.trim(),
+        &hash,
+        "admin",
+        crate::ssr::now_ms(),
+    )
+    .await
+    .map_err(|e| match e {
+        owners::OwnerError::Db(e) => internal(e),
+        e => deny(StatusCode::BAD_REQUEST, &e.to_string()),
+    })?;
     if let Ok(mut t) = ctx.setup_token.lock() {
         *t = None;
     }
     let token = session::create(&ctx.db, user.id).await.map_err(internal)?;
-    set_header(http::header::SET_COOKIE, &session::set_cookie(&token, ctx.secure_cookies()));
+    set_header(
+        http::header::SET_COOKIE,
+        &session::set_cookie(&token, ctx.secure_cookies()),
+    );
     leptos_axum::redirect("/clients");
     Ok(())
 }
@@ -73,10 +101,18 @@ pub async fn login(username: String, password: String) -> Result<(), ServerFnErr
     use crate::ssr::{auth, owners, session};
     let ctx = super::guard::ctx()?;
     let username = username.trim().to_string();
-    if session::throttled(&ctx.db, &username).await.map_err(internal)? {
-        return Err(deny(StatusCode::TOO_MANY_REQUESTS, "Too many failed sign-ins for this name; wait 15 minutes and try again."));
+    if session::throttled(&ctx.db, &username)
+        .await
+        .map_err(internal)?
+    {
+        return Err(deny(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins for this name; wait 15 minutes and try again.",
+        ));
     }
-    let user = owners::user_by_name(&ctx.db, &username).await.map_err(internal)?;
+    let user = owners::user_by_name(&ctx.db, &username)
+        .await
+        .map_err(internal)?;
     let ok = match &user {
         Some(u) => auth::verify_password(&password, &u.password_hash) && u.active,
         None => {
@@ -86,13 +122,27 @@ pub async fn login(username: String, password: String) -> Result<(), ServerFnErr
         }
     };
     let Some(user) = user.filter(|_| ok) else {
-        session::record_failure(&ctx.db, &username).await.map_err(internal)?;
-        return Err(deny(StatusCode::UNAUTHORIZED, "Wrong username or password."));
+        session::record_failure(&ctx.db, &username)
+            .await
+            .map_err(internal)?;
+        return Err(deny(
+            StatusCode::UNAUTHORIZED,
+            "Wrong username or password.",
+        ));
     };
-    session::clear_failures(&ctx.db, &username).await.map_err(internal)?;
+    session::clear_failures(&ctx.db, &username)
+        .await
+        .map_err(internal)?;
     let token = session::create(&ctx.db, user.id).await.map_err(internal)?;
-    set_header(http::header::SET_COOKIE, &session::set_cookie(&token, ctx.secure_cookies()));
-    leptos_axum::redirect(if user.role == "user" { "/me" } else { "/clients" });
+    set_header(
+        http::header::SET_COOKIE,
+        &session::set_cookie(&token, ctx.secure_cookies()),
+    );
+    leptos_axum::redirect(if user.role == "user" {
+        "/me"
+    } else {
+        "/clients"
+    });
     Ok(())
 }
 
@@ -103,7 +153,10 @@ pub async fn logout() -> Result<(), ServerFnError> {
     if let Some(t) = super::guard::session_token() {
         session::delete(&ctx.db, &t).await.map_err(internal)?;
     }
-    set_header(http::header::SET_COOKIE, &session::clear_cookie(ctx.secure_cookies()));
+    set_header(
+        http::header::SET_COOKIE,
+        &session::clear_cookie(ctx.secure_cookies()),
+    );
     leptos_axum::redirect("/login");
     Ok(())
 }
@@ -114,10 +167,16 @@ pub async fn list_clients(page: u64) -> Result<ClientsPage, ServerFnError> {
     let (ctx, u) = signed_in().await?;
     let only = match u.role {
         Role::Admin => None,
-        Role::Manager => Some(console::managed_client_ids(&ctx.db, u.id).await.map_err(internal)?),
+        Role::Manager => Some(
+            console::managed_client_ids(&ctx.db, u.id)
+                .await
+                .map_err(internal)?,
+        ),
         Role::User => Some(Vec::new()),
     };
-    console::clients_page(&ctx, only, page, u.role == Role::Admin).await.map_err(internal)
+    console::clients_page(&ctx, only, page, u.role == Role::Admin)
+        .await
+        .map_err(internal)
 }
 
 #[server(prefix = "/api", endpoint = "create_client")]
@@ -127,12 +186,18 @@ pub async fn create_client(name: String) -> Result<(), ServerFnError> {
     let name = name.trim().to_string();
     let _guard = ctx.apply_lock.lock().await;
     let config = ctx.config.load_full();
-    owners::create_client(&ctx.db, &config.config, &name, Some(u.id), crate::ssr::now_ms())
-        .await
-        .map_err(|e| match e {
-            owners::OwnerError::Db(e) => internal(e),
-            e => deny(StatusCode::BAD_REQUEST, &e.to_string()),
-        })?;
+    owners::create_client(
+        &ctx.db,
+        &config.config,
+        &name,
+        Some(u.id),
+        crate::ssr::now_ms(),
+    )
+    .await
+    .map_err(|e| match e {
+        owners::OwnerError::Db(e) => internal(e),
+        e => deny(StatusCode::BAD_REQUEST, &e.to_string()),
+    })?;
     leptos_axum::redirect(&format!("/clients/{name}"));
     Ok(())
 }
@@ -140,29 +205,64 @@ pub async fn create_client(name: String) -> Result<(), ServerFnError> {
 #[server(prefix = "/api", endpoint = "client_detail")]
 pub async fn client_detail(name: String) -> Result<OwnerDetail, ServerFnError> {
     let (ctx, u, c) = managed_client(&name).await?;
-    crate::ssr::console::owner_detail(&ctx, OwnerKind::Client, c.id, &c.name, u.role == Role::Admin)
-        .await
-        .map_err(internal)
+    crate::ssr::console::owner_detail(
+        &ctx,
+        OwnerKind::Client,
+        c.id,
+        &c.name,
+        u.role == Role::Admin,
+    )
+    .await
+    .map_err(internal)
 }
 
 #[server(prefix = "/api", endpoint = "create_client_key")]
-pub async fn create_client_key(client: String, label: String, expires_days: String) -> Result<NewKeyShown, ServerFnError> {
+pub async fn create_client_key(
+    client: String,
+    label: String,
+    expires_days: String,
+) -> Result<NewKeyShown, ServerFnError> {
     let (ctx, u, c) = managed_client(&client).await?;
     let expires = parse_days(&expires_days)?;
-    let k = crate::ssr::keys::create(&ctx.db, OwnerKind::Client, c.id, &label, expires, Some(u.id), crate::ssr::now_ms())
-        .await
-        .map_err(internal)?;
-    Ok(NewKeyShown { secret: k.secret, prefix: k.record.prefix })
+    let k = crate::ssr::keys::create(
+        &ctx.db,
+        OwnerKind::Client,
+        c.id,
+        &label,
+        expires,
+        Some(u.id),
+        crate::ssr::now_ms(),
+    )
+    .await
+    .map_err(internal)?;
+    Ok(NewKeyShown {
+        secret: k.secret,
+        prefix: k.record.prefix,
+    })
 }
 
 #[server(prefix = "/api", endpoint = "create_my_key")]
-pub async fn create_my_key(label: String, expires_days: String) -> Result<NewKeyShown, ServerFnError> {
+pub async fn create_my_key(
+    label: String,
+    expires_days: String,
+) -> Result<NewKeyShown, ServerFnError> {
     let (ctx, u) = signed_in().await?;
     let expires = parse_days(&expires_days)?;
-    let k = crate::ssr::keys::create(&ctx.db, OwnerKind::User, u.id, &label, expires, Some(u.id), crate::ssr::now_ms())
-        .await
-        .map_err(internal)?;
-    Ok(NewKeyShown { secret: k.secret, prefix: k.record.prefix })
+    let k = crate::ssr::keys::create(
+        &ctx.db,
+        OwnerKind::User,
+        u.id,
+        &label,
+        expires,
+        Some(u.id),
+        crate::ssr::now_ms(),
+    )
+    .await
+    .map_err(internal)?;
+    Ok(NewKeyShown {
+        secret: k.secret,
+        prefix: k.record.prefix,
+    })
 }
 
 #[server(prefix = "/api", endpoint = "revoke_key")]
@@ -170,12 +270,25 @@ pub async fn revoke_key(key_id: i64) -> Result<(), ServerFnError> {
     use crate::ssr::entities::{api_key, client};
     use sea_orm::EntityTrait;
     let (ctx, u) = signed_in().await?;
-    let not_found = || deny(StatusCode::NOT_FOUND, "No such key, or you may not revoke it.");
-    let key = api_key::Entity::find_by_id(key_id).one(&ctx.db).await.map_err(internal)?.ok_or_else(not_found)?;
+    let not_found = || {
+        deny(
+            StatusCode::NOT_FOUND,
+            "No such key, or you may not revoke it.",
+        )
+    };
+    let key = api_key::Entity::find_by_id(key_id)
+        .one(&ctx.db)
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
     let allowed = match OwnerKind::parse(&key.owner_kind) {
         Some(OwnerKind::User) => key.owner_id == u.id || u.role == Role::Admin,
         Some(OwnerKind::Client) => {
-            let c = client::Entity::find_by_id(key.owner_id).one(&ctx.db).await.map_err(internal)?.ok_or_else(not_found)?;
+            let c = client::Entity::find_by_id(key.owner_id)
+                .one(&ctx.db)
+                .await
+                .map_err(internal)?
+                .ok_or_else(not_found)?;
             managed_client(&c.name).await.is_ok()
         }
         None => false,
@@ -190,7 +303,11 @@ pub async fn revoke_key(key_id: i64) -> Result<(), ServerFnError> {
 }
 
 #[server(prefix = "/api", endpoint = "set_client_consent")]
-pub async fn set_client_consent(client: String, model: String, consent: bool) -> Result<(), ServerFnError> {
+pub async fn set_client_consent(
+    client: String,
+    model: String,
+    consent: bool,
+) -> Result<(), ServerFnError> {
     let (ctx, u, c) = managed_client(&client).await?;
     set_consent(&ctx, OwnerKind::Client, c.id, &model, consent, u.id).await
 }
@@ -202,16 +319,30 @@ pub async fn set_my_consent(model: String, consent: bool) -> Result<(), ServerFn
 }
 
 #[cfg(feature = "ssr")]
-async fn set_consent(ctx: &crate::ssr::AppContext, kind: OwnerKind, id: i64, model: &str, consent: bool, by: i64) -> Result<(), ServerFnError> {
+async fn set_consent(
+    ctx: &crate::ssr::AppContext,
+    kind: OwnerKind,
+    id: i64,
+    model: &str,
+    consent: bool,
+    by: i64,
+) -> Result<(), ServerFnError> {
     use crate::ssr::consents;
     if !ctx.config.load().config.models.contains_key(model) {
-        return Err(deny(StatusCode::BAD_REQUEST, "That model is not in the catalog."));
+        return Err(deny(
+            StatusCode::BAD_REQUEST,
+            "That model is not in the catalog.",
+        ));
     }
     let now = crate::ssr::now_ms();
     if consent {
-        consents::record(&ctx.db, kind, id, model, Some(by), now).await.map_err(internal)?;
+        consents::record(&ctx.db, kind, id, model, Some(by), now)
+            .await
+            .map_err(internal)?;
     } else {
-        consents::revoke(&ctx.db, kind, id, model, now).await.map_err(internal)?;
+        consents::revoke(&ctx.db, kind, id, model, now)
+            .await
+            .map_err(internal)?;
     }
     Ok(())
 }
@@ -221,11 +352,19 @@ pub async fn add_manager(client: String, username: String) -> Result<(), ServerF
     use crate::ssr::entities::client_manager;
     use sea_orm::{ActiveValue::Set, EntityTrait};
     let (ctx, _) = admin().await?;
-    let c = crate::ssr::owners::client_by_name(&ctx.db, &client).await.map_err(internal)?.ok_or_else(|| deny(StatusCode::NOT_FOUND, "No such client."))?;
+    let c = crate::ssr::owners::client_by_name(&ctx.db, &client)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| deny(StatusCode::NOT_FOUND, "No such client."))?;
     let user = crate::ssr::owners::user_by_name(&ctx.db, username.trim())
         .await
         .map_err(internal)?
-        .ok_or_else(|| deny(StatusCode::BAD_REQUEST, "No user with that name; create it on the Users page first."))?;
+        .ok_or_else(|| {
+            deny(
+                StatusCode::BAD_REQUEST,
+                "No user with that name; create it on the Users page first.",
+            )
+        })?;
     client_manager::Entity::insert(client_manager::ActiveModel {
         client_id: Set(c.id),
         user_id: Set(user.id),
@@ -233,9 +372,12 @@ pub async fn add_manager(client: String, username: String) -> Result<(), ServerF
         ..Default::default()
     })
     .on_conflict(
-        sea_orm::sea_query::OnConflict::columns([client_manager::Column::ClientId, client_manager::Column::UserId])
-            .do_nothing()
-            .to_owned(),
+        sea_orm::sea_query::OnConflict::columns([
+            client_manager::Column::ClientId,
+            client_manager::Column::UserId,
+        ])
+        .do_nothing()
+        .to_owned(),
     )
     .exec_without_returning(&ctx.db)
     .await
@@ -248,8 +390,14 @@ pub async fn remove_manager(client: String, username: String) -> Result<(), Serv
     use crate::ssr::entities::client_manager;
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let (ctx, _) = admin().await?;
-    let c = crate::ssr::owners::client_by_name(&ctx.db, &client).await.map_err(internal)?.ok_or_else(|| deny(StatusCode::NOT_FOUND, "No such client."))?;
-    if let Some(user) = crate::ssr::owners::user_by_name(&ctx.db, &username).await.map_err(internal)? {
+    let c = crate::ssr::owners::client_by_name(&ctx.db, &client)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| deny(StatusCode::NOT_FOUND, "No such client."))?;
+    if let Some(user) = crate::ssr::owners::user_by_name(&ctx.db, &username)
+        .await
+        .map_err(internal)?
+    {
         client_manager::Entity::delete_many()
             .filter(client_manager::Column::ClientId.eq(c.id))
             .filter(client_manager::Column::UserId.eq(user.id))
@@ -263,7 +411,9 @@ pub async fn remove_manager(client: String, username: String) -> Result<(), Serv
 #[server(prefix = "/api", endpoint = "my_account")]
 pub async fn my_account() -> Result<OwnerDetail, ServerFnError> {
     let (ctx, u) = signed_in().await?;
-    crate::ssr::console::owner_detail(&ctx, OwnerKind::User, u.id, &u.username, false).await.map_err(internal)
+    crate::ssr::console::owner_detail(&ctx, OwnerKind::User, u.id, &u.username, false)
+        .await
+        .map_err(internal)
 }
 
 #[server(prefix = "/api", endpoint = "list_users")]
@@ -273,17 +423,30 @@ pub async fn list_users() -> Result<Vec<UserRow>, ServerFnError> {
         .await
         .map_err(internal)?
         .into_iter()
-        .map(|u| UserRow { username: u.username, role: u.role, active: u.active })
+        .map(|u| UserRow {
+            username: u.username,
+            role: u.role,
+            active: u.active,
+        })
         .collect())
 }
 
 #[cfg(feature = "ssr")]
 fn parse_role(role: &str) -> Result<Role, ServerFnError> {
-    Role::parse(role).ok_or_else(|| deny(StatusCode::BAD_REQUEST, "Role must be admin, manager or user."))
+    Role::parse(role).ok_or_else(|| {
+        deny(
+            StatusCode::BAD_REQUEST,
+            "Role must be admin, manager or user.",
+        )
+    })
 }
 
 #[server(prefix = "/api", endpoint = "create_user_account")]
-pub async fn create_user_account(username: String, role: String, password: String) -> Result<(), ServerFnError> {
+pub async fn create_user_account(
+    username: String,
+    role: String,
+    password: String,
+) -> Result<(), ServerFnError> {
     use crate::ssr::{auth, owners};
     let (ctx, _) = admin().await?;
     let role = parse_role(&role)?;
@@ -291,17 +454,27 @@ pub async fn create_user_account(username: String, role: String, password: Strin
     let hash = auth::hash_password(&password).map_err(internal)?;
     let _guard = ctx.apply_lock.lock().await;
     let config = ctx.config.load_full();
-    owners::create_user(&ctx.db, &config.config, username.trim(), &hash, role.as_str(), crate::ssr::now_ms())
-        .await
-        .map_err(|e| match e {
-            owners::OwnerError::Db(e) => internal(e),
-            e => deny(StatusCode::BAD_REQUEST, &e.to_string()),
-        })?;
+    owners::create_user(
+        &ctx.db,
+        &config.config,
+        username.trim(),
+        &hash,
+        role.as_str(),
+        crate::ssr::now_ms(),
+    )
+    .await
+    .map_err(|e| match e {
+        owners::OwnerError::Db(e) => internal(e),
+        e => deny(StatusCode::BAD_REQUEST, &e.to_string()),
+    })?;
     Ok(())
 }
 
 #[cfg(feature = "ssr")]
-async fn update_user(username: &str, f: impl FnOnce(&mut crate::ssr::entities::user::ActiveModel)) -> Result<crate::ssr::entities::user::Model, ServerFnError> {
+async fn update_user(
+    username: &str,
+    f: impl FnOnce(&mut crate::ssr::entities::user::ActiveModel),
+) -> Result<crate::ssr::entities::user::Model, ServerFnError> {
     use sea_orm::{ActiveModelTrait, IntoActiveModel};
     let (ctx, _) = admin().await?;
     let user = crate::ssr::owners::user_by_name(&ctx.db, username)
@@ -326,11 +499,16 @@ pub async fn set_user_active(username: String, active: bool) -> Result<(), Serve
     use sea_orm::ActiveValue::Set;
     let (ctx, me) = admin().await?;
     if me.username == username && !active {
-        return Err(deny(StatusCode::BAD_REQUEST, "You cannot deactivate yourself."));
+        return Err(deny(
+            StatusCode::BAD_REQUEST,
+            "You cannot deactivate yourself.",
+        ));
     }
     let user = update_user(&username, |u| u.active = Set(active)).await?;
     if !active {
-        crate::ssr::session::delete_for_user(&ctx.db, user.id).await.map_err(internal)?;
+        crate::ssr::session::delete_for_user(&ctx.db, user.id)
+            .await
+            .map_err(internal)?;
     }
     Ok(())
 }
@@ -338,16 +516,21 @@ pub async fn set_user_active(username: String, active: bool) -> Result<(), Serve
 #[server(prefix = "/api", endpoint = "reset_password")]
 pub async fn reset_password(username: String, password: String) -> Result<(), ServerFnError> {
     use sea_orm::ActiveValue::Set;
-    crate::ssr::auth::check_password_policy(&password).map_err(|m| deny(StatusCode::BAD_REQUEST, &m))?;
+    crate::ssr::auth::check_password_policy(&password)
+        .map_err(|m| deny(StatusCode::BAD_REQUEST, &m))?;
     let hash = crate::ssr::auth::hash_password(&password).map_err(internal)?;
     let (ctx, _) = admin().await?;
     let user = update_user(&username, |u| u.password_hash = Set(hash)).await?;
-    crate::ssr::session::delete_for_user(&ctx.db, user.id).await.map_err(internal)?;
+    crate::ssr::session::delete_for_user(&ctx.db, user.id)
+        .await
+        .map_err(internal)?;
     Ok(())
 }
 
 #[server(prefix = "/api", endpoint = "config_overview")]
 pub async fn config_overview() -> Result<ConfigReport, ServerFnError> {
     let (ctx, _) = admin().await?;
-    crate::ssr::console::config_overview(&ctx).await.map_err(internal)
+    crate::ssr::console::config_overview(&ctx)
+        .await
+        .map_err(internal)
 }

@@ -18,7 +18,10 @@ pub fn deny(status: StatusCode, message: &str) -> ServerFnError {
 /// Logs the detail, tells the caller only that something failed.
 pub fn internal(e: impl std::fmt::Display) -> ServerFnError {
     tracing::error!("server function failed: {e}");
-    deny(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on the server; the details are in its log.")
+    deny(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Something went wrong on the server; the details are in its log.",
+    )
 }
 
 pub fn ctx() -> Result<AppContext, ServerFnError> {
@@ -57,13 +60,25 @@ pub async fn admin() -> Result<(AppContext, SessionUser), ServerFnError> {
 
 /// A client the caller may manage: admins any, managers those assigned to
 /// them. Anything else looks exactly like a missing client.
-pub async fn managed_client(name: &str) -> Result<(AppContext, SessionUser, client::Model), ServerFnError> {
+pub async fn managed_client(
+    name: &str,
+) -> Result<(AppContext, SessionUser, client::Model), ServerFnError> {
     let (ctx, u) = signed_in().await?;
-    let not_found = || deny(StatusCode::NOT_FOUND, "No such client, or you may not see it.");
-    let Some(c) = client_by_name(&ctx.db, name).await.map_err(internal)? else { return Err(not_found()) };
+    let not_found = || {
+        deny(
+            StatusCode::NOT_FOUND,
+            "No such client, or you may not see it.",
+        )
+    };
+    let Some(c) = client_by_name(&ctx.db, name).await.map_err(internal)? else {
+        return Err(not_found());
+    };
     let allowed = match u.role {
         Role::Admin => true,
-        Role::Manager => console::managed_client_ids(&ctx.db, u.id).await.map_err(internal)?.contains(&c.id),
+        Role::Manager => console::managed_client_ids(&ctx.db, u.id)
+            .await
+            .map_err(internal)?
+            .contains(&c.id),
         Role::User => false,
     };
     if !allowed {
@@ -73,7 +88,10 @@ pub async fn managed_client(name: &str) -> Result<(AppContext, SessionUser, clie
 }
 
 pub fn set_header(name: http::HeaderName, value: &str) {
-    if let (Some(r), Ok(v)) = (use_context::<leptos_axum::ResponseOptions>(), http::HeaderValue::from_str(value)) {
+    if let (Some(r), Ok(v)) = (
+        use_context::<leptos_axum::ResponseOptions>(),
+        http::HeaderValue::from_str(value),
+    ) {
         r.append_header(name, v);
     }
 }

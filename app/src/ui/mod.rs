@@ -63,7 +63,10 @@ fn Nav() -> impl IntoView {
     let logout = ServerAction::<api::Logout>::new();
     let location = leptos_router::hooks::use_location();
     // Signing in or out navigates, so the navigation itself refreshes who is signed in.
-    let me = Resource::new(move || (logout.version().get(), location.pathname.get()), |_| api::current_user());
+    let me = Resource::new(
+        move || (logout.version().get(), location.pathname.get()),
+        |_| api::current_user(),
+    );
     let (hydrated, set_hydrated) = signal(false);
     // Effects run only in the browser: this marks when the page is interactive.
     Effect::new(move |_| set_hydrated.set(true));

@@ -81,7 +81,11 @@ fn OwnerView(
 
 #[component]
 fn OwnerBody(d: OwnerDetail, actions: Actions, client: Signal<Option<String>>) -> impl IntoView {
-    let title = if d.kind == "client" { format!("Client {}", d.name) } else { format!("My account ({})", d.name) };
+    let title = if d.kind == "client" {
+        format!("Client {}", d.name)
+    } else {
+        format!("My account ({})", d.name)
+    };
     let is_client = d.kind == "client";
     view! {
         <h1>{title}</h1>
@@ -96,7 +100,11 @@ fn OwnerBody(d: OwnerDetail, actions: Actions, client: Signal<Option<String>>) -
 }
 
 #[component]
-fn ModelAccess(models: Vec<ModelAccessRow>, actions: Actions, client: Signal<Option<String>>) -> impl IntoView {
+fn ModelAccess(
+    models: Vec<ModelAccessRow>,
+    actions: Actions,
+    client: Signal<Option<String>>,
+) -> impl IntoView {
     let rows = models
         .into_iter()
         .map(|m| {
@@ -249,7 +257,12 @@ fn Keys(keys: Vec<KeyRow>, actions: Actions, client: Signal<Option<String>>) -> 
 }
 
 #[component]
-fn Managers(managers: Vec<String>, editable: bool, actions: Actions, client: Signal<Option<String>>) -> impl IntoView {
+fn Managers(
+    managers: Vec<String>,
+    editable: bool,
+    actions: Actions,
+    client: Signal<Option<String>>,
+) -> impl IntoView {
     let c = client.get_untracked().unwrap_or_default();
     let remove = actions.remove_manager;
     let items = if managers.is_empty() {

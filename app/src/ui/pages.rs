@@ -59,9 +59,18 @@ pub fn SetupPage() -> impl IntoView {
 #[component]
 pub fn ClientsPage() -> impl IntoView {
     let query = use_query_map();
-    let page = move || query.read().get("page").and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
+    let page = move || {
+        query
+            .read()
+            .get("page")
+            .and_then(|p| p.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     let create = ServerAction::<CreateClient>::new();
-    let list = Resource::new(move || (page(), create.version().get()), |(p, _)| list_clients(p));
+    let list = Resource::new(
+        move || (page(), create.version().get()),
+        |(p, _)| list_clients(p),
+    );
     view! {
         <h1>"Clients"</h1>
         <Suspense fallback=|| view! { <p>"Loading…"</p> }>
@@ -127,7 +136,13 @@ pub fn UsersPage() -> impl IntoView {
     let active = ServerAction::<SetUserActive>::new();
     let reset = ServerAction::<ResetPassword>::new();
     let users = Resource::new(
-        move || (create.version().get(), role.version().get(), active.version().get()),
+        move || {
+            (
+                create.version().get(),
+                role.version().get(),
+                active.version().get(),
+            )
+        },
         |_| list_users(),
     );
     view! {

@@ -39,8 +39,13 @@ where
 pub fn Gauge(pool: Option<PoolView>) -> impl IntoView {
     match pool {
         None => view! { <span class="muted">"no pool"</span> }.into_any(),
-        Some(p) if p.max.is_none() => view! { <span class="badge unlimited" data-testid="balance">"unlimited"</span> }.into_any(),
-        Some(p) if p.blocked() => view! { <span class="badge blocked" data-testid="balance">"blocked"</span> }.into_any(),
+        Some(p) if p.max.is_none() => {
+            view! { <span class="badge unlimited" data-testid="balance">"unlimited"</span> }
+                .into_any()
+        }
+        Some(p) if p.blocked() => {
+            view! { <span class="badge blocked" data-testid="balance">"blocked"</span> }.into_any()
+        }
         Some(p) => {
             let max = p.max.unwrap_or(1).max(1);
             let pct = (p.balance as f64 / max as f64 * 100.0).clamp(0.0, 100.0);
@@ -87,16 +92,26 @@ pub fn PoolPanel(pool: Option<PoolView>, source: String) -> impl IntoView {
 
 #[component]
 pub fn UsagePanel(usage: Vec<DayUsage>, recent: Vec<LedgerRow>) -> impl IntoView {
-    let max_day = usage.iter().map(|d| d.by_model.iter().map(|(_, c)| *c).sum::<i64>()).max().unwrap_or(0).max(1);
+    let max_day = usage
+        .iter()
+        .map(|d| d.by_model.iter().map(|(_, c)| *c).sum::<i64>())
+        .max()
+        .unwrap_or(0)
+        .max(1);
     let models: Vec<String> = {
-        let mut m: Vec<String> = usage.iter().flat_map(|d| d.by_model.iter().map(|(n, _)| n.clone())).collect();
+        let mut m: Vec<String> = usage
+            .iter()
+            .flat_map(|d| d.by_model.iter().map(|(n, _)| n.clone()))
+            .collect();
         m.sort();
         m.dedup();
         m
     };
     let color = move |name: &str| {
         let i = models.iter().position(|m| m == name).unwrap_or(0);
-        ["#4f46e5", "#0891b2", "#ca8a04", "#db2777", "#16a34a", "#9333ea"][i % 6]
+        [
+            "#4f46e5", "#0891b2", "#ca8a04", "#db2777", "#16a34a", "#9333ea",
+        ][i % 6]
     };
     let bars = usage
         .iter()

@@ -7,7 +7,9 @@
 //! pool be overspent, and two processes sharing PostgreSQL stay correct
 //! because row locks order their batches.
 
-use app::ssr::ledger::{refuse_in, reserve_in, settle_in, Refusal, ReserveOutcome, ReserveRequest, Settlement};
+use app::ssr::ledger::{
+    refuse_in, reserve_in, settle_in, Refusal, ReserveOutcome, ReserveRequest, Settlement,
+};
 use app::ssr::{db, now_ms};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{mpsc, oneshot};
@@ -19,8 +21,14 @@ const MAX_BATCH: usize = 512;
 pub struct AccountingError(pub String);
 
 enum Job {
-    Reserve(ReserveRequest, oneshot::Sender<Result<ReserveOutcome, AccountingError>>),
-    Settle(Settlement, oneshot::Sender<Result<Option<i64>, AccountingError>>),
+    Reserve(
+        ReserveRequest,
+        oneshot::Sender<Result<ReserveOutcome, AccountingError>>,
+    ),
+    Settle(
+        Settlement,
+        oneshot::Sender<Result<Option<i64>, AccountingError>>,
+    ),
     Refuse(Refusal, oneshot::Sender<Result<(), AccountingError>>),
 }
 
@@ -42,13 +50,17 @@ impl Accountant {
         Accountant { tx }
     }
 
-    async fn submit<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, AccountingError>>) -> Job) -> Result<T, AccountingError> {
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, AccountingError>>) -> Job,
+    ) -> Result<T, AccountingError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(make(reply))
             .await
             .map_err(|_| AccountingError("the accounting writer stopped".into()))?;
-        rx.await.map_err(|_| AccountingError("the accounting writer stopped".into()))?
+        rx.await
+            .map_err(|_| AccountingError("the accounting writer stopped".into()))?
     }
 
     pub async fn reserve(&self, req: ReserveRequest) -> Result<ReserveOutcome, AccountingError> {
@@ -78,7 +90,10 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>) {
             Err(batch_err) => {
                 // One bad operation (or a deadlock with another instance)
                 // must not fail its neighbours: retry each on its own.
-                tracing::warn!("accounting batch of {} failed, retrying singly: {batch_err}", jobs.len());
+                tracing::warn!(
+                    "accounting batch of {} failed, retrying singly: {batch_err}",
+                    jobs.len()
+                );
                 let mut results = Vec::with_capacity(jobs.len());
                 for job in &jobs {
                     results.push(
@@ -122,9 +137,15 @@ fn reply_all<E: ToString>(jobs: Vec<Job>, results: Vec<Result<Done, E>>) {
             (Job::Reserve(_, tx), Err(e)) => drop(tx.send(Err(err(e)))),
             (Job::Settle(_, tx), Err(e)) => drop(tx.send(Err(err(e)))),
             (Job::Refuse(_, tx), Err(e)) => drop(tx.send(Err(err(e)))),
-            (Job::Reserve(_, tx), Ok(_)) => drop(tx.send(Err(AccountingError("mismatched result".into())))),
-            (Job::Settle(_, tx), Ok(_)) => drop(tx.send(Err(AccountingError("mismatched result".into())))),
-            (Job::Refuse(_, tx), Ok(_)) => drop(tx.send(Err(AccountingError("mismatched result".into())))),
+            (Job::Reserve(_, tx), Ok(_)) => {
+                drop(tx.send(Err(AccountingError("mismatched result".into()))))
+            }
+            (Job::Settle(_, tx), Ok(_)) => {
+                drop(tx.send(Err(AccountingError("mismatched result".into()))))
+            }
+            (Job::Refuse(_, tx), Ok(_)) => {
+                drop(tx.send(Err(AccountingError("mismatched result".into()))))
+            }
         }
     }
 }

@@ -36,7 +36,9 @@ impl ApiError {
         match self {
             ApiError::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
             ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::ModelNotAllowed(_) | ApiError::ConsentRequired(_) | ApiError::PoolBlocked(_) => StatusCode::FORBIDDEN,
+            ApiError::ModelNotAllowed(_)
+            | ApiError::ConsentRequired(_)
+            | ApiError::PoolBlocked(_) => StatusCode::FORBIDDEN,
             ApiError::InsufficientCoins(_) => StatusCode::PAYMENT_REQUIRED,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
@@ -63,10 +65,14 @@ impl ApiError {
     fn kind(&self) -> &'static str {
         match self {
             ApiError::InvalidApiKey(_) => "authentication_error",
-            ApiError::ModelNotAllowed(_) | ApiError::ConsentRequired(_) | ApiError::PoolBlocked(_) => "permission_error",
+            ApiError::ModelNotAllowed(_)
+            | ApiError::ConsentRequired(_)
+            | ApiError::PoolBlocked(_) => "permission_error",
             ApiError::InsufficientCoins(_) => "insufficient_quota",
             ApiError::ModelNotFound(_) | ApiError::InvalidRequest(_) => "invalid_request_error",
-            ApiError::Upstream(_) | ApiError::UpstreamTimeout(_) | ApiError::AccountingUnavailable(_) => "api_error",
+            ApiError::Upstream(_)
+            | ApiError::UpstreamTimeout(_)
+            | ApiError::AccountingUnavailable(_) => "api_error",
         }
     }
 }
@@ -82,5 +88,8 @@ impl IntoResponse for ApiError {
 
 /// Malformed JSON bodies become `invalid_request` instead of axum's plain text.
 pub fn invalid_json(e: axum::extract::rejection::JsonRejection) -> ApiError {
-    ApiError::InvalidRequest(format!("the request body is not valid JSON for this endpoint: {}", e.body_text()))
+    ApiError::InvalidRequest(format!(
+        "the request body is not valid JSON for this endpoint: {}",
+        e.body_text()
+    ))
 }

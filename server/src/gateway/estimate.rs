@@ -22,11 +22,17 @@ fn text_bytes(v: &Value) -> u64 {
 
 pub fn input_upper_bound(kind: Kind, body: &Value) -> u64 {
     match kind {
-        Kind::Chat => body["messages"]
-            .as_array()
-            .map(|ms| ms.iter().map(|m| content_text(&m["content"]).len() as u64 + PER_MESSAGE).sum::<u64>())
-            .unwrap_or(0)
-            + PER_MESSAGE,
+        Kind::Chat => {
+            body["messages"]
+                .as_array()
+                .map(|ms| {
+                    ms.iter()
+                        .map(|m| content_text(&m["content"]).len() as u64 + PER_MESSAGE)
+                        .sum::<u64>()
+                })
+                .unwrap_or(0)
+                + PER_MESSAGE
+        }
         Kind::Completions => text_bytes(&body["prompt"]) + PER_MESSAGE,
         Kind::Embeddings => text_bytes(&body["input"]) + PER_MESSAGE,
     }
@@ -44,7 +50,10 @@ pub fn output_limit(kind: Kind, body: &Value, model_max: Option<u32>) -> (u64, &
         return (0, "max_tokens");
     }
     let cap = model_max.map_or(DEFAULT_MAX_OUTPUT_TOKENS, u64::from);
-    let (asked, field) = match (body.get("max_completion_tokens").and_then(Value::as_u64), body.get("max_tokens").and_then(Value::as_u64)) {
+    let (asked, field) = match (
+        body.get("max_completion_tokens").and_then(Value::as_u64),
+        body.get("max_tokens").and_then(Value::as_u64),
+    ) {
         (Some(n), _) => (Some(n), "max_completion_tokens"),
         (None, n) => (n, "max_tokens"),
     };

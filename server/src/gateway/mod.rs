@@ -52,7 +52,12 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(id.clone()));
@@ -82,15 +87,20 @@ pub(crate) async fn auth(gw: &Gateway, headers: &HeaderMap) -> Result<KeyOwner, 
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let Some(presented) = presented else {
         return Err(ApiError::InvalidApiKey(AuthError::Missing.to_string()));
     };
-    authenticate(&gw.ctx.db, presented, now_ms()).await.map_err(|e| match e {
-        AuthError::Unavailable => ApiError::AccountingUnavailable(e.to_string()),
-        e => ApiError::InvalidApiKey(e.to_string()),
-    })
+    authenticate(&gw.ctx.db, presented, now_ms())
+        .await
+        .map_err(|e| match e {
+            AuthError::Unavailable => ApiError::AccountingUnavailable(e.to_string()),
+            e => ApiError::InvalidApiKey(e.to_string()),
+        })
 }
 
 /// Where consent for this owner is recorded in the UI.
@@ -107,7 +117,9 @@ async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<Va
     let (settings, _) = proxy::settings_for(&snapshot.config, &owner);
     let consented = consents::consented_models(&gw.ctx.db, owner.kind, owner.owner_id)
         .await
-        .map_err(|e| ApiError::AccountingUnavailable(format!("the database is unavailable: {e}")))?;
+        .map_err(|e| {
+            ApiError::AccountingUnavailable(format!("the database is unavailable: {e}"))
+        })?;
     let data: Vec<Value> = snapshot
         .config
         .models
@@ -142,14 +154,35 @@ async fn balance(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<V
 
 type JsonBody = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
 
-async fn chat(State(gw): State<Gateway>, Extension(id): Extension<RequestId>, headers: HeaderMap, body: JsonBody) -> Response {
-    proxy::call(gw, id, headers, body, Kind::Chat).await.unwrap_or_else(IntoResponse::into_response)
+async fn chat(
+    State(gw): State<Gateway>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Response {
+    proxy::call(gw, id, headers, body, Kind::Chat)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn completions(State(gw): State<Gateway>, Extension(id): Extension<RequestId>, headers: HeaderMap, body: JsonBody) -> Response {
-    proxy::call(gw, id, headers, body, Kind::Completions).await.unwrap_or_else(IntoResponse::into_response)
+async fn completions(
+    State(gw): State<Gateway>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Response {
+    proxy::call(gw, id, headers, body, Kind::Completions)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn embeddings(State(gw): State<Gateway>, Extension(id): Extension<RequestId>, headers: HeaderMap, body: JsonBody) -> Response {
-    proxy::call(gw, id, headers, body, Kind::Embeddings).await.unwrap_or_else(IntoResponse::into_response)
+async fn embeddings(
+    State(gw): State<Gateway>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: JsonBody,
+) -> Response {
+    proxy::call(gw, id, headers, body, Kind::Embeddings)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }

@@ -26,7 +26,10 @@ use std::time::Duration;
 /// model sets `timeout_secs`.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(300);
 
-pub fn settings_for<'a>(config: &'a Config, owner: &KeyOwner) -> (&'a OwnerSettings, SettingsSource) {
+pub fn settings_for<'a>(
+    config: &'a Config,
+    owner: &KeyOwner,
+) -> (&'a OwnerSettings, SettingsSource) {
     match owner.kind {
         OwnerKind::Client => config.clients.settings_for(&owner.name),
         OwnerKind::User => config.users.settings_for(&owner.name),
@@ -45,18 +48,31 @@ fn validate(kind: Kind, body: &Value) -> Result<(), ApiError> {
         if ok {
             Ok(())
         } else {
-            Err(ApiError::InvalidRequest(format!("`{field}` is missing or has the wrong type")))
+            Err(ApiError::InvalidRequest(format!(
+                "`{field}` is missing or has the wrong type"
+            )))
         }
     };
     match kind {
-        Kind::Chat => need("messages", body["messages"].as_array().is_some_and(|m| !m.is_empty())),
-        Kind::Completions => need("prompt", body["prompt"].is_string() || body["prompt"].is_array()),
-        Kind::Embeddings => need("input", body["input"].is_string() || body["input"].is_array()),
+        Kind::Chat => need(
+            "messages",
+            body["messages"].as_array().is_some_and(|m| !m.is_empty()),
+        ),
+        Kind::Completions => need(
+            "prompt",
+            body["prompt"].is_string() || body["prompt"].is_array(),
+        ),
+        Kind::Embeddings => need(
+            "input",
+            body["input"].is_string() || body["input"].is_array(),
+        ),
     }?;
     for f in ["max_tokens", "max_completion_tokens"] {
         if let Some(v) = body.get(f) {
             if !v.is_null() && v.as_u64().is_none() {
-                return Err(ApiError::InvalidRequest(format!("`{f}` must be a positive integer")));
+                return Err(ApiError::InvalidRequest(format!(
+                    "`{f}` must be a positive integer"
+                )));
             }
         }
     }
@@ -73,11 +89,17 @@ pub async fn call(
     let owner = auth(&gw, &headers).await?;
     let Json(mut body) = body.map_err(invalid_json)?;
     if !body.is_object() {
-        return Err(ApiError::InvalidRequest("the request body must be a JSON object".into()));
+        return Err(ApiError::InvalidRequest(
+            "the request body must be a JSON object".into(),
+        ));
     }
     let model_name = body["model"]
         .as_str()
-        .ok_or_else(|| ApiError::InvalidRequest("`model` is required: the name of a model in GET /v1/models".into()))?
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "`model` is required: the name of a model in GET /v1/models".into(),
+            )
+        })?
         .to_string();
     validate(kind, &body)?;
 
@@ -91,7 +113,13 @@ pub async fn call(
     let pool = pools::find(&gw.ctx.db, owner.kind, owner.owner_id)
         .await
         .map_err(db_down)?
-        .ok_or_else(|| ApiError::PoolBlocked(format!("{} `{}` has no coin pool yet; ask an admin to check the config", owner.kind.as_str(), owner.name)))?;
+        .ok_or_else(|| {
+            ApiError::PoolBlocked(format!(
+                "{} `{}` has no coin pool yet; ask an admin to check the config",
+                owner.kind.as_str(),
+                owner.name
+            ))
+        })?;
 
     let refuse = |outcome: &str| Refusal {
         request_id: id.0.clone(),
@@ -105,14 +133,19 @@ pub async fn call(
     let (settings, _) = settings_for(&snapshot.config, &owner);
     let mut decision = settings.access.decide(&model_name, false);
     if decision.verdict == Verdict::ConsentRequired
-        && consents::has_consent(&gw.ctx.db, owner.kind, owner.owner_id, &model_name).await.map_err(db_down)?
+        && consents::has_consent(&gw.ctx.db, owner.kind, owner.owner_id, &model_name)
+            .await
+            .map_err(db_down)?
     {
         decision = settings.access.decide(&model_name, true);
     }
     match decision.verdict {
         Verdict::Allowed => {}
         Verdict::Denied => {
-            gw.accountant.refuse(refuse("model_not_allowed")).await.map_err(db_down)?;
+            gw.accountant
+                .refuse(refuse("model_not_allowed"))
+                .await
+                .map_err(db_down)?;
             let hint = match decision.rule {
                 Rule::Blacklist => "it is on the blacklist",
                 _ => "it is not listed and unlisted models are denied",
@@ -125,7 +158,10 @@ pub async fn call(
             )));
         }
         Verdict::ConsentRequired => {
-            gw.accountant.refuse(refuse("consent_required")).await.map_err(db_down)?;
+            gw.accountant
+                .refuse(refuse("consent_required"))
+                .await
+                .map_err(db_down)?;
             return Err(ApiError::ConsentRequired(format!(
                 "`{model_name}` needs recorded consent before {} `{}` may call it ({}). Record it at {}",
                 owner.kind.as_str(),
@@ -182,13 +218,27 @@ pub async fn call(
     };
 
     let reply = match &spec.provider {
-        Provider::Dummy => Ok(dummy::call(kind, &body, &model_name, &id.0, max_out, stream, include_usage)),
-        Provider::OpenAi { base_url, api_key_env, upstream_model } => {
+        Provider::Dummy => Ok(dummy::call(
+            kind,
+            &body,
+            &model_name,
+            &id.0,
+            max_out,
+            stream,
+            include_usage,
+        )),
+        Provider::OpenAi {
+            base_url,
+            api_key_env,
+            upstream_model,
+        } => {
             let target = openai::Target {
                 base_url,
                 api_key_env: api_key_env.as_deref(),
                 upstream_model,
-                timeout: spec.timeout_secs.map_or(UPSTREAM_TIMEOUT, |s| Duration::from_secs(s.into())),
+                timeout: spec
+                    .timeout_secs
+                    .map_or(UPSTREAM_TIMEOUT, |s| Duration::from_secs(s.into())),
             };
             openai::call(&gw.http, &target, kind, body.clone(), stream, include_usage).await
         }
@@ -206,11 +256,12 @@ pub async fn call(
         }
         Ok(Reply::Json { body: reply, usage }) => {
             // Some local servers omit usage; never charge 0 for what they produced.
-            let (usage, outcome) = if reply.get("usage").is_some_and(|u| u.is_object()) || kind == Kind::Embeddings {
-                (usage, "ok")
-            } else {
-                (estimate_usage(kind, &body, &reply), "ok_without_usage")
-            };
+            let (usage, outcome) =
+                if reply.get("usage").is_some_and(|u| u.is_object()) || kind == Kind::Embeddings {
+                    (usage, "ok")
+                } else {
+                    (estimate_usage(kind, &body, &reply), "ok_without_usage")
+                };
             settle_or_log(&gw.accountant, settlement(usage, outcome)).await;
             Ok(Json(reply).into_response())
         }
@@ -238,11 +289,19 @@ fn estimate_usage(kind: Kind, request: &Value, reply: &Value) -> Usage {
         .as_array()
         .map(|cs| {
             cs.iter()
-                .map(|c| c["message"]["content"].as_str().or(c["text"].as_str()).map_or(0, str::len))
+                .map(|c| {
+                    c["message"]["content"]
+                        .as_str()
+                        .or(c["text"].as_str())
+                        .map_or(0, str::len)
+                })
                 .sum()
         })
         .unwrap_or(0);
-    Usage { prompt: input_typical(kind, request), completion: (text as u64).div_ceil(4) }
+    Usage {
+        prompt: input_typical(kind, request),
+        completion: (text as u64).div_ceil(4),
+    }
 }
 
 /// A settlement that fails leaves the reservation in place; the orphan
@@ -250,7 +309,10 @@ fn estimate_usage(kind: Kind, request: &Value, reply: &Value) -> Usage {
 async fn settle_or_log(accountant: &Accountant, s: Settlement) {
     let id = s.reservation.request_id.clone();
     if let Err(e) = accountant.settle(s).await {
-        tracing::error!(request_id = id, "settlement failed; the orphan sweep will charge the reservation: {e}");
+        tracing::error!(
+            request_id = id,
+            "settlement failed; the orphan sweep will charge the reservation: {e}"
+        );
     }
 }
 
@@ -283,8 +345,17 @@ impl Meter {
             // Nothing produced and the upstream failed: release everything.
             (None, _, true) if self.produced == 0 => (Usage::default(), "upstream_error"),
             (None, _, failed) => (
-                Usage { prompt: self.typical_input, completion: self.produced },
-                if failed { "upstream_error_mid_stream" } else if self.finished { "ok_without_usage" } else { "client_disconnected" },
+                Usage {
+                    prompt: self.typical_input,
+                    completion: self.produced,
+                },
+                if failed {
+                    "upstream_error_mid_stream"
+                } else if self.finished {
+                    "ok_without_usage"
+                } else {
+                    "client_disconnected"
+                },
             ),
         };
         Settlement {
@@ -309,7 +380,10 @@ impl Drop for Meter {
             Ok(h) => {
                 h.spawn(async move { settle_or_log(&accountant, s).await });
             }
-            Err(_) => tracing::error!(request_id = s.reservation.request_id, "no runtime to settle on; the orphan sweep will"),
+            Err(_) => tracing::error!(
+                request_id = s.reservation.request_id,
+                "no runtime to settle on; the orphan sweep will"
+            ),
         }
     }
 }
@@ -328,7 +402,10 @@ fn sse_response(chunks: ChunkStream, meter: Meter) -> Response {
                         continue;
                     }
                     let frame = Bytes::from(format!("data: {}\n\n", chunk.data));
-                    return Some((Ok::<Bytes, std::convert::Infallible>(frame), (chunks, meter, false)));
+                    return Some((
+                        Ok::<Bytes, std::convert::Infallible>(frame),
+                        (chunks, meter, false),
+                    ));
                 }
                 Some(Err(e)) => {
                     meter.failed = true;
@@ -351,8 +428,13 @@ fn sse_response(chunks: ChunkStream, meter: Meter) -> Response {
     let mut resp = Response::new(Body::from_stream(body));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
     resp
 }
-

@@ -29,7 +29,12 @@ fn unique(prefix: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    format!("{prefix}_{}_{}_{}", std::process::id(), nanos, COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        nanos,
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A fresh, empty database, removed when dropped.
@@ -58,7 +63,10 @@ impl TestDb {
                     )
                 });
                 let name = unique("tg_t");
-                admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap();
                 admin.close().await.unwrap();
                 TestDb {
                     backend,
@@ -84,7 +92,16 @@ impl TestDb {
 
 fn drop_pg(name: &str) {
     let _ = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "test", "-q", "-c"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-q",
+            "-c",
+        ])
         .arg(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -100,7 +117,10 @@ impl Drop for TestDb {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn bin() -> &'static str {
@@ -199,7 +219,11 @@ impl Server {
     }
 
     /// Waits until the health report satisfies `pred`, or panics after `limit`.
-    pub async fn wait_health(&self, limit: Duration, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub async fn wait_health(
+        &self,
+        limit: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let start = Instant::now();
         loop {
             let (_, h) = self.health().await;
@@ -207,7 +231,10 @@ impl Server {
                 return h;
             }
             if start.elapsed() > limit {
-                panic!("condition not met within {limit:?}; last health {h}; log:\n{}", self.log());
+                panic!(
+                    "condition not met within {limit:?}; last health {h}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }

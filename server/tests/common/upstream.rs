@@ -27,7 +27,10 @@ pub struct Upstream {
 }
 
 fn sse(events: Vec<String>) -> Response {
-    let body: String = events.into_iter().map(|e| format!("data: {e}\n\n")).collect();
+    let body: String = events
+        .into_iter()
+        .map(|e| format!("data: {e}\n\n"))
+        .collect();
     ([("content-type", "text/event-stream")], body).into_response()
 }
 
@@ -88,13 +91,18 @@ async fn chat(State(rec): State<Arc<Recorded>>, Json(body): Json<Value>) -> Resp
 impl Upstream {
     pub async fn start() -> Upstream {
         let rec = Arc::new(Recorded::default());
-        let app = Router::new().route("/v1/chat/completions", post(chat)).with_state(rec.clone());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .with_state(rec.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Upstream { base_url: format!("http://{addr}/v1"), rec }
+        Upstream {
+            base_url: format!("http://{addr}/v1"),
+            rec,
+        }
     }
 
     pub fn calls(&self) -> u64 {

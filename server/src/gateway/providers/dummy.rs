@@ -29,11 +29,19 @@ fn prompt_text(kind: Kind, body: &Value) -> Vec<String> {
             .map(|ms| ms.iter().map(|m| content_text(&m["content"])).collect())
             .unwrap_or_default(),
         Kind::Completions => match &body["prompt"] {
-            Value::Array(a) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             v => vec![v.as_str().unwrap_or_default().to_string()],
         },
         Kind::Embeddings => match &body["input"] {
-            Value::Array(a) => a.iter().filter_map(Value::as_str).map(str::to_string).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
             v => vec![v.as_str().unwrap_or_default().to_string()],
         },
     }
@@ -69,10 +77,22 @@ fn embedding(text: &str) -> Vec<f64> {
         .collect()
 }
 
-pub fn call(kind: Kind, body: &Value, model: &str, id: &str, max_tokens: u64, stream: bool, include_usage: bool) -> Reply {
+pub fn call(
+    kind: Kind,
+    body: &Value,
+    model: &str,
+    id: &str,
+    max_tokens: u64,
+    stream: bool,
+    include_usage: bool,
+) -> Reply {
     let prompts = prompt_text(kind, body);
     let prompt_tokens: u64 = prompts.iter().map(|p| words(p)).sum::<u64>()
-        + if kind == Kind::Chat { 3 * prompts.len() as u64 } else { 0 };
+        + if kind == Kind::Chat {
+            3 * prompts.len() as u64
+        } else {
+            0
+        };
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -84,7 +104,10 @@ pub fn call(kind: Kind, body: &Value, model: &str, id: &str, max_tokens: u64, st
             .enumerate()
             .map(|(i, p)| json!({"object": "embedding", "index": i, "embedding": embedding(p)}))
             .collect();
-        let usage = Usage { prompt: prompts.iter().map(|p| words(p)).sum(), completion: 0 };
+        let usage = Usage {
+            prompt: prompts.iter().map(|p| words(p)).sum(),
+            completion: 0,
+        };
         let body = json!({
             "object": "list", "data": data, "model": model,
             "usage": {"prompt_tokens": usage.prompt, "total_tokens": usage.prompt}
@@ -93,7 +116,10 @@ pub fn call(kind: Kind, body: &Value, model: &str, id: &str, max_tokens: u64, st
     }
 
     let (reply, finish) = reply_words(&prompts, max_tokens);
-    let usage = Usage { prompt: prompt_tokens, completion: reply.len() as u64 };
+    let usage = Usage {
+        prompt: prompt_tokens,
+        completion: reply.len() as u64,
+    };
     let usage_json = json!({
         "prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
         "total_tokens": usage.prompt + usage.completion
@@ -106,7 +132,9 @@ pub fn call(kind: Kind, body: &Value, model: &str, id: &str, max_tokens: u64, st
     if !stream {
         let text = reply.join(" ");
         let choice = match kind {
-            Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}),
+            Kind::Chat => {
+                json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
+            }
             _ => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish}),
         };
         let body = json!({
@@ -139,13 +167,23 @@ pub fn call(kind: Kind, body: &Value, model: &str, id: &str, max_tokens: u64, st
             Kind::Chat => json!([{"index": 0, "delta": {"content": piece}, "finish_reason": null}]),
             _ => json!([{"index": 0, "text": piece, "logprobs": null, "finish_reason": null}]),
         };
-        chunks.push(Chunk { data: chunk(choice, None), usage: None, tokens: 1, forward: true });
+        chunks.push(Chunk {
+            data: chunk(choice, None),
+            usage: None,
+            tokens: 1,
+            forward: true,
+        });
     }
     let last = match kind {
         Kind::Chat => json!([{"index": 0, "delta": {}, "finish_reason": finish}]),
         _ => json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": finish}]),
     };
-    chunks.push(Chunk { data: chunk(last, None), usage: None, tokens: 0, forward: true });
+    chunks.push(Chunk {
+        data: chunk(last, None),
+        usage: None,
+        tokens: 0,
+        forward: true,
+    });
     chunks.push(Chunk {
         data: chunk(json!([]), Some(&usage_json)),
         usage: Some(usage),

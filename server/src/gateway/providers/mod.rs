@@ -36,7 +36,10 @@ impl Usage {
         let u = v.get("usage")?;
         Some(Usage {
             prompt: u.get("prompt_tokens")?.as_u64()?,
-            completion: u.get("completion_tokens").and_then(|c| c.as_u64()).unwrap_or(0),
+            completion: u
+                .get("completion_tokens")
+                .and_then(|c| c.as_u64())
+                .unwrap_or(0),
         })
     }
 }
@@ -66,6 +69,9 @@ pub enum ProviderError {
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, ProviderError>> + Send>>;
 
 pub enum Reply {
-    Json { body: serde_json::Value, usage: Usage },
+    Json {
+        body: serde_json::Value,
+        usage: Usage,
+    },
     Stream(ChunkStream),
 }

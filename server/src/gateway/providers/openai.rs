@@ -16,9 +16,13 @@ pub struct Target<'a> {
 
 fn classify(e: reqwest::Error, what: &str) -> ProviderError {
     if e.is_timeout() {
-        ProviderError::Timeout(format!("the upstream model server did not answer in time ({what})"))
+        ProviderError::Timeout(format!(
+            "the upstream model server did not answer in time ({what})"
+        ))
     } else if e.is_connect() {
-        ProviderError::Failed(format!("cannot connect to the upstream model server ({what})"))
+        ProviderError::Failed(format!(
+            "cannot connect to the upstream model server ({what})"
+        ))
     } else {
         ProviderError::Failed(format!("the upstream model server failed ({what}): {e}"))
     }
@@ -34,7 +38,10 @@ pub async fn call(
 ) -> Result<Reply, ProviderError> {
     body["model"] = Value::String(target.upstream_model.to_string());
     if stream {
-        let mut opts = body.get("stream_options").cloned().unwrap_or_else(|| serde_json::json!({}));
+        let mut opts = body
+            .get("stream_options")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
         opts["include_usage"] = Value::Bool(true);
         body["stream_options"] = opts;
     }
@@ -50,7 +57,9 @@ pub async fn call(
     if !status.is_success() {
         let text = resp.text().await.unwrap_or_default();
         let snippet: String = text.chars().take(300).collect();
-        return Err(ProviderError::Failed(format!("the upstream model server answered {status}: {snippet}")));
+        return Err(ProviderError::Failed(format!(
+            "the upstream model server answered {status}: {snippet}"
+        )));
     }
     if !stream {
         let body: Value = resp.json().await.map_err(|e| classify(e, &url))?;
@@ -90,14 +99,22 @@ fn sse_chunks(resp: reqwest::Response, url: String, include_usage: bool) -> Chun
                         .map(|cs| {
                             cs.iter()
                                 .filter(|c| {
-                                    c["delta"]["content"].as_str().is_some_and(|s| !s.is_empty())
+                                    c["delta"]["content"]
+                                        .as_str()
+                                        .is_some_and(|s| !s.is_empty())
                                         || c["text"].as_str().is_some_and(|s| !s.is_empty())
                                 })
                                 .count() as u64
                         })
                         .unwrap_or(0);
-                    let usage_only = usage.is_some() && json["choices"].as_array().is_some_and(|c| c.is_empty());
-                    let chunk = Chunk { data: payload, usage, tokens, forward: include_usage || !usage_only };
+                    let usage_only =
+                        usage.is_some() && json["choices"].as_array().is_some_and(|c| c.is_empty());
+                    let chunk = Chunk {
+                        data: payload,
+                        usage,
+                        tokens,
+                        forward: include_usage || !usage_only,
+                    };
                     return Some((Ok(chunk), (bytes, buf, done)));
                 }
                 if done {
