@@ -184,22 +184,6 @@ pub async fn settle_in<C: ConnectionTrait>(
     Ok(Some(charged))
 }
 
-pub async fn refuse_in<C: ConnectionTrait>(c: &C, r: &Refusal, now: i64) -> Result<(), DbErr> {
-    insert_row(
-        c,
-        r.pool_id,
-        r.key_id,
-        &r.model,
-        0,
-        0,
-        0,
-        now,
-        &r.request_id,
-        &r.outcome,
-    )
-    .await
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn insert_row<C: ConnectionTrait>(
     c: &C,

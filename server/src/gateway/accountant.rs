@@ -7,9 +7,8 @@
 //! pool be overspent, and two processes sharing PostgreSQL stay correct
 //! because row locks order their batches.
 
-use app::ssr::ledger::{
-    refuse_in, reserve_in, settle_in, Refusal, ReserveOutcome, ReserveRequest, Settlement,
-};
+use app::ssr::ledger::{Refusal, ReserveOutcome, ReserveRequest, Settlement};
+use app::ssr::ledger_batch::{self, Op, OpResult};
 use app::ssr::{db, now_ms};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{mpsc, oneshot};
@@ -111,20 +110,25 @@ async fn run(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>) {
 
 async fn apply(db: &DatabaseConnection, jobs: &[Job]) -> Result<Vec<Done>, DbErr> {
     let now = now_ms();
+    let ops: Vec<Op> = jobs
+        .iter()
+        .map(|job| match job {
+            Job::Reserve(req, _) => Op::Reserve(req),
+            Job::Settle(s, _) => Op::Settle(s),
+            Job::Refuse(r, _) => Op::Refuse(r),
+        })
+        .collect();
     let txn = db::begin_write(db).await?;
-    let mut done = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        done.push(match job {
-            Job::Reserve(req, _) => Done::Reserve(reserve_in(&txn, req, now).await?),
-            Job::Settle(s, _) => Done::Settle(settle_in(&txn, s, now).await?),
-            Job::Refuse(r, _) => {
-                refuse_in(&txn, r, now).await?;
-                Done::Refuse
-            }
-        });
-    }
+    let results = ledger_batch::apply(&txn, &ops, now).await?;
     txn.commit().await?;
-    Ok(done)
+    Ok(results
+        .into_iter()
+        .map(|r| match r {
+            OpResult::Reserve(o) => Done::Reserve(o),
+            OpResult::Settle(o) => Done::Settle(o),
+            OpResult::Refuse => Done::Refuse,
+        })
+        .collect())
 }
 
 fn reply_all<E: ToString>(jobs: Vec<Job>, results: Vec<Result<Done, E>>) {
