@@ -1,17 +1,14 @@
 //! Reserve, then settle. A call's worst-case cost is reserved (debited with a
 //! conditional UPDATE and remembered in `reservations`) before any upstream
-//! call; settling deletes the reservation, returns the unused part and writes
-//! exactly one ledger row, all in one transaction. Deleting the reservation
-//! with a rows-affected check makes settling idempotent: nothing is ever
-//! refunded twice.
+//! call; settling claims and deletes the reservation, returns the unused part
+//! and writes exactly one ledger row, all in one transaction. Only the
+//! transaction that claims the reservation row settles it, so nothing is ever
+//! refunded twice. The statements live in `ledger_batch`, which applies many
+//! operations at once; the functions here are single-operation batches.
 
-use super::entities::{ledger, pool, reservation};
-use super::pools;
-use crate::domain::config::PoolLimit;
-use crate::domain::pool::refilled;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-};
+use super::entities::{pool, reservation};
+use super::ledger_batch::{self, Op, OpResult};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
 
 #[derive(Debug, Clone)]
 pub struct ReserveRequest {
@@ -80,138 +77,32 @@ pub struct Refusal {
     pub outcome: String,
 }
 
+/// Reserves one call's worst case: a single-operation batch.
 pub async fn reserve_in<C: ConnectionTrait>(
     c: &C,
     req: &ReserveRequest,
     now: i64,
 ) -> Result<ReserveOutcome, DbErr> {
-    let p = &req.pool;
-    let limit = pools::limit(p);
-    if limit.is_blocked() {
-        insert_row(
-            c,
-            p.id,
-            req.key_id,
-            &req.model,
-            0,
-            0,
-            0,
-            now,
-            &req.request_id,
-            "refused: pool_blocked",
-        )
-        .await?;
-        return Ok(ReserveOutcome::Blocked);
+    match ledger_batch::apply(c, &[Op::Reserve(req)], now)
+        .await?
+        .pop()
+    {
+        Some(OpResult::Reserve(o)) => Ok(o),
+        _ => Err(DbErr::Custom("reserve produced no result".into())),
     }
-    if limit != PoolLimit::Unlimited {
-        pools::credit_refill(c, p, now).await?;
-        if !pools::try_debit(c, p.id, req.amount).await? {
-            let balance = pool::Entity::find_by_id(p.id)
-                .one(c)
-                .await?
-                .map_or(0, |p| refilled(&pools::state(&p), now).balance);
-            insert_row(
-                c,
-                p.id,
-                req.key_id,
-                &req.model,
-                0,
-                0,
-                0,
-                now,
-                &req.request_id,
-                "refused: insufficient_coins",
-            )
-            .await?;
-            return Ok(ReserveOutcome::Insufficient { balance });
-        }
-    }
-    reservation::Entity::insert(reservation::ActiveModel {
-        request_id: Set(req.request_id.clone()),
-        pool_id: Set(p.id),
-        key_id: Set(req.key_id),
-        model: Set(req.model.clone()),
-        amount_micro: Set(req.amount),
-        created_at: Set(now),
-    })
-    .exec_without_returning(c)
-    .await?;
-    Ok(ReserveOutcome::Reserved)
 }
 
-/// Settles a reservation. Returns the coins charged, or `None` if it was
+/// Settles one reservation. Returns the coins charged, or `None` if it was
 /// already settled (or never existed).
 pub async fn settle_in<C: ConnectionTrait>(
     c: &C,
     s: &Settlement,
     now: i64,
 ) -> Result<Option<i64>, DbErr> {
-    let r = &s.reservation;
-    let deleted = reservation::Entity::delete_many()
-        .filter(reservation::Column::RequestId.eq(r.request_id.clone()))
-        .exec(c)
-        .await?;
-    if deleted.rows_affected != 1 {
-        return Ok(None);
+    match ledger_batch::apply(c, &[Op::Settle(s)], now).await?.pop() {
+        Some(OpResult::Settle(o)) => Ok(o),
+        _ => Err(DbErr::Custom("settle produced no result".into())),
     }
-    let mut outcome = s.outcome.clone();
-    let charged = if r.unlimited {
-        s.cost
-    } else if s.cost <= r.amount {
-        pools::credit(c, r.pool_id, r.amount - s.cost).await?;
-        s.cost
-    } else if pools::try_debit(c, r.pool_id, s.cost - r.amount).await? {
-        s.cost
-    } else {
-        // The estimate was too low and the pool cannot cover the rest: charge
-        // what was reserved and say so, rather than go below zero.
-        outcome = format!("{outcome}; capped at the reservation");
-        r.amount
-    };
-    insert_row(
-        c,
-        r.pool_id,
-        r.key_id,
-        &r.model,
-        s.tokens_in,
-        s.tokens_out,
-        charged,
-        now,
-        &r.request_id,
-        &outcome,
-    )
-    .await?;
-    Ok(Some(charged))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn insert_row<C: ConnectionTrait>(
-    c: &C,
-    pool_id: i64,
-    key_id: Option<i64>,
-    model: &str,
-    tokens_in: i64,
-    tokens_out: i64,
-    coins: i64,
-    now: i64,
-    request_id: &str,
-    outcome: &str,
-) -> Result<(), DbErr> {
-    ledger::Entity::insert(ledger::ActiveModel {
-        pool_id: Set(pool_id),
-        key_id: Set(key_id),
-        model: Set(model.to_string()),
-        tokens_in: Set(tokens_in),
-        tokens_out: Set(tokens_out),
-        coins_micro: Set(coins),
-        created_at: Set(now),
-        request_id: Set(request_id.to_string()),
-        outcome: Set(outcome.to_string()),
-        ..Default::default()
-    })
-    .exec_without_returning(c)
-    .await?;
-    Ok(())
 }
 
 /// Reservations older than this belong to a process that died mid-call: no
