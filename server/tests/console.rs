@@ -313,113 +313,115 @@ async fn every_server_function_checks_the_callers_role() {
 
 #[tokio::test]
 async fn sessions_origin_checks_and_throttling() {
-    let (_tdb, c, token) = start(Backend::Sqlite).await;
-    let (_, _, cookies) = c
-        .call(
-            None,
-            "setup_admin",
+    for backend in BACKENDS {
+        let (_tdb, c, token) = start(backend).await;
+        let (_, _, cookies) = c
+            .call(
+                None,
+                "setup_admin",
+                &[
+                    ("token", &token),
+                    ("username", "ada"),
+                    ("password", "admin password 1"),
+                ],
+            )
+            .await;
+        let admin = session_cookie(&cookies);
+
+        // A foreign Origin is refused even with a valid session.
+        let resp = c
+            .http
+            .post(format!("{}/api/create_client", c.server.url))
+            .header("Accept", "application/json")
+            .header("Origin", "https://evil.example")
+            .header("Cookie", &admin)
+            .form(&[("name", "forged")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 403);
+        let (_, page, _) = c.call(Some(&admin), "list_clients", &[("page", "0")]).await;
+        assert_eq!(page["total"], 0, "the forged request changed nothing");
+
+        // Logout deletes the session on the server: the old cookie stops working.
+        let second = c.sign_in("ada", "admin password 1").await;
+        let (status, _, cookies) = c.call(Some(&second), "logout", &[]).await;
+        assert_eq!(status, 200);
+        assert!(
+            cookies
+                .iter()
+                .any(|c| c.starts_with("tg_session=;") && c.contains("Max-Age=0")),
+            "{cookies:?}"
+        );
+        assert_eq!(c.call(Some(&second), "my_account", &[]).await.0, 401);
+        assert_eq!(
+            c.call(Some(&admin), "my_account", &[]).await.0,
+            200,
+            "other sessions live on"
+        );
+
+        // Deactivating a user ends their sessions at once.
+        c.call(
+            Some(&admin),
+            "create_user_account",
             &[
-                ("token", &token),
-                ("username", "ada"),
-                ("password", "admin password 1"),
+                ("username", "bob"),
+                ("role", "user"),
+                ("password", "bob password 1"),
             ],
         )
         .await;
-    let admin = session_cookie(&cookies);
-
-    // A foreign Origin is refused even with a valid session.
-    let resp = c
-        .http
-        .post(format!("{}/api/create_client", c.server.url))
-        .header("Accept", "application/json")
-        .header("Origin", "https://evil.example")
-        .header("Cookie", &admin)
-        .form(&[("name", "forged")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 403);
-    let (_, page, _) = c.call(Some(&admin), "list_clients", &[("page", "0")]).await;
-    assert_eq!(page["total"], 0, "the forged request changed nothing");
-
-    // Logout deletes the session on the server: the old cookie stops working.
-    let second = c.sign_in("ada", "admin password 1").await;
-    let (status, _, cookies) = c.call(Some(&second), "logout", &[]).await;
-    assert_eq!(status, 200);
-    assert!(
-        cookies
-            .iter()
-            .any(|c| c.starts_with("tg_session=;") && c.contains("Max-Age=0")),
-        "{cookies:?}"
-    );
-    assert_eq!(c.call(Some(&second), "my_account", &[]).await.0, 401);
-    assert_eq!(
-        c.call(Some(&admin), "my_account", &[]).await.0,
-        200,
-        "other sessions live on"
-    );
-
-    // Deactivating a user ends their sessions at once.
-    c.call(
-        Some(&admin),
-        "create_user_account",
-        &[
-            ("username", "bob"),
-            ("role", "user"),
-            ("password", "bob password 1"),
-        ],
-    )
-    .await;
-    let bob = c.sign_in("bob", "bob password 1").await;
-    assert_eq!(c.call(Some(&bob), "my_account", &[]).await.0, 200);
-    c.call(
-        Some(&admin),
-        "set_user_active",
-        &[("username", "bob"), ("active", "false")],
-    )
-    .await;
-    assert_eq!(c.call(Some(&bob), "my_account", &[]).await.0, 401);
-    assert_eq!(
+        let bob = c.sign_in("bob", "bob password 1").await;
+        assert_eq!(c.call(Some(&bob), "my_account", &[]).await.0, 200);
         c.call(
-            None,
-            "login",
-            &[("username", "bob"), ("password", "bob password 1")]
-        )
-        .await
-        .0,
-        401
-    );
-
-    // Repeated failures throttle sign-in, even with the right password.
-    for _ in 0..5 {
-        assert_eq!(
-            c.call(None, "login", &[("username", "ada"), ("password", "wrong")])
-                .await
-                .0,
-            401
-        );
-    }
-    let (status, body, _) = c
-        .call(
-            None,
-            "login",
-            &[("username", "ada"), ("password", "admin password 1")],
+            Some(&admin),
+            "set_user_active",
+            &[("username", "bob"), ("active", "false")],
         )
         .await;
-    assert_eq!(status, 429, "{body}");
+        assert_eq!(c.call(Some(&bob), "my_account", &[]).await.0, 401);
+        assert_eq!(
+            c.call(
+                None,
+                "login",
+                &[("username", "bob"), ("password", "bob password 1")]
+            )
+            .await
+            .0,
+            401
+        );
 
-    // Pages render for signed-out visitors with a message, never a blank page.
-    for path in ["/clients", "/users", "/config", "/me", "/clients/nobody"] {
-        let html = c
-            .http
-            .get(format!("{}{path}", c.server.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(html.contains("<main"), "{path}");
+        // Repeated failures throttle sign-in, even with the right password.
+        for _ in 0..5 {
+            assert_eq!(
+                c.call(None, "login", &[("username", "ada"), ("password", "wrong")])
+                    .await
+                    .0,
+                401
+            );
+        }
+        let (status, body, _) = c
+            .call(
+                None,
+                "login",
+                &[("username", "ada"), ("password", "admin password 1")],
+            )
+            .await;
+        assert_eq!(status, 429, "{backend:?}: {body}");
+
+        // Pages render for signed-out visitors with a message, never a blank page.
+        for path in ["/clients", "/users", "/config", "/me", "/clients/nobody"] {
+            let html = c
+                .http
+                .get(format!("{}{path}", c.server.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(html.contains("<main"), "{path}");
+        }
     }
 }
 

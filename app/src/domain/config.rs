@@ -7,7 +7,7 @@
 //! blocked, no `refresh`/`starting` means 0, no `model_access` denies every
 //! model, and a `model_access` without `default` denies unlisted models.
 
-use super::money::{coins_to_micro, MICRO};
+use super::money::coins_to_micro;
 use super::names::validate_name;
 use super::policy::{AccessMode, AccessPolicy};
 use super::pricing::Price;
@@ -491,9 +491,4 @@ impl RawConfig {
         section_warnings("users", &config.users, &config.models, &mut warnings);
         (config, warnings)
     }
-}
-
-/// Coins per hour shown back as a decimal, for messages.
-pub fn refresh_per_hour_coins(refresh_micro: i64) -> f64 {
-    refresh_micro as f64 / MICRO as f64
 }

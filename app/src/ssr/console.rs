@@ -3,7 +3,7 @@
 
 use super::entities::{api_key, client, client_manager, ledger, user};
 use super::owners::OwnerKind;
-use super::{consents, keys, now_ms, pools, AppContext};
+use super::{consents, keys, now_ms, pools, sync, AppContext};
 use crate::domain::config::{PoolLimit, SettingsSource};
 use crate::domain::policy::Verdict;
 use crate::domain::pool::{full_at, refilled};
@@ -280,17 +280,16 @@ pub async fn config_overview(ctx: &AppContext) -> Result<ConfigReport, DbErr> {
         .into_iter()
         .map(|u| u.username)
         .collect();
-    let mut unmatched = Vec::new();
-    for n in snapshot.config.clients.named.keys() {
-        if !clients.contains(n) {
-            unmatched.push(format!("clients.{n}"));
-        }
-    }
-    for n in snapshot.config.users.named.keys() {
-        if !users.contains(n) {
-            unmatched.push(format!("users.{n}"));
-        }
-    }
+    let mut unmatched = sync::unmatched(
+        OwnerKind::Client,
+        &snapshot.config.clients,
+        clients.iter().map(String::as_str),
+    );
+    unmatched.extend(sync::unmatched(
+        OwnerKind::User,
+        &snapshot.config.users,
+        users.iter().map(String::as_str),
+    ));
     Ok(ConfigReport {
         generation: state.as_ref().map_or(0, |s| s.generation),
         applied_at: state.as_ref().map_or(0, |s| s.applied_at),

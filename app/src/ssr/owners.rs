@@ -35,7 +35,7 @@ impl OwnerKind {
 pub enum OwnerError {
     #[error("{0}")]
     InvalidName(String),
-    #[error("`{0}` already exists")]
+    #[error("`{0}` already exists; choose another name")]
     Duplicate(String),
     #[error(transparent)]
     Db(#[from] DbErr),

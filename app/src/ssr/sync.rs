@@ -7,7 +7,6 @@ use super::entities::access_policy;
 use super::owners::{all_clients, all_users, OwnerKind};
 use super::pools;
 use crate::domain::config::{Config, OwnerSettings, Section, SettingsSource};
-use crate::domain::policy::AccessPolicy;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use std::collections::{BTreeSet, HashSet};
@@ -21,24 +20,8 @@ pub struct SyncReport {
     pub unmatched: Vec<String>,
 }
 
-impl SyncReport {
-    pub fn changed(&self) -> bool {
-        self.pools_created + self.pools_updated + self.policies_written > 0
-    }
-}
-
 fn list_json(set: &BTreeSet<String>) -> String {
     serde_json::to_string(set).unwrap_or_else(|_| "[]".into())
-}
-
-/// The access policy as stored, for display and audit.
-pub fn policy_from_row(row: &access_policy::Model) -> Option<AccessPolicy> {
-    Some(AccessPolicy {
-        default: crate::domain::policy::AccessMode::parse(&row.default_mode)?,
-        whitelist: serde_json::from_str(&row.whitelist).ok()?,
-        blacklist: serde_json::from_str(&row.blacklist).ok()?,
-        graylist: serde_json::from_str(&row.graylist).ok()?,
-    })
 }
 
 /// Applies one owner's settings. Returns (pool created, pool updated, policy written).
@@ -117,6 +100,21 @@ pub async fn apply_owner<C: ConnectionTrait>(
     Ok((created, updated, !same))
 }
 
+/// Named entries (`clients.NAME`, `users.NAME`) that match none of `existing`.
+pub fn unmatched<'a>(
+    kind: OwnerKind,
+    section: &Section,
+    existing: impl IntoIterator<Item = &'a str>,
+) -> Vec<String> {
+    let names: HashSet<&str> = existing.into_iter().collect();
+    section
+        .named
+        .keys()
+        .filter(|n| !names.contains(n.as_str()))
+        .map(|n| format!("{}s.{n}", kind.as_str()))
+        .collect()
+}
+
 async fn sync_section<C: ConnectionTrait>(
     c: &C,
     kind: OwnerKind,
@@ -125,16 +123,9 @@ async fn sync_section<C: ConnectionTrait>(
     now: i64,
     report: &mut SyncReport,
 ) -> Result<(), DbErr> {
-    let names: HashSet<&str> = owners.iter().map(|(_, n)| n.as_str()).collect();
-    for name in section.named.keys() {
-        if !names.contains(name.as_str()) {
-            tracing::debug!(
-                "{}s.{name}: no such {} yet; skipped",
-                kind.as_str(),
-                kind.as_str()
-            );
-            report.unmatched.push(format!("{}s.{name}", kind.as_str()));
-        }
+    for entry in unmatched(kind, section, owners.iter().map(|(_, n)| n.as_str())) {
+        tracing::debug!("{entry}: no such {} yet; skipped", kind.as_str());
+        report.unmatched.push(entry);
     }
     for (id, name) in owners {
         let (settings, source) = section.settings_for(name);

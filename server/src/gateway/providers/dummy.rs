@@ -28,22 +28,20 @@ fn prompt_text(kind: Kind, body: &Value) -> Vec<String> {
             .as_array()
             .map(|ms| ms.iter().map(|m| content_text(&m["content"])).collect())
             .unwrap_or_default(),
-        Kind::Completions => match &body["prompt"] {
-            Value::Array(a) => a
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-            v => vec![v.as_str().unwrap_or_default().to_string()],
-        },
-        Kind::Embeddings => match &body["input"] {
-            Value::Array(a) => a
-                .iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect(),
-            v => vec![v.as_str().unwrap_or_default().to_string()],
-        },
+        Kind::Completions => string_or_list(&body["prompt"]),
+        Kind::Embeddings => string_or_list(&body["input"]),
+    }
+}
+
+/// `"text"` or `["text", …]`, as OpenAI accepts for `prompt` and `input`.
+fn string_or_list(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        v => vec![v.as_str().unwrap_or_default().to_string()],
     }
 }
 
