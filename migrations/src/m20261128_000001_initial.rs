@@ -3,7 +3,7 @@ use sea_orm_migration::prelude::*;
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
-fn id(name: &str) -> ColumnDef {
+pub(crate) fn id(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name))
         .big_integer()
         .not_null()
@@ -11,19 +11,19 @@ fn id(name: &str) -> ColumnDef {
         .primary_key()
         .to_owned()
 }
-fn big(name: &str) -> ColumnDef {
+pub(crate) fn big(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name))
         .big_integer()
         .not_null()
         .to_owned()
 }
-fn big_null(name: &str) -> ColumnDef {
+pub(crate) fn big_null(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name))
         .big_integer()
         .null()
         .to_owned()
 }
-fn text(name: &str) -> ColumnDef {
+pub(crate) fn text(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name))
         .string()
         .not_null()
@@ -38,14 +38,14 @@ fn long_text(name: &str) -> ColumnDef {
         .not_null()
         .to_owned()
 }
-fn boolean(name: &str) -> ColumnDef {
+pub(crate) fn boolean(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name))
         .boolean()
         .not_null()
         .to_owned()
 }
 
-fn table(name: &str, cols: Vec<ColumnDef>) -> TableCreateStatement {
+pub(crate) fn table(name: &str, cols: Vec<ColumnDef>) -> TableCreateStatement {
     let mut t = Table::create();
     t.table(Alias::new(name)).if_not_exists();
     for mut c in cols {
@@ -66,7 +66,7 @@ fn unique_index(name: &str, table: &str, cols: &[&str]) -> IndexCreateStatement 
     i.to_owned()
 }
 
-fn index(name: &str, table: &str, cols: &[&str]) -> IndexCreateStatement {
+pub(crate) fn index(name: &str, table: &str, cols: &[&str]) -> IndexCreateStatement {
     let mut i = Index::create();
     i.name(name).table(Alias::new(table)).if_not_exists();
     for c in cols {

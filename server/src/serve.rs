@@ -131,24 +131,29 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
             tracing::debug!("cannot set TCP_NODELAY: {e}");
         }
     });
-    axum::serve(listener, router(ctx, gw))
+    let accountant = gw.accountant.clone();
+    let served = axum::serve(listener, router(ctx, gw))
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .map_err(|e| CliError::Other(format!("server error: {e}")))
+        .map_err(|e| CliError::Other(format!("server error: {e}")));
+    // Give unspent leases back and write the last ledger rows.
+    accountant.close(std::time::Duration::from_secs(5)).await;
+    served
 }
 
-/// Settles reservations left by a crashed process: at start-up, then hourly.
+/// Charges leases left by a process that stopped without returning them: at
+/// start-up, then every half minute.
 fn spawn_orphan_sweep(db: sea_orm::DatabaseConnection) {
     tokio::spawn(async move {
         loop {
             match app::ssr::ledger::sweep_orphans(&db, now_ms()).await {
                 Ok(0) => {}
                 Ok(n) => {
-                    tracing::warn!("settled {n} orphaned reservations at their reserved amount")
+                    tracing::warn!("charged {n} orphaned leases in full")
                 }
                 Err(e) => tracing::error!("orphan sweep failed: {e}"),
             }
-            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
         }
     });
 }

@@ -126,12 +126,17 @@ impl Env {
         .await
     }
 
+    /// What the client can still spend: its pool plus what the gateway holds
+    /// on lease for it.
     async fn balance(&self, client: &str) -> i64 {
-        pools::find(&self.db, OwnerKind::Client, self.ids[client])
+        let pool = pools::find(&self.db, OwnerKind::Client, self.ids[client])
             .await
             .unwrap()
+            .unwrap();
+        pools::current(&self.db, &pool, now_ms())
+            .await
             .unwrap()
-            .balance_micro
+            .balance
     }
 
     async fn ledger_for(&self, client: &str) -> Vec<ledger::Model> {
@@ -322,40 +327,63 @@ async fn every_error_in_the_table_is_produced() {
             (rid.unwrap(), "upstream_error"),
             (rid2.unwrap(), "upstream_timeout"),
         ] {
-            let row = e.ledger_row(&rid).await.unwrap();
+            let row = e.wait_ledger_row(&rid).await;
             assert_eq!((row.coins_micro, row.outcome.as_str()), (0, outcome));
         }
 
-        // The ledger cannot be written: fail closed, never call upstream unmetered.
+        // The ledger cannot be written: fail closed. A call already covered
+        // by this instance's lease may still be served (its coins left the
+        // pool durably); the first batch that fails closes the gate, and the
+        // rows it could not write are kept and written once it can.
         let trigger = match backend {
-            Backend::Sqlite => vec!["CREATE TRIGGER no_ledger BEFORE INSERT ON reservations BEGIN SELECT RAISE(ABORT, 'disk full'); END".to_string()],
+            Backend::Sqlite => vec!["CREATE TRIGGER no_ledger BEFORE INSERT ON ledger BEGIN SELECT RAISE(ABORT, 'disk full'); END".to_string()],
             Backend::Postgres => vec![
                 "CREATE FUNCTION no_ledger() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql".to_string(),
-                "CREATE TRIGGER no_ledger BEFORE INSERT ON reservations FOR EACH ROW EXECUTE FUNCTION no_ledger()".to_string(),
+                "CREATE TRIGGER no_ledger BEFORE INSERT ON ledger FOR EACH ROW EXECUTE FUNCTION no_ledger()".to_string(),
             ],
         };
         for sql in &trigger {
             e.db.execute_unprepared(sql).await.unwrap();
         }
+        let mut served = Vec::new();
+        let closed = loop {
+            let (status, body, rid) = e.chat("app", "gpt-mock").await;
+            if status == 503 {
+                break body;
+            }
+            assert_eq!(status, 200, "{body}");
+            served.push(rid.unwrap());
+            assert!(served.len() <= 3, "{backend:?}: the gate never closed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(code(&closed), "accounting_unavailable", "{closed}");
         let calls = e.up.calls();
-        let before = e.balance("app").await;
-        let (status, body, _) = e.chat("app", "gpt-mock").await;
-        assert_eq!(
-            (status, code(&body)),
-            (503, "accounting_unavailable"),
-            "{body}"
-        );
-        assert_eq!(e.up.calls(), calls, "nothing went upstream");
-        assert_eq!(e.balance("app").await, before, "nothing was debited");
+        for _ in 0..3 {
+            let (status, body, _) = e.chat("app", "gpt-mock").await;
+            assert_eq!((status, code(&body)), (503, "accounting_unavailable"));
+            let (status, _, _) = e.chat("broke", "dummy").await;
+            assert_eq!(status, 503, "closed for every pool");
+        }
+        assert_eq!(e.up.calls(), calls, "nothing goes upstream while closed");
         e.db.execute_unprepared("DROP TRIGGER no_ledger").await.ok();
-        e.db.execute_unprepared("DROP TRIGGER no_ledger ON reservations")
+        e.db.execute_unprepared("DROP TRIGGER no_ledger ON ledger")
             .await
             .ok();
-        assert_eq!(
-            e.chat("app", "gpt-mock").await.0,
-            200,
-            "works again once the ledger is writable"
-        );
+        let start = Instant::now();
+        while e.chat("app", "gpt-mock").await.0 != 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "{backend:?}: still closed after the ledger became writable"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for rid in &served {
+            let row = e.wait_ledger_row(rid).await;
+            assert!(
+                row.coins_micro > 0 && row.outcome == "ok",
+                "{backend:?}: the call served before the gate closed is charged: {row:?}"
+            );
+        }
         drop(e.cfg);
     }
 }
@@ -395,8 +423,14 @@ async fn race(backend: Backend, two_instances: bool) {
             s => panic!("unexpected status {s}"),
         }
     }
+    // Rows are written behind the responses; wait for all of them.
+    let waited = Instant::now();
+    let mut rows = e.ledger_for("racer").await;
+    while rows.len() < 100 && waited.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        rows = e.ledger_for("racer").await;
+    }
     let end = e.balance("racer").await;
-    let rows = e.ledger_for("racer").await;
     let spent: i64 = rows.iter().map(|r| r.coins_micro).sum();
     assert!(
         ok <= 7,
@@ -664,51 +698,56 @@ async fn models_balance_completions_and_embeddings() {
 }
 
 #[tokio::test]
-async fn orphaned_reservations_are_settled_once() {
+async fn a_crashed_instance_s_lease_is_charged_once_and_nothing_is_lost() {
+    use app::ssr::entities::lease;
+    use app::ssr::ledger::{sweep_orphans, ORPHAN_AFTER_MS};
     for backend in BACKENDS {
-        let e = setup(backend).await;
-        let pool = pools::find(&e.db, OwnerKind::Client, e.ids["app"])
-            .await
-            .unwrap()
-            .unwrap();
-        let before = e.balance("app").await;
-        let long_ago = now_ms() - 20 * 60 * 1000;
-        let req = app::ssr::ledger::ReserveRequest {
-            request_id: "crashed-1".into(),
-            pool: pool.clone(),
-            key_id: None,
-            model: "dummy".into(),
-            amount: 3 * MICRO,
-        };
-        let txn = app::ssr::db::begin_write(&e.db).await.unwrap();
-        app::ssr::ledger::reserve_in(&txn, &req, long_ago)
-            .await
-            .unwrap();
-        txn.commit().await.unwrap();
-        assert_eq!(e.balance("app").await, before - 3 * MICRO);
-
-        let (a, b) = tokio::join!(
-            app::ssr::ledger::sweep_orphans(&e.db, now_ms()),
-            app::ssr::ledger::sweep_orphans(&e.db, now_ms())
+        let mut e = setup(backend).await;
+        let start = e.balance("app").await;
+        let (status, _, rid) = e.chat("app", "gpt-mock").await;
+        assert_eq!(status, 200);
+        e.wait_ledger_row(&rid.unwrap()).await;
+        let held = lease::Entity::find().all(&e.db).await.unwrap();
+        assert_eq!(
+            held.len(),
+            1,
+            "{backend:?}: one lease for the pool: {held:?}"
         );
+        assert!(held[0].amount_micro > 0);
+        // The process dies holding its lease (SIGKILL: nothing is returned).
+        e.server.kill();
+        assert_eq!(
+            e.balance("app").await,
+            start
+                - e.ledger_for("app")
+                    .await
+                    .iter()
+                    .map(|r| r.coins_micro)
+                    .sum::<i64>(),
+            "{backend:?}: a live lease still counts as the owner's"
+        );
+
+        let later = now_ms() + ORPHAN_AFTER_MS + 1;
+        assert_eq!(sweep_orphans(&e.db, now_ms()).await.unwrap(), 0, "not yet");
+        let (a, b) = tokio::join!(sweep_orphans(&e.db, later), sweep_orphans(&e.db, later));
         assert_eq!(
             a.unwrap() + b.unwrap(),
             1,
-            "{backend:?}: settled exactly once"
+            "{backend:?}: charged exactly once"
         );
-        assert_eq!(
-            app::ssr::ledger::sweep_orphans(&e.db, now_ms())
-                .await
-                .unwrap(),
-            0
-        );
-        let row = e.ledger_row("crashed-1").await.unwrap();
-        assert_eq!(row.coins_micro, 3 * MICRO);
-        assert!(row.outcome.starts_with("orphaned"));
+        assert_eq!(sweep_orphans(&e.db, later).await.unwrap(), 0);
+        assert!(lease::Entity::find().all(&e.db).await.unwrap().is_empty());
+        let rows = e.ledger_for("app").await;
+        let orphan = rows
+            .iter()
+            .find(|r| r.outcome.starts_with("orphaned lease"))
+            .unwrap();
+        assert_eq!(orphan.coins_micro, held[0].amount_micro);
+        let spent: i64 = rows.iter().map(|r| r.coins_micro).sum();
         assert_eq!(
             e.balance("app").await,
-            before - 3 * MICRO,
-            "{backend:?}: charged the reservation, never refunded twice"
+            start - spent,
+            "{backend:?}: the ledger accounts for every coin that left the pool"
         );
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod keys;
+pub mod lease;
 pub mod money;
 pub mod names;
 pub mod policy;

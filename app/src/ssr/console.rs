@@ -6,7 +6,7 @@ use super::owners::OwnerKind;
 use super::{consents, keys, now_ms, pools, sync, AppContext};
 use crate::domain::config::{PoolLimit, SettingsSource};
 use crate::domain::policy::Verdict;
-use crate::domain::pool::{full_at, refilled};
+use crate::domain::pool::full_at;
 use crate::domain::time::rfc3339;
 use crate::ui::types::*;
 use sea_orm::{
@@ -35,7 +35,7 @@ pub async fn pool_view<C: ConnectionTrait>(
         return Ok(None);
     };
     let now = now_ms();
-    let st = refilled(&pools::state(&p), now);
+    let st = pools::current(c, &p, now).await?;
     let snapshot = ctx.config.load();
     let section = match kind {
         OwnerKind::Client => &snapshot.config.clients,

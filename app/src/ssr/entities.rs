@@ -107,18 +107,22 @@ pub mod pool {
     no_relations!();
 }
 
-pub mod reservation {
+/// A budget lease: coins an instance took from a pool and spends in memory.
+/// `amount_micro` is what the lease still holds that no ledger row accounts
+/// for yet; a lease not renewed for `ledger::ORPHAN_AFTER_MS` is charged in full.
+pub mod lease {
     use sea_orm::entity::prelude::*;
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "reservations")]
+    #[sea_orm(table_name = "leases")]
     pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub request_id: String,
+        #[sea_orm(primary_key)]
+        pub id: i64,
         pub pool_id: i64,
-        pub key_id: Option<i64>,
-        pub model: String,
+        pub holder: String,
+        pub unlimited: bool,
         pub amount_micro: i64,
         pub created_at: i64,
+        pub renewed_at: i64,
     }
     no_relations!();
 }

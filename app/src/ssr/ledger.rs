@@ -1,149 +1,402 @@
-//! Reserve, then settle. A call's worst-case cost is reserved (debited with a
-//! conditional UPDATE and remembered in `reservations`) before any upstream
-//! call; settling claims and deletes the reservation, returns the unused part
-//! and writes exactly one ledger row, all in one transaction. Only the
-//! transaction that claims the reservation row settles it, so nothing is ever
-//! refunded twice. The statements live in `ledger_batch`, which applies many
-//! operations at once; the functions here are single-operation batches.
+//! Accounting storage: budget leases and the ledger.
+//!
+//! An instance takes a *lease* on a pool: a chunk of coins debited from the
+//! pool durably (one conditional statement under the pool's row lock) and
+//! recorded in `leases`. It then admits calls against the lease in memory
+//! and writes their ledger rows behind them, in batches. Every batch keeps,
+//! per pool and in one transaction,
+//!
+//! `balance + Σ lease.amount + Σ ledger.coins` unchanged (refill aside):
+//!
+//! - a top-up moves coins from the pool to a lease;
+//! - a charge moves coins from a lease to a ledger row;
+//! - a return moves coins from a lease back to the pool.
+//!
+//! A lease that is no longer renewed belongs to a process that died; it is
+//! charged in full ([`sweep_orphans`]), so a crash can overcharge by what the
+//! lease still held but can never overspend a pool or lose a charge. Rows
+//! that a stalled holder writes later for a lease that was swept carry no
+//! coins, because the sweep already charged them.
 
-use super::entities::{pool, reservation};
-use super::ledger_batch::{self, Op, OpResult};
-use sea_orm::{ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder};
+use super::entities::{lease, ledger, pool};
+use super::pools;
+use crate::domain::lease::{grant, Grant};
+use crate::domain::pool::refilled;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QuerySelect,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// A lease not renewed for this long belongs to a process that died. Live
+/// holders renew every few seconds.
+pub const ORPHAN_AFTER_MS: i64 = 60_000;
+
+/// A request for more coins on a pool's lease.
 #[derive(Debug, Clone)]
-pub struct ReserveRequest {
-    pub request_id: String,
-    /// The pool as read just before; refill and debit are still atomic
-    /// conditional statements, so a stale snapshot cannot overspend.
-    pub pool: pool::Model,
-    pub key_id: Option<i64>,
-    pub model: String,
-    pub amount: i64,
-}
-
-/// What settling needs to know about a reservation, kept by the caller so
-/// that settling does not have to read it back.
-#[derive(Debug, Clone)]
-pub struct Reservation {
-    pub request_id: String,
+pub struct TopUp {
     pub pool_id: i64,
+    /// The lease to add to; `None` opens a new one.
+    pub lease_id: Option<i64>,
+    /// What the waiting call still lacks.
+    pub needed: i64,
+    /// The waiting call's whole estimate.
+    pub per_call: i64,
+    /// The chunk the instance would like.
+    pub want: i64,
+    /// Whether the instance believes the pool is unlimited.
     pub unlimited: bool,
-    pub key_id: Option<i64>,
-    pub model: String,
-    pub amount: i64,
-}
-
-impl ReserveRequest {
-    pub fn reservation(&self) -> Reservation {
-        Reservation {
-            request_id: self.request_id.clone(),
-            pool_id: self.pool.id,
-            unlimited: self.pool.unlimited,
-            key_id: self.key_id,
-            model: self.model.clone(),
-            amount: self.amount,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReserveOutcome {
-    Reserved,
-    /// The balance (after refill) cannot cover the amount.
+pub enum TopUpOutcome {
+    Granted {
+        lease_id: i64,
+        amount: i64,
+        exact: bool,
+    },
     Insufficient {
         balance: i64,
     },
     Blocked,
+    /// The lease was swept as orphaned; what it held is already charged.
+    LeaseGone,
+    /// The pool switched between limited and unlimited since the lease was
+    /// opened: return the lease and open another.
+    Stale,
+    NoPool,
 }
 
-/// How a call ended, recorded in the ledger.
+/// One ledger row: a served call, or a refused one with no coins.
 #[derive(Debug, Clone)]
-pub struct Settlement {
-    pub reservation: Reservation,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
-    /// The actual cost of what was served.
-    pub cost: i64,
-    pub outcome: String,
-}
-
-/// A call refused before any reservation: one ledger row with no coins.
-#[derive(Debug, Clone)]
-pub struct Refusal {
-    pub request_id: String,
+pub struct Charge {
     pub pool_id: i64,
+    /// The lease the call was admitted on; `None` for free or refused calls.
+    pub lease_id: Option<i64>,
     pub key_id: Option<i64>,
     pub model: String,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub coins: i64,
+    pub request_id: String,
     pub outcome: String,
 }
 
-/// Reserves one call's worst case: a single-operation batch.
-pub async fn reserve_in<C: ConnectionTrait>(
-    c: &C,
-    req: &ReserveRequest,
-    now: i64,
-) -> Result<ReserveOutcome, DbErr> {
-    match ledger_batch::apply(c, &[Op::Reserve(req)], now)
-        .await?
-        .pop()
-    {
-        Some(OpResult::Reserve(o)) => Ok(o),
-        _ => Err(DbErr::Custom("reserve produced no result".into())),
+/// Coins a lease gives back to its pool (credited only to a limited pool).
+#[derive(Debug, Clone)]
+pub struct Return {
+    pub lease_id: i64,
+    pub pool_id: i64,
+    pub amount: i64,
+    pub credit: bool,
+    /// The holder is done with the lease: delete it once it holds nothing.
+    pub close: bool,
+}
+
+/// What one accounting transaction applies.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub top_ups: Vec<TopUp>,
+    pub charges: Vec<Charge>,
+    pub returns: Vec<Return>,
+    /// Renew every lease of this holder.
+    pub renew: bool,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.top_ups.is_empty() && self.charges.is_empty() && self.returns.is_empty() && !self.renew
     }
 }
 
-/// Settles one reservation. Returns the coins charged, or `None` if it was
-/// already settled (or never existed).
-pub async fn settle_in<C: ConnectionTrait>(
-    c: &C,
-    s: &Settlement,
-    now: i64,
-) -> Result<Option<i64>, DbErr> {
-    match ledger_batch::apply(c, &[Op::Settle(s)], now).await?.pop() {
-        Some(OpResult::Settle(o)) => Ok(o),
-        _ => Err(DbErr::Custom("settle produced no result".into())),
+fn ledger_row(c: &Charge, coins: i64, outcome: String, now: i64) -> ledger::ActiveModel {
+    ledger::ActiveModel {
+        pool_id: Set(c.pool_id),
+        key_id: Set(c.key_id),
+        model: Set(c.model.clone()),
+        tokens_in: Set(c.tokens_in),
+        tokens_out: Set(c.tokens_out),
+        coins_micro: Set(coins),
+        created_at: Set(now),
+        request_id: Set(c.request_id.clone()),
+        outcome: Set(outcome),
+        ..Default::default()
     }
 }
 
-/// Reservations older than this belong to a process that died mid-call: no
-/// live call lasts this long (the longest upstream timeout is far shorter).
-pub const ORPHAN_AFTER_MS: i64 = 15 * 60 * 1000;
+fn lock<Q: QuerySelect>(q: Q, backend: DbBackend) -> Q {
+    if backend == DbBackend::Postgres {
+        q.lock_exclusive()
+    } else {
+        q
+    }
+}
 
-/// Settles orphaned reservations at their full reserved amount: the upstream
-/// may have produced up to that much, and nothing better is known. Each is
-/// settled in its own transaction through `settle_in`, so a reservation is
-/// never settled (or refunded) twice, even with several instances sweeping.
+/// Applies a batch in the caller's transaction (which must hold the write
+/// lock: see `db::begin_write`). Returns one outcome per top-up, in order.
+///
+/// Row locks are taken in one order, the holder's own leases first and then
+/// pools by id, so two instances sharing PostgreSQL cannot deadlock.
+pub async fn apply_batch<C: ConnectionTrait>(
+    c: &C,
+    holder: &str,
+    batch: &Batch,
+    now: i64,
+) -> Result<Vec<TopUpOutcome>, DbErr> {
+    let backend = c.get_database_backend();
+
+    // 1. Own leases: take what was charged or returned off each.
+    let mut taken: BTreeMap<i64, i64> = BTreeMap::new();
+    for ch in &batch.charges {
+        if let Some(id) = ch.lease_id {
+            *taken.entry(id).or_default() += ch.coins;
+        }
+    }
+    for r in &batch.returns {
+        *taken.entry(r.lease_id).or_default() += r.amount;
+    }
+    let mut alive: HashMap<i64, bool> = HashMap::new(); // lease id -> unlimited
+    for (&id, &amount) in &taken {
+        let res = lease::Entity::update_many()
+            .col_expr(
+                lease::Column::AmountMicro,
+                Expr::col(lease::Column::AmountMicro).sub(amount),
+            )
+            .col_expr(lease::Column::RenewedAt, Expr::value(now))
+            .filter(lease::Column::Id.eq(id))
+            .filter(lease::Column::Holder.eq(holder))
+            .exec(c)
+            .await?;
+        if res.rows_affected == 1 {
+            alive.insert(id, false);
+        }
+    }
+    let asked: BTreeSet<i64> = batch.top_ups.iter().filter_map(|t| t.lease_id).collect();
+    if !asked.is_empty() {
+        let q = lease::Entity::find()
+            .select_only()
+            .columns([lease::Column::Id, lease::Column::Unlimited])
+            .filter(lease::Column::Id.is_in(asked))
+            .filter(lease::Column::Holder.eq(holder));
+        for (id, unlimited) in lock(q, backend).into_tuple::<(i64, bool)>().all(c).await? {
+            alive.insert(id, unlimited);
+        }
+    }
+
+    // 2. Ledger rows. A lease swept meanwhile was charged in full already.
+    let rows: Vec<ledger::ActiveModel> = batch
+        .charges
+        .iter()
+        .map(|ch| match ch.lease_id {
+            Some(id) if ch.coins > 0 && !alive.contains_key(&id) => ledger_row(
+                ch,
+                0,
+                format!("{}; already charged with its orphaned lease", ch.outcome),
+                now,
+            ),
+            _ => ledger_row(ch, ch.coins, ch.outcome.clone(), now),
+        })
+        .collect();
+    if !rows.is_empty() {
+        ledger::Entity::insert_many(rows)
+            .exec_without_returning(c)
+            .await?;
+    }
+
+    // 3. Pools, in id order: credits from returns, then top-ups.
+    let mut credits: BTreeMap<i64, i64> = BTreeMap::new();
+    for r in &batch.returns {
+        if r.credit && r.amount > 0 && alive.contains_key(&r.lease_id) {
+            *credits.entry(r.pool_id).or_default() += r.amount;
+        }
+    }
+    let mut by_pool: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, t) in batch.top_ups.iter().enumerate() {
+        by_pool.entry(t.pool_id).or_default().push(i);
+    }
+    let mut outcomes: Vec<Option<TopUpOutcome>> = vec![None; batch.top_ups.len()];
+    let mut grants: Vec<(usize, i64)> = Vec::new(); // top-up index, amount
+    let pool_ids: BTreeSet<i64> = credits.keys().chain(by_pool.keys()).copied().collect();
+    for pool_id in pool_ids {
+        let credit = credits.get(&pool_id).copied().unwrap_or(0);
+        let Some(asks) = by_pool.get(&pool_id) else {
+            pools::credit(c, pool_id, credit).await?;
+            continue;
+        };
+        let q = pool::Entity::find().filter(pool::Column::Id.eq(pool_id));
+        let Some(p) = lock(q, backend).one(c).await? else {
+            for &i in asks {
+                outcomes[i] = Some(TopUpOutcome::NoPool);
+            }
+            continue;
+        };
+        let limit = pools::limit(&p);
+        let mut st = refilled(&pools::state(&p), now);
+        if !p.unlimited {
+            st.balance = (st.balance + credit).min(p.max_micro.max(st.balance));
+        }
+        for &i in asks {
+            let t = &batch.top_ups[i];
+            if let Some(id) = t.lease_id {
+                match alive.get(&id) {
+                    None => {
+                        outcomes[i] = Some(TopUpOutcome::LeaseGone);
+                        continue;
+                    }
+                    Some(&u) if u != p.unlimited => {
+                        outcomes[i] = Some(TopUpOutcome::Stale);
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            } else if t.unlimited != p.unlimited {
+                outcomes[i] = Some(TopUpOutcome::Stale);
+                continue;
+            }
+            match grant(limit, st.balance, t.needed, t.per_call, t.want) {
+                Grant::Blocked => outcomes[i] = Some(TopUpOutcome::Blocked),
+                Grant::Insufficient { available } => {
+                    outcomes[i] = Some(TopUpOutcome::Insufficient { balance: available })
+                }
+                Grant::Take { amount, exact } => {
+                    if !p.unlimited {
+                        st.balance -= amount;
+                    }
+                    grants.push((i, amount));
+                    outcomes[i] = Some(TopUpOutcome::Granted {
+                        lease_id: 0,
+                        amount,
+                        exact,
+                    });
+                }
+            }
+        }
+        pool::Entity::update_many()
+            .col_expr(pool::Column::BalanceMicro, Expr::value(st.balance))
+            .col_expr(pool::Column::RefilledAt, Expr::value(st.refilled_at))
+            .filter(pool::Column::Id.eq(pool_id))
+            .exec(c)
+            .await?;
+    }
+
+    // 4. Put what was granted on the leases; one new lease per pool at most.
+    let mut opened: HashMap<i64, i64> = HashMap::new(); // pool id -> new lease id
+    let mut added: BTreeMap<i64, i64> = BTreeMap::new();
+    for (i, amount) in grants {
+        let t = &batch.top_ups[i];
+        let id = match t.lease_id.or_else(|| opened.get(&t.pool_id).copied()) {
+            Some(id) => {
+                *added.entry(id).or_default() += amount;
+                id
+            }
+            None => {
+                let res = lease::Entity::insert(lease::ActiveModel {
+                    pool_id: Set(t.pool_id),
+                    holder: Set(holder.to_string()),
+                    unlimited: Set(t.unlimited),
+                    amount_micro: Set(amount),
+                    created_at: Set(now),
+                    renewed_at: Set(now),
+                    ..Default::default()
+                })
+                .exec(c)
+                .await?;
+                opened.insert(t.pool_id, res.last_insert_id);
+                res.last_insert_id
+            }
+        };
+        if let Some(TopUpOutcome::Granted { lease_id, .. }) = outcomes[i].as_mut() {
+            *lease_id = id;
+        }
+    }
+    for (id, amount) in added {
+        lease::Entity::update_many()
+            .col_expr(
+                lease::Column::AmountMicro,
+                Expr::col(lease::Column::AmountMicro).add(amount),
+            )
+            .col_expr(lease::Column::RenewedAt, Expr::value(now))
+            .filter(lease::Column::Id.eq(id))
+            .exec(c)
+            .await?;
+    }
+
+    // 5. Close leases the holder is done with, once they hold nothing.
+    let closing: Vec<i64> = batch
+        .returns
+        .iter()
+        .filter(|r| r.close && alive.contains_key(&r.lease_id))
+        .map(|r| r.lease_id)
+        .collect();
+    if !closing.is_empty() {
+        lease::Entity::delete_many()
+            .filter(lease::Column::Id.is_in(closing))
+            .filter(lease::Column::AmountMicro.eq(0))
+            .exec(c)
+            .await?;
+    }
+    if batch.renew {
+        lease::Entity::update_many()
+            .col_expr(lease::Column::RenewedAt, Expr::value(now))
+            .filter(lease::Column::Holder.eq(holder))
+            .exec(c)
+            .await?;
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| DbErr::Custom("a top-up got no outcome".into())))
+        .collect()
+}
+
+/// Charges leases that have not been renewed for [`ORPHAN_AFTER_MS`]: their
+/// holder died, and whatever they still hold may have been spent. Each lease
+/// is claimed (locked on PostgreSQL) and deleted in its own transaction, so
+/// it is charged exactly once even with several instances sweeping. Returns
+/// how many leases were charged.
 pub async fn sweep_orphans(db: &sea_orm::DatabaseConnection, now: i64) -> Result<usize, DbErr> {
-    let stale = reservation::Entity::find()
-        .filter(reservation::Column::CreatedAt.lt(now - ORPHAN_AFTER_MS))
-        .order_by_asc(reservation::Column::CreatedAt)
+    let cutoff = now - ORPHAN_AFTER_MS;
+    let stale: Vec<i64> = lease::Entity::find()
+        .select_only()
+        .column(lease::Column::Id)
+        .filter(lease::Column::RenewedAt.lt(cutoff))
+        .into_tuple::<i64>()
         .all(db)
         .await?;
-    let mut settled = 0;
-    for r in stale {
+    let mut charged = 0;
+    for id in stale {
         let txn = super::db::begin_write(db).await?;
-        let unlimited = pool::Entity::find_by_id(r.pool_id)
-            .one(&txn)
-            .await?
-            .is_some_and(|p| p.unlimited);
-        let s = Settlement {
-            reservation: Reservation {
-                request_id: r.request_id.clone(),
-                pool_id: r.pool_id,
-                unlimited,
-                key_id: r.key_id,
-                model: r.model.clone(),
-                amount: r.amount_micro,
-            },
-            tokens_in: 0,
-            tokens_out: 0,
-            cost: r.amount_micro,
-            outcome: "orphaned: settled at the reserved amount".into(),
+        let q = lease::Entity::find()
+            .filter(lease::Column::Id.eq(id))
+            .filter(lease::Column::RenewedAt.lt(cutoff));
+        let Some(l) = lock(q, db.get_database_backend()).one(&txn).await? else {
+            txn.rollback().await?;
+            continue;
         };
-        if settle_in(&txn, &s, now).await?.is_some() {
-            settled += 1;
+        let gone = lease::Entity::delete_many()
+            .filter(lease::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+        if gone.rows_affected == 1 && l.amount_micro > 0 {
+            ledger::Entity::insert(ledger::ActiveModel {
+                pool_id: Set(l.pool_id),
+                key_id: Set(None),
+                model: Set(String::new()),
+                tokens_in: Set(0),
+                tokens_out: Set(0),
+                coins_micro: Set(l.amount_micro),
+                created_at: Set(now),
+                request_id: Set(format!("lease-{}", l.id)),
+                outcome: Set(
+                    "orphaned lease: its holder stopped, so what it held is charged in full".into(),
+                ),
+                ..Default::default()
+            })
+            .exec_without_returning(&txn)
+            .await?;
+            charged += 1;
         }
         txn.commit().await?;
     }
-    Ok(settled)
+    Ok(charged)
 }

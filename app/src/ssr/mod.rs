@@ -10,7 +10,6 @@ pub mod db;
 pub mod entities;
 pub mod keys;
 pub mod ledger;
-pub mod ledger_batch;
 pub mod owners;
 pub mod pools;
 pub mod session;

@@ -5,9 +5,12 @@
 use super::entities::pool;
 use super::owners::OwnerKind;
 use crate::domain::config::{PoolLimit, PoolSettings};
-use crate::domain::pool::{initial_balance, refill_due, PoolState};
+use crate::domain::pool::{initial_balance, refill_due, refilled, PoolState};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
+    Statement,
+};
 
 pub fn state(m: &pool::Model) -> PoolState {
     PoolState {
@@ -31,6 +34,47 @@ fn limit_columns(limit: PoolLimit) -> (i64, bool) {
         PoolLimit::Unlimited => (0, true),
         PoolLimit::Limited(m) => (m, false),
     }
+}
+
+/// The pool as its owner sees it at `now`: refill credited, plus what gateway
+/// instances hold on lease for it and have not spent yet (never above max).
+/// Pool and leases are read in one statement, so a batch moving coins
+/// between them is seen entirely or not at all.
+pub async fn current<C: ConnectionTrait>(
+    c: &C,
+    m: &pool::Model,
+    now: i64,
+) -> Result<PoolState, DbErr> {
+    let backend = c.get_database_backend();
+    let ph = if backend == DbBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    let sql = format!(
+        "SELECT p.balance_micro, p.refilled_at, p.max_micro, p.unlimited, p.refresh_micro, \
+         CAST(COALESCE((SELECT SUM(l.amount_micro) FROM leases l \
+         WHERE l.pool_id = p.id AND l.unlimited = p.unlimited), 0) AS BIGINT) AS leased \
+         FROM pools p WHERE p.id = {ph}"
+    );
+    let row = c
+        .query_one(Statement::from_sql_and_values(backend, sql, [m.id.into()]))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound(format!("pool {}", m.id)))?;
+    let fresh = pool::Model {
+        balance_micro: row.try_get_by_index(0)?,
+        refilled_at: row.try_get_by_index(1)?,
+        max_micro: row.try_get_by_index(2)?,
+        unlimited: row.try_get_by_index(3)?,
+        refresh_micro: row.try_get_by_index(4)?,
+        ..m.clone()
+    };
+    let leased: i64 = row.try_get_by_index(5)?;
+    let mut st = refilled(&state(&fresh), now);
+    if let PoolLimit::Limited(max) = st.limit {
+        st.balance = (st.balance + leased).min(max.max(st.balance));
+    }
+    Ok(st)
 }
 
 pub async fn find<C: ConnectionTrait>(
@@ -153,22 +197,7 @@ pub async fn apply_settings<C: ConnectionTrait>(
     Ok(true)
 }
 
-/// Debits `cost` if the balance covers it. Returns whether it did.
-pub async fn try_debit<C: ConnectionTrait>(c: &C, pool_id: i64, cost: i64) -> Result<bool, DbErr> {
-    let res = pool::Entity::update_many()
-        .col_expr(
-            pool::Column::BalanceMicro,
-            Expr::col(pool::Column::BalanceMicro).sub(cost),
-        )
-        .filter(pool::Column::Id.eq(pool_id))
-        .filter(pool::Column::Unlimited.eq(false))
-        .filter(pool::Column::BalanceMicro.gte(cost))
-        .exec(c)
-        .await?;
-    Ok(res.rows_affected == 1)
-}
-
-/// Credits `amount` back (an unused reservation), never above the limit.
+/// Credits `amount` back (coins a lease returns), never above the limit.
 pub async fn credit<C: ConnectionTrait>(c: &C, pool_id: i64, amount: i64) -> Result<(), DbErr> {
     if amount <= 0 {
         return Ok(());

@@ -136,7 +136,11 @@ async fn balance(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<V
         .await
         .map_err(|e| ApiError::AccountingUnavailable(format!("the database is unavailable: {e}")))?
         .ok_or_else(|| ApiError::PoolBlocked("this key's owner has no coin pool yet".into()))?;
-    let st = app::domain::pool::refilled(&pools::state(&pool), now_ms());
+    let st = pools::current(&gw.ctx.db, &pool, now_ms())
+        .await
+        .map_err(|e| {
+            ApiError::AccountingUnavailable(format!("the database is unavailable: {e}"))
+        })?;
     let (max, unlimited) = match st.limit {
         app::domain::config::PoolLimit::Unlimited => (Value::Null, true),
         app::domain::config::PoolLimit::Limited(m) => (json!(micro_to_coins(m)), false),

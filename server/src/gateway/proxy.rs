@@ -1,7 +1,7 @@
 //! One metered model call: resolve the model, check access, reserve the
 //! worst-case cost, call the provider, settle the actual cost.
 
-use super::accountant::Accountant;
+use super::accountant::{Admission, CallInfo, Outcome, Ticket};
 use super::error::{invalid_json, ApiError};
 use super::estimate::{input_typical, input_upper_bound, output_limit};
 use super::providers::{dummy, openai, Chunk, ChunkStream, Kind, ProviderError, Reply, Usage};
@@ -11,7 +11,6 @@ use app::domain::money::format_coins;
 use app::domain::policy::{Rule, Verdict};
 use app::domain::pricing::Price;
 use app::ssr::keys::KeyOwner;
-use app::ssr::ledger::{Refusal, Reservation, ReserveOutcome, ReserveRequest, Settlement};
 use app::ssr::owners::OwnerKind;
 use app::ssr::{consents, pools};
 use axum::body::{Body, Bytes};
@@ -121,12 +120,10 @@ pub async fn call(
             ))
         })?;
 
-    let refuse = |outcome: &str| Refusal {
+    let call = CallInfo {
         request_id: id.0.clone(),
-        pool_id: pool.id,
         key_id: Some(owner.key_id),
         model: model_name.clone(),
-        outcome: format!("refused: {outcome}"),
     };
 
     // Access, from the in-memory snapshot; consent only for graylisted models.
@@ -142,10 +139,7 @@ pub async fn call(
     match decision.verdict {
         Verdict::Allowed => {}
         Verdict::Denied => {
-            gw.accountant
-                .refuse(refuse("model_not_allowed"))
-                .await
-                .map_err(db_down)?;
+            gw.accountant.refuse(pool.id, &call, "model_not_allowed");
             let hint = match decision.rule {
                 Rule::Blacklist => "it is on the blacklist",
                 _ => "it is not listed and unlisted models are denied",
@@ -158,10 +152,7 @@ pub async fn call(
             )));
         }
         Verdict::ConsentRequired => {
-            gw.accountant
-                .refuse(refuse("consent_required"))
-                .await
-                .map_err(db_down)?;
+            gw.accountant.refuse(pool.id, &call, "consent_required");
             return Err(ApiError::ConsentRequired(format!(
                 "`{model_name}` needs recorded consent before {} `{}` may call it ({}). Record it at {}",
                 owner.kind.as_str(),
@@ -180,37 +171,34 @@ pub async fn call(
         body[field] = Value::from(max_out);
     }
     let estimate = spec.price.cost(input_upper_bound(kind, &body), max_out);
-    let request = ReserveRequest {
-        request_id: id.0.clone(),
-        pool: pool.clone(),
-        key_id: Some(owner.key_id),
-        model: model_name.clone(),
-        amount: estimate,
-    };
-    let reservation = request.reservation();
-    let outcome = gw.accountant.reserve(request).await.map_err(db_down)?;
-    match outcome {
-        ReserveOutcome::Reserved => {}
-        ReserveOutcome::Blocked => {
+    let ticket = match gw
+        .accountant
+        .admit(&pool, estimate, &call)
+        .await
+        .map_err(db_down)?
+    {
+        Admission::Admitted(t) => t,
+        Admission::Blocked => {
+            gw.accountant.refuse(pool.id, &call, "pool_blocked");
             return Err(ApiError::PoolBlocked(format!(
                 "the coin pool of {} `{}` is blocked (max: 0); an admin can raise its max in the config",
                 owner.kind.as_str(),
                 owner.name
-            )))
+            )));
         }
-        ReserveOutcome::Insufficient { balance } => {
+        Admission::Insufficient { balance } => {
+            gw.accountant.refuse(pool.id, &call, "insufficient_coins");
             return Err(ApiError::InsufficientCoins(format!(
                 "this call may cost up to {} coins but {} `{}` has {} left; lower max_tokens, shorten the prompt, or wait for the pool to refill (GET /v1/balance)",
                 format_coins(estimate),
                 owner.kind.as_str(),
                 owner.name,
                 format_coins(balance)
-            )))
+            )));
         }
-    }
+    };
 
-    let settlement = |usage: Usage, outcome: &str| Settlement {
-        reservation: reservation.clone(),
+    let outcome = |usage: Usage, outcome: &str| Outcome {
         tokens_in: usage.prompt as i64,
         tokens_out: usage.completion as i64,
         cost: spec.price.cost(usage.prompt, usage.completion),
@@ -247,35 +235,33 @@ pub async fn call(
     match reply {
         Err(e) => {
             // Nothing was served: release the whole reservation.
-            let (err, outcome) = match e {
+            let (err, result) = match e {
                 ProviderError::Timeout(m) => (ApiError::UpstreamTimeout(m), "upstream_timeout"),
                 ProviderError::Failed(m) => (ApiError::Upstream(m), "upstream_error"),
             };
-            settle_or_log(&gw.accountant, settlement(Usage::default(), outcome)).await;
+            ticket.settle(outcome(Usage::default(), result));
             Err(err)
         }
         Ok(Reply::Json { body: reply, usage }) => {
             // Some local servers omit usage; never charge 0 for what they produced.
-            let (usage, outcome) =
+            let (usage, result) =
                 if reply.get("usage").is_some_and(|u| u.is_object()) || kind == Kind::Embeddings {
                     (usage, "ok")
                 } else {
                     (estimate_usage(kind, &body, &reply), "ok_without_usage")
                 };
-            settle_or_log(&gw.accountant, settlement(usage, outcome)).await;
+            ticket.settle(outcome(usage, result));
             Ok(Json(reply).into_response())
         }
         Ok(Reply::Stream(chunks)) => {
             let meter = Meter {
-                accountant: gw.accountant.clone(),
-                reservation: reservation.clone(),
+                ticket: Some(ticket),
                 price: spec.price,
                 typical_input: input_typical(kind, &body),
                 reported: None,
                 produced: 0,
                 finished: false,
                 failed: false,
-                settled: false,
             };
             Ok(sse_response(chunks, meter))
         }
@@ -304,30 +290,16 @@ fn estimate_usage(kind: Kind, request: &Value, reply: &Value) -> Usage {
     }
 }
 
-/// A settlement that fails leaves the reservation in place; the orphan
-/// sweep later settles it at the reserved amount, so nothing goes unmetered.
-async fn settle_or_log(accountant: &Accountant, s: Settlement) {
-    let id = s.reservation.request_id.clone();
-    if let Err(e) = accountant.settle(s).await {
-        tracing::error!(
-            request_id = id,
-            "settlement failed; the orphan sweep will charge the reservation: {e}"
-        );
-    }
-}
-
 /// Counts what a stream delivered and settles when the stream is dropped,
 /// whether it finished, failed upstream, or the client went away.
 struct Meter {
-    accountant: Accountant,
-    reservation: Reservation,
+    ticket: Option<Ticket>,
     price: Price,
     typical_input: u64,
     reported: Option<Usage>,
     produced: u64,
     finished: bool,
     failed: bool,
-    settled: bool,
 }
 
 impl Meter {
@@ -338,7 +310,7 @@ impl Meter {
         }
     }
 
-    fn settlement(&self) -> Settlement {
+    fn outcome(&self) -> Outcome {
         let (usage, outcome) = match (self.reported, self.finished, self.failed) {
             (Some(u), true, _) => (u, "ok"),
             (Some(u), false, _) => (u, "client_disconnected"),
@@ -358,8 +330,7 @@ impl Meter {
                 },
             ),
         };
-        Settlement {
-            reservation: self.reservation.clone(),
+        Outcome {
             tokens_in: usage.prompt as i64,
             tokens_out: usage.completion as i64,
             cost: self.price.cost(usage.prompt, usage.completion),
@@ -370,20 +341,9 @@ impl Meter {
 
 impl Drop for Meter {
     fn drop(&mut self) {
-        if self.settled {
-            return;
-        }
-        self.settled = true;
-        let s = self.settlement();
-        let accountant = self.accountant.clone();
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) => {
-                h.spawn(async move { settle_or_log(&accountant, s).await });
-            }
-            Err(_) => tracing::error!(
-                request_id = s.reservation.request_id,
-                "no runtime to settle on; the orphan sweep will"
-            ),
+        if let Some(ticket) = self.ticket.take() {
+            let o = self.outcome();
+            ticket.settle(o);
         }
     }
 }

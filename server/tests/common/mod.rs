@@ -212,6 +212,12 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// Kills the process with SIGKILL, as a crash would: nothing is cleaned up.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub async fn health(&self) -> (u16, serde_json::Value) {
         let r = reqwest::get(format!("{}/healthz", self.url)).await.unwrap();
         let status = r.status().as_u16();
