@@ -58,10 +58,23 @@ load() { # url extra-oha-args...
 
 direct=$(load "http://$up_addr/v1/chat/completions" -q "$rate" -c 16)
 through=$(load "http://$tg_addr/v1/chat/completions" -q "$rate" -c 16)
-rows_before=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from ledger').fetchone()[0])" "$work/bench.db")
+count_rows() { python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from ledger').fetchone()[0])" "$work/bench.db"; }
+sleep 1 # ledger rows are committed just behind the responses
+rows_before=$(count_rows)
 max=$(load "http://$tg_addr/v1/chat/completions" -c "$conns")
-rows_after=$(python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from ledger').fetchone()[0])" "$work/bench.db")
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$tg_pid/status")
+sleep 3 # the last rows, and idle leases going back to the pool
+rows_after=$(count_rows)
+# Every micro-coin that left the pool is in the ledger or still on a lease.
+books=$(python3 - "$work/bench.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+balance = db.execute("select balance_micro from pools where owner_kind = 'user'").fetchone()[0]
+leased = db.execute("select coalesce(sum(amount_micro), 0) from leases").fetchone()[0]
+spent = db.execute("select coalesce(sum(coins_micro), 0) from ledger").fetchone()[0]
+print("yes" if balance + leased + spent == 10**9 * 10**6 else f"NO: {balance} + {leased} + {spent}")
+PY
+)
 
 # The console with 1,000 clients and 10,000 keys: server-side render of /clients.
 ./target/release/examples/seed_clients "$db" "$work/tollgate.yaml" 1000 10000 >&2
@@ -78,7 +91,7 @@ render=$(printf '%s\n' "${render_ms[@]}" | sort -n | sed -n 4p)
 wasm_raw=$(stat -c %s target/site/pkg/tollgate.wasm 2>/dev/null || echo 0)
 wasm_gz=$(gzip -9 -c target/site/pkg/tollgate.wasm 2>/dev/null | wc -c)
 
-python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" <<'PY'
+python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" "$books" <<'PY'
 import json, sys
 direct, through, peak = (json.loads(a) for a in sys.argv[1:4])
 rows_before, rows_after, rss_kb, secs, rate, conns = map(int, sys.argv[4:10])
@@ -99,7 +112,8 @@ print("|---|---|")
 print(f"| requests/s through Tollgate | {peak['summary']['requestsPerSec']:.0f} |")
 print(f"| 200 responses | {served} (of {sum(peak['statusCodeDistribution'].values())}) |")
 print(f"| ledger rows written in that phase | {rows_after - rows_before} |")
-print(f"| every served call durably recorded | {'yes' if rows_after - rows_before >= served else 'NO'} |")
+print(f"| every served call in the ledger | {'yes' if rows_after - rows_before >= served else 'NO'} |")
+print(f"| pool + leases + ledger = starting balance | {sys.argv[14]} |")
 print(f"| peak RSS of tollgate | {rss_kb / 1024:.1f} MB |")
 print()
 print("| web console | value |")

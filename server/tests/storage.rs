@@ -275,3 +275,233 @@ async fn check_config_reports_errors_with_location_and_exits_non_zero() {
 }
 
 use std::process::Command;
+
+/// The lease transactions on their own: every batch keeps
+/// `balance + Σ lease + Σ ledger` unchanged, and the odd cases (a lease swept
+/// under its holder, a pool that changed kind) are answered, not guessed.
+#[tokio::test]
+async fn lease_batches_keep_the_books_balanced() {
+    use app::ssr::db::begin_write;
+    use app::ssr::entities::{lease, ledger as ledger_rows};
+    use app::ssr::ledger::{apply_batch, Batch, Charge, Return, TopUp, TopUpOutcome};
+
+    async fn run(db: &DatabaseConnection, holder: &str, batch: Batch) -> Vec<TopUpOutcome> {
+        let txn = begin_write(db).await.unwrap();
+        let out = apply_batch(&txn, holder, &batch, now_ms()).await.unwrap();
+        txn.commit().await.unwrap();
+        out
+    }
+    async fn books(db: &DatabaseConnection, pool_id: i64) -> (i64, i64, i64) {
+        let p = pool::Entity::find_by_id(pool_id)
+            .one(db)
+            .await
+            .unwrap()
+            .unwrap();
+        let leased: i64 = lease::Entity::find()
+            .all(db)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|l| l.pool_id == pool_id)
+            .map(|l| l.amount_micro)
+            .sum();
+        let spent: i64 = ledger_rows::Entity::find()
+            .all(db)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.pool_id == pool_id)
+            .map(|r| r.coins_micro)
+            .sum();
+        (p.balance_micro, leased, spent)
+    }
+    let top_up = |pool_id, lease_id, needed| TopUp {
+        pool_id,
+        lease_id,
+        needed,
+        per_call: needed,
+        want: 32 * needed,
+        unlimited: false,
+    };
+    let charge = |pool_id, lease_id, coins, id: &str| Charge {
+        pool_id,
+        lease_id,
+        key_id: None,
+        model: "dummy".into(),
+        tokens_in: 1,
+        tokens_out: 1,
+        coins,
+        request_id: id.into(),
+        outcome: "ok".into(),
+    };
+
+    for backend in BACKENDS {
+        let tdb = TestDb::new(backend).await;
+        let cfg = tdb.dir.path().join("tollgate.yaml");
+        write(
+            &cfg,
+            "clients:\n  default:\n    max: 100\n    starting: 100\n",
+        );
+        init_db(&cfg, &tdb.url);
+        let db = tdb.connect().await;
+        create_client(&db, &load(&cfg).config, "app", None, now_ms())
+            .await
+            .unwrap();
+        let p = client_pool(&db, "app").await;
+        let total = 100 * MICRO;
+
+        // A chunk: 32 calls' worth, well under half of the pool.
+        let out = run(
+            &db,
+            "a",
+            Batch {
+                top_ups: vec![top_up(p.id, None, MICRO)],
+                ..Default::default()
+            },
+        )
+        .await;
+        let TopUpOutcome::Granted {
+            lease_id,
+            amount,
+            exact,
+        } = out[0].clone()
+        else {
+            panic!("{backend:?}: {out:?}")
+        };
+        assert_eq!((amount, exact), (32 * MICRO, false), "{backend:?}");
+        assert_eq!(books(&db, p.id).await, (68 * MICRO, 32 * MICRO, 0));
+        assert_eq!(
+            pools::current(&db, &p, now_ms()).await.unwrap().balance,
+            total
+        );
+
+        // Another holder cannot touch this lease.
+        let out = run(
+            &db,
+            "b",
+            Batch {
+                top_ups: vec![top_up(p.id, Some(lease_id), MICRO)],
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(out, vec![TopUpOutcome::LeaseGone], "{backend:?}");
+
+        // Charge 3, give back the other 29 and close.
+        run(
+            &db,
+            "a",
+            Batch {
+                charges: vec![charge(p.id, Some(lease_id), 3 * MICRO, "r1")],
+                returns: vec![Return {
+                    lease_id,
+                    pool_id: p.id,
+                    amount: 29 * MICRO,
+                    credit: true,
+                    close: true,
+                }],
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            books(&db, p.id).await,
+            (97 * MICRO, 0, 3 * MICRO),
+            "{backend:?}"
+        );
+        assert!(
+            lease::Entity::find().all(&db).await.unwrap().is_empty(),
+            "closed"
+        );
+
+        // The closed lease is gone; a row written for it later carries no coins.
+        let out = run(
+            &db,
+            "a",
+            Batch {
+                top_ups: vec![top_up(p.id, Some(lease_id), MICRO)],
+                charges: vec![charge(p.id, Some(lease_id), 5 * MICRO, "late")],
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(out, vec![TopUpOutcome::LeaseGone]);
+        let late = ledger_rows::Entity::find()
+            .all(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.request_id == "late")
+            .unwrap();
+        assert_eq!(late.coins_micro, 0);
+        assert!(late.outcome.contains("already charged"), "{}", late.outcome);
+
+        // The pool is limited, so an unlimited-kind lease is stale.
+        let mut t = top_up(p.id, None, MICRO);
+        t.unlimited = true;
+        assert_eq!(
+            run(
+                &db,
+                "a",
+                Batch {
+                    top_ups: vec![t],
+                    ..Default::default()
+                }
+            )
+            .await,
+            vec![TopUpOutcome::Stale]
+        );
+
+        // Nearly empty: 97 coins is less than 64 calls of 2, so exactly one call's worth.
+        let out = run(
+            &db,
+            "a",
+            Batch {
+                top_ups: vec![top_up(p.id, None, 2 * MICRO), top_up(p.id, None, 2 * MICRO)],
+                ..Default::default()
+            },
+        )
+        .await;
+        let (
+            TopUpOutcome::Granted {
+                lease_id: l1,
+                amount: a1,
+                exact: true,
+            },
+            TopUpOutcome::Granted {
+                lease_id: l2,
+                amount: a2,
+                exact: true,
+            },
+        ) = (out[0].clone(), out[1].clone())
+        else {
+            panic!("{backend:?}: {out:?}")
+        };
+        assert_eq!((a1, a2), (2 * MICRO, 2 * MICRO));
+        assert_eq!(l1, l2, "one new lease per pool in a batch");
+        assert_eq!(books(&db, p.id).await, (93 * MICRO, 4 * MICRO, 3 * MICRO));
+
+        // More than the pool holds.
+        let out = run(
+            &db,
+            "a",
+            Batch {
+                top_ups: vec![top_up(p.id, Some(l1), 94 * MICRO)],
+                ..Default::default()
+            },
+        )
+        .await;
+        assert_eq!(
+            out,
+            vec![TopUpOutcome::Insufficient {
+                balance: 93 * MICRO
+            }]
+        );
+        let (balance, leased, spent) = books(&db, p.id).await;
+        assert_eq!(
+            balance + leased + spent,
+            total,
+            "{backend:?}: nothing created or lost"
+        );
+    }
+}
