@@ -1,14 +1,14 @@
 //! API keys: created with 128 random bits from the OS, stored as SHA-256 only,
 //! shown once, listed by display prefix, revocable, optionally expiring.
 
-use super::entities::{api_key, client, user};
+use super::entities::{api_key, pool};
 use super::owners::OwnerKind;
 use super::sha256_hex;
 use crate::domain::keys::{check_format, display_prefix, encode, KeyFormatError};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    QueryFilter, QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, Statement,
 };
 
 /// `last_used_at` is refreshed at most this often, to keep reads cheap.
@@ -159,60 +159,97 @@ pub struct KeyOwner {
     pub kind: OwnerKind,
     pub owner_id: i64,
     pub name: String,
+    /// The owner's coin pool, read in the same statement as the key.
+    pub pool: Option<pool::Model>,
+    /// `last_used_at` is older than its granularity: call [`touch`].
+    pub touch_due: bool,
 }
 
-/// Checks a presented key: format and checksum first (no database), then the
-/// stored hash, revocation and expiry.
+/// Checks a presented key: format and checksum first (no database), then, in
+/// one statement, the stored hash, revocation, expiry, the owner (a user must
+/// be active) and the owner's pool.
 pub async fn authenticate<C: ConnectionTrait>(
     c: &C,
     presented: &str,
     now: i64,
 ) -> Result<KeyOwner, AuthError> {
     check_format(presented).map_err(AuthError::Malformed)?;
-    let key = api_key::Entity::find()
-        .filter(api_key::Column::SecretHash.eq(sha256_hex(presented.as_bytes())))
-        .one(c)
+    let backend = c.get_database_backend();
+    let ph = if backend == DbBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    let sql = format!(
+        "SELECT k.id, k.owner_kind, k.owner_id, k.revoked_at, k.expires_at, k.last_used_at, \
+         COALESCE(c.name, CASE WHEN u.active THEN u.username END), \
+         p.id, p.max_micro, p.unlimited, p.refresh_micro, p.balance_micro, p.refilled_at, p.updated_at \
+         FROM api_keys k \
+         LEFT JOIN clients c ON k.owner_kind = 'client' AND c.id = k.owner_id \
+         LEFT JOIN users u ON k.owner_kind = 'user' AND u.id = k.owner_id \
+         LEFT JOIN pools p ON p.owner_kind = k.owner_kind AND p.owner_id = k.owner_id \
+         WHERE k.secret_hash = {ph}"
+    );
+    let hash = sha256_hex(presented.as_bytes());
+    let row = c
+        .query_one(Statement::from_sql_and_values(backend, sql, [hash.into()]))
         .await
         .map_err(|_| AuthError::Unavailable)?
         .ok_or(AuthError::Unknown)?;
-    if key.revoked_at.is_some() {
+    let get = |e: DbErr| {
+        tracing::error!("cannot read an API key row: {e}");
+        AuthError::Unavailable
+    };
+    let key_id: i64 = row.try_get_by_index(0).map_err(get)?;
+    let kind: String = row.try_get_by_index(1).map_err(get)?;
+    let owner_id: i64 = row.try_get_by_index(2).map_err(get)?;
+    let revoked_at: Option<i64> = row.try_get_by_index(3).map_err(get)?;
+    let expires_at: Option<i64> = row.try_get_by_index(4).map_err(get)?;
+    let last_used_at: Option<i64> = row.try_get_by_index(5).map_err(get)?;
+    let name: Option<String> = row.try_get_by_index(6).map_err(get)?;
+    let pool_id: Option<i64> = row.try_get_by_index(7).map_err(get)?;
+    if revoked_at.is_some() {
         return Err(AuthError::Revoked);
     }
-    if key.expires_at.is_some_and(|t| t <= now) {
+    if expires_at.is_some_and(|t| t <= now) {
         return Err(AuthError::Expired);
     }
-    let kind = OwnerKind::parse(&key.owner_kind).ok_or(AuthError::Unknown)?;
-    let name = match kind {
-        OwnerKind::Client => client::Entity::find_by_id(key.owner_id)
-            .one(c)
-            .await
-            .map_err(|_| AuthError::Unavailable)?
-            .map(|m| m.name),
-        OwnerKind::User => user::Entity::find_by_id(key.owner_id)
-            .one(c)
-            .await
-            .map_err(|_| AuthError::Unavailable)?
-            .filter(|u| u.active)
-            .map(|m| m.username),
-    }
-    .ok_or(AuthError::Revoked)?;
-    if key
-        .last_used_at
-        .is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS)
-    {
-        // Best effort: a failure here must not fail the call.
-        let _ = api_key::Entity::update_many()
-            .col_expr(api_key::Column::LastUsedAt, Expr::value(Some(now)))
-            .filter(api_key::Column::Id.eq(key.id))
-            .exec(c)
-            .await;
-    }
+    let kind = OwnerKind::parse(&kind).ok_or(AuthError::Unknown)?;
+    // An owner that is gone, or a deactivated user, makes the key useless.
+    let name = name.ok_or(AuthError::Revoked)?;
+    let pool = match pool_id {
+        None => None,
+        Some(id) => Some(pool::Model {
+            id,
+            owner_kind: kind.as_str().to_string(),
+            owner_id,
+            max_micro: row.try_get_by_index(8).map_err(get)?,
+            unlimited: row.try_get_by_index(9).map_err(get)?,
+            refresh_micro: row.try_get_by_index(10).map_err(get)?,
+            balance_micro: row.try_get_by_index(11).map_err(get)?,
+            refilled_at: row.try_get_by_index(12).map_err(get)?,
+            updated_at: row.try_get_by_index(13).map_err(get)?,
+        }),
+    };
     Ok(KeyOwner {
-        key_id: key.id,
+        key_id,
         kind,
-        owner_id: key.owner_id,
+        owner_id,
         name,
+        pool,
+        touch_due: last_used_at.is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS),
     })
+}
+
+/// Records that a key was used (at most once a minute per key; see
+/// [`KeyOwner::touch_due`]).
+pub async fn touch<C: ConnectionTrait>(c: &C, key_id: i64, now: i64) -> Result<(), DbErr> {
+    api_key::Entity::update_many()
+        .col_expr(api_key::Column::LastUsedAt, Expr::value(Some(now)))
+        .filter(api_key::Column::Id.eq(key_id))
+        .exec(c)
+        .await
+        .map(|_| ())
 }
 
 /// Parses `30d`, `12h`, `45m` or `90s` into milliseconds.

@@ -95,12 +95,35 @@ pub(crate) async fn auth(gw: &Gateway, headers: &HeaderMap) -> Result<KeyOwner, 
     let Some(presented) = presented else {
         return Err(ApiError::InvalidApiKey(AuthError::Missing.to_string()));
     };
-    authenticate(&gw.ctx.db, presented, now_ms())
+    let now = now_ms();
+    let owner = authenticate(&gw.ctx.db, presented, now)
         .await
         .map_err(|e| match e {
             AuthError::Unavailable => ApiError::AccountingUnavailable(e.to_string()),
             e => ApiError::InvalidApiKey(e.to_string()),
-        })
+        })?;
+    if owner.touch_due {
+        // Best effort and off the request path: a failure here must not fail the call.
+        let db = gw.ctx.db.clone();
+        let key_id = owner.key_id;
+        tokio::spawn(async move {
+            if let Err(e) = app::ssr::keys::touch(&db, key_id, now).await {
+                tracing::debug!("cannot record when key {key_id} was last used: {e}");
+            }
+        });
+    }
+    Ok(owner)
+}
+
+/// The caller's pool; a key whose owner has none yet is refused as blocked.
+pub(crate) fn pool_of(owner: &KeyOwner) -> Result<&app::ssr::entities::pool::Model, ApiError> {
+    owner.pool.as_ref().ok_or_else(|| {
+        ApiError::PoolBlocked(format!(
+            "{} `{}` has no coin pool yet; ask an admin to check the config",
+            owner.kind.as_str(),
+            owner.name
+        ))
+    })
 }
 
 /// Where consent for this owner is recorded in the UI.
@@ -132,11 +155,8 @@ async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<Va
 
 async fn balance(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let owner = auth(&gw, &headers).await?;
-    let pool = pools::find(&gw.ctx.db, owner.kind, owner.owner_id)
-        .await
-        .map_err(|e| ApiError::AccountingUnavailable(format!("the database is unavailable: {e}")))?
-        .ok_or_else(|| ApiError::PoolBlocked("this key's owner has no coin pool yet".into()))?;
-    let st = pools::current(&gw.ctx.db, &pool, now_ms())
+    let pool = pool_of(&owner)?;
+    let st = pools::current(&gw.ctx.db, pool, now_ms())
         .await
         .map_err(|e| {
             ApiError::AccountingUnavailable(format!("the database is unavailable: {e}"))

@@ -5,14 +5,14 @@ use super::accountant::{Admission, CallInfo, Outcome, Ticket};
 use super::error::{invalid_json, ApiError};
 use super::estimate::{input_typical, input_upper_bound, output_limit};
 use super::providers::{dummy, openai, Chunk, ChunkStream, Kind, ProviderError, Reply, Usage};
-use super::{auth, consent_url, Gateway, RequestId};
+use super::{auth, consent_url, pool_of, Gateway, RequestId};
 use app::domain::config::{Config, ModelSpec, OwnerSettings, Provider, SettingsSource};
 use app::domain::money::format_coins;
 use app::domain::policy::{Rule, Verdict};
 use app::domain::pricing::Price;
+use app::ssr::consents;
 use app::ssr::keys::KeyOwner;
 use app::ssr::owners::OwnerKind;
-use app::ssr::{consents, pools};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -109,16 +109,7 @@ pub async fn call(
         ))
     })?;
 
-    let pool = pools::find(&gw.ctx.db, owner.kind, owner.owner_id)
-        .await
-        .map_err(db_down)?
-        .ok_or_else(|| {
-            ApiError::PoolBlocked(format!(
-                "{} `{}` has no coin pool yet; ask an admin to check the config",
-                owner.kind.as_str(),
-                owner.name
-            ))
-        })?;
+    let pool = pool_of(&owner)?.clone();
 
     let call = CallInfo {
         request_id: id.0.clone(),
