@@ -653,6 +653,14 @@ async fn models_balance_completions_and_embeddings() {
         );
         let row = e.wait_ledger_row(&rid.unwrap()).await;
         assert_eq!((row.tokens_in, row.tokens_out), (11, 7));
+        let used = keys::list(&e.db, Some((OwnerKind::Client, e.ids["app"])))
+            .await
+            .unwrap()[0]
+            .last_used_at;
+        assert!(
+            used.is_some_and(|t| t >= row.created_at - 60_000),
+            "{backend:?}: the key's last use is recorded with the call: {used:?}"
+        );
 
         // An upstream that reports no usage is still charged for what it produced.
         let (status, _, rid) = e.chat("app", "quiet").await;

@@ -161,7 +161,7 @@ pub struct KeyOwner {
     pub name: String,
     /// The owner's coin pool, read in the same statement as the key.
     pub pool: Option<pool::Model>,
-    /// `last_used_at` is older than its granularity: call [`touch`].
+    /// `last_used_at` is older than its granularity and should be recorded again.
     pub touch_due: bool,
 }
 
@@ -239,17 +239,6 @@ pub async fn authenticate<C: ConnectionTrait>(
         pool,
         touch_due: last_used_at.is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS),
     })
-}
-
-/// Records that a key was used (at most once a minute per key; see
-/// [`KeyOwner::touch_due`]).
-pub async fn touch<C: ConnectionTrait>(c: &C, key_id: i64, now: i64) -> Result<(), DbErr> {
-    api_key::Entity::update_many()
-        .col_expr(api_key::Column::LastUsedAt, Expr::value(Some(now)))
-        .filter(api_key::Column::Id.eq(key_id))
-        .exec(c)
-        .await
-        .map(|_| ())
 }
 
 /// Parses `30d`, `12h`, `45m` or `90s` into milliseconds.

@@ -18,7 +18,7 @@
 //! that a stalled holder writes later for a lease that was swept carry no
 //! coins, because the sweep already charged them.
 
-use super::entities::{lease, ledger, pool};
+use super::entities::{api_key, lease, ledger, pool};
 use super::pools;
 use crate::domain::lease::{grant, Grant};
 use crate::domain::pool::refilled;
@@ -102,11 +102,17 @@ pub struct Batch {
     pub returns: Vec<Return>,
     /// Renew every lease of this holder.
     pub renew: bool,
+    /// API keys to mark as used now.
+    pub touched: Vec<i64>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.top_ups.is_empty() && self.charges.is_empty() && self.returns.is_empty() && !self.renew
+        self.top_ups.is_empty()
+            && self.charges.is_empty()
+            && self.returns.is_empty()
+            && self.touched.is_empty()
+            && !self.renew
     }
 }
 
@@ -198,10 +204,18 @@ pub async fn apply_batch<C: ConnectionTrait>(
             _ => ledger_row(ch, ch.coins, ch.outcome.clone(), now),
         })
         .collect();
-    if !rows.is_empty() {
-        ledger::Entity::insert_many(rows)
+    // Each connection caches every distinct statement it prepares, and a
+    // multi-row INSERT's text depends on its row count. So rows go in
+    // power-of-two groups of at most 256: a handful of distinct statements in
+    // all, whatever the batch sizes (and well under SQLite's parameter limit).
+    let mut rows = rows.into_iter().peekable();
+    let mut left = batch.charges.len();
+    while rows.peek().is_some() {
+        let group = 1usize << left.min(256).ilog2();
+        ledger::Entity::insert_many(rows.by_ref().take(group))
             .exec_without_returning(c)
             .await?;
+        left -= group;
     }
 
     // 3. Pools, in id order: credits from returns, then top-ups.
@@ -323,16 +337,23 @@ pub async fn apply_batch<C: ConnectionTrait>(
     }
 
     // 5. Close leases the holder is done with, once they hold nothing.
-    let closing: Vec<i64> = batch
+    let closing: BTreeSet<i64> = batch
         .returns
         .iter()
         .filter(|r| r.close && alive.contains_key(&r.lease_id))
         .map(|r| r.lease_id)
         .collect();
-    if !closing.is_empty() {
+    for id in closing {
         lease::Entity::delete_many()
-            .filter(lease::Column::Id.is_in(closing))
+            .filter(lease::Column::Id.eq(id))
             .filter(lease::Column::AmountMicro.eq(0))
+            .exec(c)
+            .await?;
+    }
+    for &id in &batch.touched {
+        api_key::Entity::update_many()
+            .col_expr(api_key::Column::LastUsedAt, Expr::value(Some(now)))
+            .filter(api_key::Column::Id.eq(id))
             .exec(c)
             .await?;
     }

@@ -175,6 +175,7 @@ impl Budget {
 struct Pending {
     charges: Vec<Charge>,
     returns: Vec<Return>,
+    touched: std::collections::BTreeSet<i64>,
 }
 
 enum Job {
@@ -503,6 +504,14 @@ impl Accountant {
         self.inner.wake.notify_one();
     }
 
+    /// Records that an API key was used, with the next batch. Best effort:
+    /// a batch that fails drops these rather than keeping the gate closed.
+    pub fn touch(&self, key_id: i64) {
+        if locked(&self.inner.pending).touched.insert(key_id) {
+            self.inner.wake.notify_one();
+        }
+    }
+
     /// Gives every idle lease back and waits (up to `limit`) until everything
     /// queued is committed. For a clean shutdown; a crash is covered anyway.
     pub async fn close(&self, limit: Duration) {
@@ -571,11 +580,12 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
             inner.return_idle();
         }
         let renew = last_renew.elapsed() >= RENEW_EVERY;
-        let (charges, returns) = {
+        let (charges, returns, touched) = {
             let mut p = locked(&inner.pending);
             (
                 std::mem::take(&mut p.charges),
                 std::mem::take(&mut p.returns),
+                std::mem::take(&mut p.touched),
             )
         };
         let writes = !charges.is_empty() || !returns.is_empty();
@@ -584,6 +594,7 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
             charges,
             returns,
             renew,
+            touched: touched.into_iter().collect(),
         };
         for j in &jobs {
             if let Job::TopUp(t, _) = j {

@@ -103,14 +103,7 @@ pub(crate) async fn auth(gw: &Gateway, headers: &HeaderMap) -> Result<KeyOwner, 
             e => ApiError::InvalidApiKey(e.to_string()),
         })?;
     if owner.touch_due {
-        // Best effort and off the request path: a failure here must not fail the call.
-        let db = gw.ctx.db.clone();
-        let key_id = owner.key_id;
-        tokio::spawn(async move {
-            if let Err(e) = app::ssr::keys::touch(&db, key_id, now).await {
-                tracing::debug!("cannot record when key {key_id} was last used: {e}");
-            }
-        });
+        gw.accountant.touch(owner.key_id);
     }
     Ok(owner)
 }
