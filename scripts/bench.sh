@@ -62,6 +62,7 @@ count_rows() { python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]
 sleep 1 # ledger rows are committed just behind the responses
 rows_before=$(count_rows)
 max=$(load "http://$tg_addr/v1/chat/completions" -c "$conns")
+rows_at_end=$(count_rows) # committed by the time the load stopped
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$tg_pid/status")
 sleep 3 # the last rows, and idle leases going back to the pool
 rows_after=$(count_rows)
@@ -91,7 +92,7 @@ render=$(printf '%s\n' "${render_ms[@]}" | sort -n | sed -n 4p)
 wasm_raw=$(stat -c %s target/site/pkg/tollgate.wasm 2>/dev/null || echo 0)
 wasm_gz=$(gzip -9 -c target/site/pkg/tollgate.wasm 2>/dev/null | wc -c)
 
-python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" "$books" <<'PY'
+python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" "$books" "$rows_at_end" <<'PY'
 import json, sys
 direct, through, peak = (json.loads(a) for a in sys.argv[1:4])
 rows_before, rows_after, rss_kb, secs, rate, conns = map(int, sys.argv[4:10])
@@ -112,6 +113,7 @@ print("|---|---|")
 print(f"| requests/s through Tollgate | {peak['summary']['requestsPerSec']:.0f} |")
 print(f"| 200 responses | {served} (of {sum(peak['statusCodeDistribution'].values())}) |")
 print(f"| ledger rows written in that phase | {rows_after - rows_before} |")
+print(f"| ledger rows committed when the load stopped | {int(sys.argv[15]) - rows_before} |")
 print(f"| every served call in the ledger | {'yes' if rows_after - rows_before >= served else 'NO'} |")
 print(f"| pool + leases + ledger = starting balance | {sys.argv[14]} |")
 print(f"| peak RSS of tollgate | {rss_kb / 1024:.1f} MB |")
