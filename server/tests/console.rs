@@ -314,7 +314,7 @@ async fn every_server_function_checks_the_callers_role() {
 #[tokio::test]
 async fn sessions_origin_checks_and_throttling() {
     for backend in BACKENDS {
-        let (_tdb, c, token) = start(backend).await;
+        let (tdb, c, token) = start(backend).await;
         let (_, _, cookies) = c
             .call(
                 None,
@@ -391,7 +391,19 @@ async fn sessions_origin_checks_and_throttling() {
             401
         );
 
-        // Repeated failures throttle sign-in, even with the right password.
+        // Repeated failures throttle sign-in, even with the right password;
+        // failures older than the window are forgotten.
+        use app::ssr::entities::login_failure;
+        use sea_orm::{ActiveValue::Set, EntityTrait};
+        let db = tdb.connect().await;
+        login_failure::Entity::insert(login_failure::ActiveModel {
+            username: Set("someone-else".into()),
+            at: Set(app::ssr::now_ms() - 24 * 3_600_000),
+            ..Default::default()
+        })
+        .exec_without_returning(&db)
+        .await
+        .unwrap();
         for _ in 0..5 {
             assert_eq!(
                 c.call(None, "login", &[("username", "ada"), ("password", "wrong")])
@@ -408,6 +420,11 @@ async fn sessions_origin_checks_and_throttling() {
             )
             .await;
         assert_eq!(status, 429, "{backend:?}: {body}");
+        let left = login_failure::Entity::find().all(&db).await.unwrap();
+        assert!(
+            !left.iter().any(|f| f.username == "someone-else"),
+            "{backend:?}: old failures pruned: {left:?}"
+        );
 
         // Pages render for signed-out visitors with a message, never a blank page.
         for path in ["/clients", "/users", "/config", "/me", "/clients/nobody"] {

@@ -163,12 +163,105 @@ impl fmt::Display for Warning {
 pub struct RawConfig {
     #[serde(default)]
     pub server: Option<ServerSettings>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_entries")]
     pub models: Option<BTreeMap<EntryName, RawModel>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_entries")]
     pub clients: Option<BTreeMap<EntryName, Option<RawEntry>>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique_entries")]
     pub users: Option<BTreeMap<EntryName, Option<RawEntry>>>,
+}
+
+/// Reads a mapping of entries, refusing a name that appears twice. A plain
+/// map would keep the later entry silently, hiding a client, user or model
+/// configured twice.
+fn unique_entries<'de, D, T>(d: D) -> Result<Option<BTreeMap<EntryName, T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Entries<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Entries<T> {
+        type Value = Option<BTreeMap<EntryName, T>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a mapping of names to entries")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some(name) = m.next_key::<EntryName>()? {
+                if out.contains_key(&name) {
+                    // Refused while reading the second entry, so the error
+                    // carries its position and path.
+                    m.next_value_seed(Duplicate(&name.0))?;
+                }
+                let value = m.next_value()?;
+                out.insert(name, value);
+            }
+            Ok(Some(out))
+        }
+    }
+    d.deserialize_option(Entries(std::marker::PhantomData))
+}
+
+/// Rejects whatever value follows a name that was already given.
+struct Duplicate<'a>(&'a str);
+
+impl Duplicate<'_> {
+    fn refuse<E: de::Error>(&self) -> E {
+        E::custom(format!(
+            "`{}` appears twice; keep one entry (the second would silently replace the first)",
+            self.0
+        ))
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for Duplicate<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Duplicate<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "no second entry named `{}`", self.0)
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Err(self.refuse())
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Err(self.refuse())
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Err(self.refuse())
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(self.refuse())
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Err(self.refuse())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Err(self.refuse())
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        Err(self.refuse())
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(self.refuse())
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(self.refuse())
+    }
 }
 
 /// A key under `models`, `clients` or `users`.

@@ -327,6 +327,15 @@ users:
         let e = err("clients:\n  \"bad name\": {}\n");
         assert!(e.message.contains("bad name"), "{e}");
         assert!(err("   \n").message.contains("empty"));
+
+        // A name given twice is refused, not silently replaced.
+        let e = err("clients:\n  default:\n    max: 1\n  bot:\n    max: 2\n  bot:\n    max: 3\n");
+        assert!(e.message.contains("`bot` appears twice"), "{e}");
+        assert_eq!(e.path, "clients.bot", "{e}");
+        assert!(e.line.is_some_and(|l| l >= 6), "{e}");
+        let e = err("clients:\n  default:\n    max: 1\n    max: 2\n");
+        assert!(e.message.contains("duplicate field `max`"), "{e}");
+        assert!(ok("clients:\n").config.clients.named.is_empty());
     }
 
     #[test]

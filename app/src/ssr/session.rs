@@ -150,10 +150,17 @@ pub async fn throttled<C: ConnectionTrait>(c: &C, username: &str) -> Result<bool
     Ok(n >= MAX_FAILURES)
 }
 
+/// Records a failed sign-in, and forgets failures older than the window (for
+/// every name, so guessing at many names cannot grow the table without end).
 pub async fn record_failure<C: ConnectionTrait>(c: &C, username: &str) -> Result<(), DbErr> {
+    let now = now_ms();
+    login_failure::Entity::delete_many()
+        .filter(login_failure::Column::At.lte(now - FAILURE_WINDOW_MS))
+        .exec(c)
+        .await?;
     login_failure::Entity::insert(login_failure::ActiveModel {
         username: Set(username.to_string()),
-        at: Set(now_ms()),
+        at: Set(now),
         ..Default::default()
     })
     .exec_without_returning(c)
