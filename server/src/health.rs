@@ -1,22 +1,31 @@
-//! `GET /healthz`: database reachability and config reload state.
+//! `GET /healthz`: database reachability, whether calls are being admitted
+//! (the accounting gate), and config reload state.
 
+use crate::gateway::Gateway;
 use app::domain::time::rfc3339;
-use app::ssr::{db, AppContext};
+use app::ssr::db;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-pub async fn healthz(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>) {
+pub async fn healthz(State(gw): State<Gateway>) -> (StatusCode, Json<Value>) {
+    let ctx = &gw.ctx;
     let db_ok = matches!(
         tokio::time::timeout(Duration::from_secs(3), db::ping(&ctx.db)).await,
         Ok(Ok(()))
     );
+    let open = gw.accountant.is_open();
+    let ok = db_ok && open;
     let r = ctx.reload.load();
     let body = json!({
-        "status": if db_ok { "ok" } else { "unavailable" },
+        "status": if ok { "ok" } else { "unavailable" },
         "database": if db_ok { "ok" } else { "unreachable" },
+        "accounting": {
+            "admitting_calls": open,
+            "unwritten_ledger_rows": gw.accountant.unwritten_rows(),
+        },
         "config": {
             "generation": r.generation,
             "applied_at": rfc3339(r.applied_at),
@@ -24,7 +33,7 @@ pub async fn healthz(State(ctx): State<AppContext>) -> (StatusCode, Json<Value>)
             "last_error": r.last_error,
         }
     });
-    let status = if db_ok {
+    let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

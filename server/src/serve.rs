@@ -39,7 +39,6 @@ pub fn router(ctx: AppContext, gw: Gateway) -> Router {
     let routes = generate_route_list(App);
     let opts = ctx.leptos_options.clone();
     let ui = Router::new()
-        .route("/healthz", get(health::healthz))
         .leptos_routes_with_context(
             &ctx,
             routes,
@@ -60,7 +59,11 @@ pub fn router(ctx: AppContext, gw: Gateway) -> Router {
             shell,
         ))
         .with_state(ctx);
+    let health = Router::new()
+        .route("/healthz", get(health::healthz))
+        .with_state(gw.clone());
     gateway::router(gw)
+        .merge(health)
         .merge(ui)
         .layer(axum::middleware::from_fn_with_state(
             origin_policy,

@@ -365,6 +365,13 @@ async fn every_error_in_the_table_is_produced() {
             assert_eq!(status, 503, "closed for every pool");
         }
         assert_eq!(e.up.calls(), calls, "nothing goes upstream while closed");
+        let (status, h) = e.server.health().await;
+        assert_eq!(status, 503, "{h}");
+        assert_eq!(h["accounting"]["admitting_calls"], false, "{h}");
+        assert!(
+            h["accounting"]["unwritten_ledger_rows"].as_u64().unwrap() >= served.len() as u64,
+            "{h}"
+        );
         e.db.execute_unprepared("DROP TRIGGER no_ledger").await.ok();
         e.db.execute_unprepared("DROP TRIGGER no_ledger ON ledger")
             .await
@@ -377,6 +384,12 @@ async fn every_error_in_the_table_is_produced() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let (status, h) = e.server.health().await;
+        assert_eq!(
+            (status, &h["accounting"]["admitting_calls"]),
+            (200, &json!(true)),
+            "{h}"
+        );
         for rid in &served {
             let row = e.wait_ledger_row(rid).await;
             assert!(

@@ -504,6 +504,17 @@ impl Accountant {
         self.inner.wake.notify_one();
     }
 
+    /// Whether calls are being admitted: false from a failed batch of ledger
+    /// rows until one commits.
+    pub fn is_open(&self) -> bool {
+        self.inner.healthy.load(Ordering::Acquire)
+    }
+
+    /// Ledger rows queued and not committed yet.
+    pub fn unwritten_rows(&self) -> usize {
+        locked(&self.inner.pending).charges.len()
+    }
+
     /// Records that an API key was used, with the next batch. Best effort:
     /// a batch that fails drops these rather than keeping the gate closed.
     pub fn touch(&self, key_id: i64) {
