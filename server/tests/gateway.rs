@@ -593,6 +593,28 @@ async fn a_client_that_disconnects_mid_stream_pays_for_what_was_generated() {
             e.up.rec.streamed.load(std::sync::atomic::Ordering::SeqCst) < 200,
             "the upstream stream was abandoned"
         );
+
+        // A caller that gives up before a non-streamed reply arrives: the
+        // upstream may still produce everything, so the reservation is charged.
+        let before = e.balance("app").await;
+        let rid = format!("gone-{backend:?}");
+        let sent = e
+            .http
+            .post(format!("{}/v1/chat/completions", e.server.url))
+            .bearer_auth(&e.keys["app"])
+            .header("x-request-id", &rid)
+            .timeout(Duration::from_millis(300))
+            .json(&chat_body("hanging"))
+            .send()
+            .await;
+        assert!(sent.is_err(), "the caller timed out");
+        let row = e.wait_ledger_row(&rid).await;
+        assert!(row.outcome.starts_with("abandoned"), "{backend:?}: {row:?}");
+        assert!(
+            row.coins_micro > 4 * MICRO,
+            "the whole reservation: {row:?}"
+        );
+        assert_eq!(e.balance("app").await, before - row.coins_micro);
     }
 }
 
