@@ -66,6 +66,21 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
     Ok(txn)
 }
 
+/// A hand-written statement with one parameter, written `{p}` in `sql`, in
+/// the backend's placeholder syntax (`$1` on PostgreSQL, `?` on SQLite).
+pub fn statement_with_one_param(
+    backend: DbBackend,
+    sql: &str,
+    value: sea_orm::Value,
+) -> sea_orm::Statement {
+    let placeholder = if backend == DbBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
+    sea_orm::Statement::from_sql_and_values(backend, sql.replace("{p}", placeholder), [value])
+}
+
 /// A cheap round trip, for health checks.
 pub async fn ping(db: &DatabaseConnection) -> Result<(), DbErr> {
     db.execute_unprepared("SELECT 1").await.map(|_| ())

@@ -7,8 +7,8 @@ use super::sha256_hex;
 use crate::domain::keys::{check_format, display_prefix, encode, KeyFormatError};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, Statement,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
+    QueryFilter, QueryOrder,
 };
 
 /// `last_used_at` is refreshed at most this often, to keep reads cheap.
@@ -174,25 +174,21 @@ pub async fn authenticate<C: ConnectionTrait>(
     now: i64,
 ) -> Result<KeyOwner, AuthError> {
     check_format(presented).map_err(AuthError::Malformed)?;
-    let backend = c.get_database_backend();
-    let ph = if backend == DbBackend::Postgres {
-        "$1"
-    } else {
-        "?"
-    };
-    let sql = format!(
-        "SELECT k.id, k.owner_kind, k.owner_id, k.revoked_at, k.expires_at, k.last_used_at, \
+    let sql = "SELECT k.id, k.owner_kind, k.owner_id, k.revoked_at, k.expires_at, k.last_used_at, \
          COALESCE(c.name, CASE WHEN u.active THEN u.username END), \
          p.id, p.max_micro, p.unlimited, p.refresh_micro, p.balance_micro, p.refilled_at, p.updated_at \
          FROM api_keys k \
          LEFT JOIN clients c ON k.owner_kind = 'client' AND c.id = k.owner_id \
          LEFT JOIN users u ON k.owner_kind = 'user' AND u.id = k.owner_id \
          LEFT JOIN pools p ON p.owner_kind = k.owner_kind AND p.owner_id = k.owner_id \
-         WHERE k.secret_hash = {ph}"
-    );
+         WHERE k.secret_hash = {p}";
     let hash = sha256_hex(presented.as_bytes());
     let row = c
-        .query_one(Statement::from_sql_and_values(backend, sql, [hash.into()]))
+        .query_one(super::db::statement_with_one_param(
+            c.get_database_backend(),
+            sql,
+            hash.into(),
+        ))
         .await
         .map_err(|_| AuthError::Unavailable)?
         .ok_or(AuthError::Unknown)?;

@@ -7,10 +7,7 @@ use super::owners::OwnerKind;
 use crate::domain::config::{PoolLimit, PoolSettings};
 use crate::domain::pool::{initial_balance, refill_due, refilled, PoolState};
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
-    Statement,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 pub fn state(m: &pool::Model) -> PoolState {
     PoolState {
@@ -45,20 +42,16 @@ pub async fn current<C: ConnectionTrait>(
     m: &pool::Model,
     now: i64,
 ) -> Result<PoolState, DbErr> {
-    let backend = c.get_database_backend();
-    let ph = if backend == DbBackend::Postgres {
-        "$1"
-    } else {
-        "?"
-    };
-    let sql = format!(
-        "SELECT p.balance_micro, p.refilled_at, p.max_micro, p.unlimited, p.refresh_micro, \
+    let sql = "SELECT p.balance_micro, p.refilled_at, p.max_micro, p.unlimited, p.refresh_micro, \
          CAST(COALESCE((SELECT SUM(l.amount_micro) FROM leases l \
          WHERE l.pool_id = p.id AND l.unlimited = p.unlimited), 0) AS BIGINT) AS leased \
-         FROM pools p WHERE p.id = {ph}"
-    );
+         FROM pools p WHERE p.id = {p}";
     let row = c
-        .query_one(Statement::from_sql_and_values(backend, sql, [m.id.into()]))
+        .query_one(super::db::statement_with_one_param(
+            c.get_database_backend(),
+            sql,
+            m.id.into(),
+        ))
         .await?
         .ok_or_else(|| DbErr::RecordNotFound(format!("pool {}", m.id)))?;
     let fresh = pool::Model {
