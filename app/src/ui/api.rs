@@ -31,6 +31,34 @@ fn parse_days(expires_days: &str) -> Result<Option<i64>, ServerFnError> {
     Ok(Some(crate::ssr::now_ms() + days * 86_400_000))
 }
 
+/// Creates a key for an owner the caller may issue keys for (checked by the
+/// caller) and returns the secret, which is shown this once.
+#[cfg(feature = "ssr")]
+async fn issue_key(
+    ctx: &crate::ssr::AppContext,
+    (kind, owner_id): (OwnerKind, i64),
+    label: &str,
+    expires_days: &str,
+    by: i64,
+) -> Result<NewKeyShown, ServerFnError> {
+    let expires = parse_days(expires_days)?;
+    let k = crate::ssr::keys::create(
+        &ctx.db,
+        kind,
+        owner_id,
+        label,
+        expires,
+        Some(by),
+        crate::ssr::now_ms(),
+    )
+    .await
+    .map_err(internal)?;
+    Ok(NewKeyShown {
+        secret: k.secret,
+        prefix: k.record.prefix,
+    })
+}
+
 #[server(prefix = "/api", endpoint = "current_user")]
 pub async fn current_user() -> Result<Option<Me>, ServerFnError> {
     let (_, u) = optional_user().await?;
@@ -223,22 +251,7 @@ pub async fn create_client_key(
     expires_days: String,
 ) -> Result<NewKeyShown, ServerFnError> {
     let (ctx, u, c) = managed_client(&client).await?;
-    let expires = parse_days(&expires_days)?;
-    let k = crate::ssr::keys::create(
-        &ctx.db,
-        OwnerKind::Client,
-        c.id,
-        &label,
-        expires,
-        Some(u.id),
-        crate::ssr::now_ms(),
-    )
-    .await
-    .map_err(internal)?;
-    Ok(NewKeyShown {
-        secret: k.secret,
-        prefix: k.record.prefix,
-    })
+    issue_key(&ctx, (OwnerKind::Client, c.id), &label, &expires_days, u.id).await
 }
 
 #[server(prefix = "/api", endpoint = "create_my_key")]
@@ -247,22 +260,7 @@ pub async fn create_my_key(
     expires_days: String,
 ) -> Result<NewKeyShown, ServerFnError> {
     let (ctx, u) = signed_in().await?;
-    let expires = parse_days(&expires_days)?;
-    let k = crate::ssr::keys::create(
-        &ctx.db,
-        OwnerKind::User,
-        u.id,
-        &label,
-        expires,
-        Some(u.id),
-        crate::ssr::now_ms(),
-    )
-    .await
-    .map_err(internal)?;
-    Ok(NewKeyShown {
-        secret: k.secret,
-        prefix: k.record.prefix,
-    })
+    issue_key(&ctx, (OwnerKind::User, u.id), &label, &expires_days, u.id).await
 }
 
 #[server(prefix = "/api", endpoint = "revoke_key")]
