@@ -796,6 +796,46 @@ async fn a_crashed_instance_s_lease_is_charged_once_and_nothing_is_lost() {
 }
 
 #[tokio::test]
+async fn a_clean_shutdown_gives_leases_back_and_writes_every_row() {
+    use app::ssr::entities::lease;
+    for backend in BACKENDS {
+        let mut e = setup(backend).await;
+        let start = e.balance("app").await;
+        let mut ids = Vec::new();
+        for _ in 0..5 {
+            let (status, _, rid) = e.chat("app", "gpt-mock").await;
+            assert_eq!(status, 200);
+            ids.push(rid.unwrap());
+        }
+        assert!(!lease::Entity::find().all(&e.db).await.unwrap().is_empty());
+        let status = e.server.terminate();
+        assert!(status.success(), "{status}: {}", e.server.log());
+        assert!(
+            lease::Entity::find().all(&e.db).await.unwrap().is_empty(),
+            "{backend:?}: every lease went back to its pool"
+        );
+        let mut spent = 0;
+        for rid in &ids {
+            spent += e
+                .ledger_row(rid)
+                .await
+                .expect("written before exit")
+                .coins_micro;
+        }
+        assert!(spent > 0);
+        let pool = pools::find(&e.db, OwnerKind::Client, e.ids["app"])
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            pool.balance_micro,
+            start - spent,
+            "{backend:?}: the pool itself holds everything not spent"
+        );
+    }
+}
+
+#[tokio::test]
 async fn keys_from_the_command_line() {
     for backend in BACKENDS {
         let e = setup(backend).await;

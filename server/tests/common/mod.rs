@@ -212,6 +212,26 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// Asks the process to stop with SIGTERM, as a service manager would,
+    /// and waits (up to 20 s) for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success(), "kill -TERM {pid}");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the server did not stop: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the process with SIGKILL, as a crash would: nothing is cleaned up.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
