@@ -99,13 +99,10 @@ async fn reload(ctx: &AppContext, path: &Path, last_seen: &mut Option<String>) -
     let file = ctx.config_path.display().to_string();
     let parsed = match String::from_utf8(bytes) {
         Ok(text) => config_file::parse(&file, &text),
-        Err(_) => Err(config_file::ConfigError {
-            file: file.clone(),
-            line: None,
-            column: None,
-            path: String::new(),
-            message: "the file is not UTF-8 text".into(),
-        }),
+        Err(_) => Err(config_file::ConfigError::whole_file(
+            &file,
+            "the file is not UTF-8 text".into(),
+        )),
     };
     let _guard = ctx.apply_lock.lock().await;
     match parsed {

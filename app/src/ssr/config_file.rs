@@ -14,10 +14,35 @@ pub struct ConfigError {
     /// Dotted field path, empty for the whole document.
     pub path: String,
     pub message: String,
+    /// Errors in other entries of the same file, found after this one.
+    pub also: Vec<ConfigError>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.fmt_one(f)?;
+        for e in &self.also {
+            writeln!(f)?;
+            e.fmt_one(f)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    /// An error about the file as a whole: no position, no field.
+    pub fn whole_file(file: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: file.to_string(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message,
+            also: Vec::new(),
+        }
+    }
+
+    fn fmt_one(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
         if let (Some(l), Some(c)) = (self.line, self.column) {
             write!(f, ":{l}:{c}")?;
@@ -28,6 +53,116 @@ impl fmt::Display for ConfigError {
             write!(f, ": {}: {}", self.path, self.message)
         }
     }
+}
+
+/// At most this many errors are reported for one file.
+const MAX_ERRORS: usize = 20;
+
+/// Parses and validates config text. `file` is used in error messages only.
+///
+/// Every entry of `models`, `clients` and `users` that has an error is
+/// reported, one error per entry: after an error inside an entry, that
+/// entry's lines are blanked (so later positions still match the file) and
+/// the text is read again. Other errors (syntax, top-level fields) stop at
+/// the first.
+pub fn parse(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
+    let mut current = std::borrow::Cow::Borrowed(text);
+    let mut first: Option<ConfigError> = None;
+    loop {
+        let e = match parse_once(file, &current) {
+            Ok(loaded) => match first {
+                None => return Ok(loaded),
+                Some(first) => return Err(first),
+            },
+            Err(e) => e,
+        };
+        let (next, e) = match blank_entry(&current, &e) {
+            Some((text, key_line, key_column)) => {
+                // serde reports some entry-wide errors (a missing field in a
+                // flow mapping) at the start of the section; point at the entry.
+                let inside = e
+                    .line
+                    .is_some_and(|l| l >= key_line && l < key_line + text.1);
+                let e = if inside {
+                    e
+                } else {
+                    ConfigError {
+                        line: Some(key_line),
+                        column: Some(key_column),
+                        ..e
+                    }
+                };
+                (Some(text.0), e)
+            }
+            None => (None, e),
+        };
+        match first.as_mut() {
+            None => first = Some(e),
+            Some(f) => f.also.push(e),
+        }
+        let reported = first.as_ref().map_or(0, |f| 1 + f.also.len());
+        match next {
+            Some(t) if reported < MAX_ERRORS => current = std::borrow::Cow::Owned(t),
+            _ => {
+                return Err(first.unwrap_or_else(|| ConfigError::whole_file(file, "invalid".into())))
+            }
+        }
+    }
+}
+
+/// The text with the block-style entry that `e` points into replaced by
+/// empty lines, and how many lines that entry has, with the line and column
+/// of its key; `None` if `e` is not inside such an entry.
+fn blank_entry(text: &str, e: &ConfigError) -> Option<((String, usize), usize, usize)> {
+    let (section, rest) = e.path.split_once('.')?;
+    if !matches!(section, "models" | "clients" | "users") {
+        return None;
+    }
+    let lines: Vec<&str> = text.split('\n').collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let content = |l: &str| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    let head = lines.iter().position(|l| {
+        indent(l) == 0 && l.split(" #").next().unwrap_or(l).trim_end() == format!("{section}:")
+    })?;
+    let end = (head + 1..lines.len())
+        .find(|&i| content(lines[i]) && indent(lines[i]) == 0)
+        .unwrap_or(lines.len());
+    let entry_indent = (head + 1..end)
+        .find(|&i| content(lines[i]))
+        .map(|i| indent(lines[i]))?;
+    // Entry keys at the entry indentation, with where each one ends.
+    let mut entries: Vec<(String, usize, usize)> = Vec::new();
+    for i in head + 1..end {
+        let l = lines[i];
+        if !content(l) || indent(l) > entry_indent {
+            continue;
+        }
+        let key = l
+            .trim()
+            .split(':')
+            .next()?
+            .trim()
+            .trim_matches(|c| c == '"' || c == '\'');
+        let stop = (i + 1..end)
+            .find(|&j| content(lines[j]) && indent(lines[j]) <= entry_indent)
+            .unwrap_or(end);
+        entries.push((key.to_string(), i, stop));
+    }
+    let named = |k: &str| rest == k || rest.starts_with(&format!("{k}."));
+    let at_error = |from: usize, to: usize| e.line.is_some_and(|l| (from + 1..=to).contains(&l));
+    let (_, from, to) = entries
+        .iter()
+        .filter(|(k, _, _)| named(k))
+        .max_by_key(|(k, from, to)| (at_error(*from, *to), k.len()))?
+        .clone();
+    let mut out: Vec<&str> = lines.clone();
+    for line in out.iter_mut().take(to).skip(from) {
+        *line = "";
+    }
+    Some(((out.join("\n"), to - from), from + 1, entry_indent + 1))
 }
 
 impl std::error::Error for ConfigError {}
@@ -49,14 +184,14 @@ fn clean_message(raw: &str, path: &str) -> String {
     msg
 }
 
-/// Parses and validates config text. `file` is used in error messages only.
-pub fn parse(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
+fn parse_once(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
     let err = |line, column, path: String, message: String| ConfigError {
         file: file.to_string(),
         line,
         column,
         path,
         message,
+        also: Vec::new(),
     };
     if text.trim().is_empty() {
         return Err(err(
@@ -89,13 +224,8 @@ pub fn parse(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
 /// Reads and parses a config file.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-        file: file.clone(),
-        line: None,
-        column: None,
-        path: String::new(),
-        message: format!("cannot read the config file: {e}"),
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::whole_file(&file, format!("cannot read the config file: {e}")))?;
     parse(&file, &text)
 }
 
@@ -336,6 +466,48 @@ users:
         let e = err("clients:\n  default:\n    max: 1\n    max: 2\n");
         assert!(e.message.contains("duplicate field `max`"), "{e}");
         assert!(ok("clients:\n").config.clients.named.is_empty());
+    }
+
+    #[test]
+    fn every_entry_with_an_error_is_reported() {
+        let text = "\
+models:
+  dummy: { provider: dummy, price: { input: 0, output: 0 } }
+  gpt: { provider: openai, price: { input: 1, output: 1 } }
+clients:
+  default:   # the defaults
+    max: 1
+  bot:
+    max: -1
+    model_access:
+      default: sometimes
+  ok-one:
+    max: 5
+
+  app.prod:
+    refresh: -3
+users:
+  default: { max: 1, nonsense: 2 }
+";
+        let e = err(text);
+        let all: Vec<(String, Option<usize>)> = std::iter::once(&e)
+            .chain(&e.also)
+            .map(|e| (e.path.clone(), e.line))
+            .collect();
+        assert_eq!(
+            all,
+            vec![
+                ("models.gpt".to_string(), Some(3)),
+                ("clients.bot.max".to_string(), Some(8)),
+                ("clients.app.prod.refresh".to_string(), Some(15)),
+                ("users.default.nonsense".to_string(), Some(17)),
+            ],
+            "{e}"
+        );
+        assert_eq!(e.to_string().lines().count(), 4, "{e}");
+        // An error outside the entries stops at the first.
+        let e = err("nonsense: 1\nclients:\n  x: {max: -1}\n");
+        assert!(e.message.contains("nonsense") && e.also.is_empty(), "{e}");
     }
 
     #[test]
