@@ -30,6 +30,24 @@ struct Console {
 }
 
 impl Console {
+    /// Creates the first admin, `ada`, through the one-time setup token and
+    /// returns the session cookie.
+    async fn first_admin(&self, token: &str) -> String {
+        let (status, body, cookies) = self
+            .call(
+                None,
+                "setup_admin",
+                &[
+                    ("token", token),
+                    ("username", "ada"),
+                    ("password", "admin password 1"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        session_cookie(&cookies)
+    }
+
     /// POSTs a server function the way a browser form would, from our origin.
     async fn call(
         &self,
@@ -107,19 +125,7 @@ async fn every_server_function_checks_the_callers_role() {
     for backend in BACKENDS {
         let (_tdb, c, token) = start(backend).await;
         // First admin through the one-time token; a second use is refused.
-        let (status, body, cookies) = c
-            .call(
-                None,
-                "setup_admin",
-                &[
-                    ("token", &token),
-                    ("username", "ada"),
-                    ("password", "admin password 1"),
-                ],
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        let admin = session_cookie(&cookies);
+        let admin = c.first_admin(&token).await;
         let (status, _, _) = c
             .call(
                 None,
@@ -315,18 +321,7 @@ async fn every_server_function_checks_the_callers_role() {
 async fn sessions_origin_checks_and_throttling() {
     for backend in BACKENDS {
         let (tdb, c, token) = start(backend).await;
-        let (_, _, cookies) = c
-            .call(
-                None,
-                "setup_admin",
-                &[
-                    ("token", &token),
-                    ("username", "ada"),
-                    ("password", "admin password 1"),
-                ],
-            )
-            .await;
-        let admin = session_cookie(&cookies);
+        let admin = c.first_admin(&token).await;
 
         // A foreign Origin is refused even with a valid session.
         let resp = c
