@@ -179,6 +179,14 @@ fn chat_body(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]})
 }
 
+/// Asserts an OpenAI-shaped error: status, stable code, and what the message says.
+fn assert_error(r: &(u16, Value, Option<String>), status: u16, code_: &str, says: &str) {
+    let (s, body, _) = r;
+    assert_eq!((*s, code(body)), (status, code_), "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains(says), "{body}");
+}
+
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("<none>")
 }
@@ -233,34 +241,25 @@ async fn every_error_in_the_table_is_produced() {
         let (status, body, _) = e.chat("app", "no-such-model").await;
         assert_eq!((status, code(&body)), (404, "model_not_found"), "{body}");
 
-        let (status, body, _) = e.chat("app", "secret-model").await;
-        assert_eq!((status, code(&body)), (403, "model_not_allowed"), "{body}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("blacklist"),
-            "{body}"
+        assert_error(
+            &e.chat("app", "secret-model").await,
+            403,
+            "model_not_allowed",
+            "blacklist",
         );
-        let (status, body, _) = e.chat("racer", "dummy").await;
-        assert_eq!((status, code(&body)), (403, "model_not_allowed"), "{body}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("model_access.default is blacklist"),
-            "{body}"
+        assert_error(
+            &e.chat("racer", "dummy").await,
+            403,
+            "model_not_allowed",
+            "model_access.default is blacklist",
         );
 
         // Graylist: refused until consent is recorded, allowed after, refused again once revoked.
-        let (status, body, _) = e.chat("app", "gray-model").await;
-        assert_eq!((status, code(&body)), (403, "consent_required"), "{body}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("{}/clients/app", e.server.url)),
-            "{body}"
+        assert_error(
+            &e.chat("app", "gray-model").await,
+            403,
+            "consent_required",
+            &format!("{}/clients/app", e.server.url),
         );
         consents::record(
             &e.db,

@@ -15,7 +15,7 @@ pub struct ConfigError {
     pub path: String,
     pub message: String,
     /// Errors in other entries of the same file, found after this one.
-    pub also: Vec<ConfigError>,
+    pub also: Box<[ConfigError]>,
 }
 
 impl fmt::Display for ConfigError {
@@ -38,7 +38,7 @@ impl ConfigError {
             column: None,
             path: String::new(),
             message,
-            also: Vec::new(),
+            also: Box::default(),
         }
     }
 
@@ -67,47 +67,42 @@ const MAX_ERRORS: usize = 20;
 /// the first.
 pub fn parse(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
     let mut current = std::borrow::Cow::Borrowed(text);
-    let mut first: Option<ConfigError> = None;
+    let mut found: Vec<ConfigError> = Vec::new();
     loop {
         let e = match parse_once(file, &current) {
-            Ok(loaded) => match first {
-                None => return Ok(loaded),
-                Some(first) => return Err(first),
-            },
+            Ok(loaded) if found.is_empty() => return Ok(loaded),
+            Ok(_) => break,
             Err(e) => e,
         };
-        let (next, e) = match blank_entry(&current, &e) {
-            Some((text, key_line, key_column)) => {
-                // serde reports some entry-wide errors (a missing field in a
-                // flow mapping) at the start of the section; point at the entry.
-                let inside = e
-                    .line
-                    .is_some_and(|l| l >= key_line && l < key_line + text.1);
-                let e = if inside {
-                    e
-                } else {
-                    ConfigError {
-                        line: Some(key_line),
-                        column: Some(key_column),
-                        ..e
-                    }
-                };
-                (Some(text.0), e)
-            }
-            None => (None, e),
+        let Some(((blanked, lines), key_line, key_column)) = blank_entry(&current, &e) else {
+            found.push(e);
+            break;
         };
-        match first.as_mut() {
-            None => first = Some(e),
-            Some(f) => f.also.push(e),
-        }
-        let reported = first.as_ref().map_or(0, |f| 1 + f.also.len());
-        match next {
-            Some(t) if reported < MAX_ERRORS => current = std::borrow::Cow::Owned(t),
-            _ => {
-                return Err(first.unwrap_or_else(|| ConfigError::whole_file(file, "invalid".into())))
+        // serde reports some entry-wide errors (a missing field in a flow
+        // mapping) at the start of the section; point at the entry instead.
+        let inside = e
+            .line
+            .is_some_and(|l| l >= key_line && l < key_line + lines);
+        found.push(if inside {
+            e
+        } else {
+            ConfigError {
+                line: Some(key_line),
+                column: Some(key_column),
+                ..e
             }
+        });
+        if found.len() >= MAX_ERRORS {
+            break;
         }
+        current = std::borrow::Cow::Owned(blanked);
     }
+    let mut all = found.into_iter();
+    let mut first = all
+        .next()
+        .unwrap_or_else(|| ConfigError::whole_file(file, "the file is invalid".into()));
+    first.also = all.collect();
+    Err(first)
 }
 
 /// The text with the block-style entry that `e` points into replaced by
@@ -191,7 +186,7 @@ fn parse_once(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
         column,
         path,
         message,
-        also: Vec::new(),
+        also: Box::default(),
     };
     if text.trim().is_empty() {
         return Err(err(
