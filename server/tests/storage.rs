@@ -505,3 +505,51 @@ async fn lease_batches_keep_the_books_balanced() {
         );
     }
 }
+
+/// Upgrading a database from the first schema: reservations still open are
+/// charged at their reserved amount (the old orphan rule) before the table
+/// goes, so an upgrade loses no charge.
+#[tokio::test]
+async fn upgrading_charges_open_reservations_and_drops_the_table() {
+    use app::ssr::entities::ledger;
+    use migration::{Migrator, MigratorTrait};
+    use sea_orm::ConnectionTrait;
+    for backend in BACKENDS {
+        let tdb = TestDb::new(backend).await;
+        let db = tdb.connect().await;
+        Migrator::up(&db, Some(1)).await.unwrap();
+        db.execute_unprepared(
+            "INSERT INTO reservations (request_id, pool_id, key_id, model, amount_micro, created_at) \
+             VALUES ('req_open', 7, NULL, 'dummy', 2500000, 1000)",
+        )
+        .await
+        .unwrap();
+        Migrator::up(&db, None).await.unwrap();
+        let rows = ledger::Entity::find().all(&db).await.unwrap();
+        assert_eq!(rows.len(), 1, "{backend:?}");
+        assert_eq!(
+            (
+                rows[0].request_id.as_str(),
+                rows[0].pool_id,
+                rows[0].coins_micro
+            ),
+            ("req_open", 7, 2_500_000)
+        );
+        assert!(rows[0].outcome.starts_with("orphaned"));
+        assert!(
+            db.execute_unprepared("SELECT 1 FROM reservations")
+                .await
+                .is_err(),
+            "{backend:?}: the reservations table is gone"
+        );
+        // Ledger request ids may repeat now (a caller may reuse its x-request-id).
+        for _ in 0..2 {
+            db.execute_unprepared(
+                "INSERT INTO ledger (pool_id, key_id, model, tokens_in, tokens_out, coins_micro, created_at, request_id, outcome) \
+                 VALUES (7, NULL, 'dummy', 0, 0, 0, 1, 'same', 'ok')",
+            )
+            .await
+            .unwrap();
+        }
+    }
+}
