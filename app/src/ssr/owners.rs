@@ -1,6 +1,6 @@
 //! Clients and users as owners of pools, keys, policies and consents.
 
-use super::entities::{client, user};
+use super::entities::{client, client_manager, user};
 use super::sync::apply_owner;
 use crate::domain::config::Config;
 use crate::domain::names::validate_owner_name;
@@ -150,4 +150,44 @@ pub async fn admin_exists<C: ConnectionTrait>(c: &C) -> Result<bool, DbErr> {
         .one(c)
         .await?
         .is_some())
+}
+
+/// Makes a user a manager of a client; already being one is not an error.
+pub async fn add_manager<C: ConnectionTrait>(
+    c: &C,
+    client_id: i64,
+    user_id: i64,
+    now: i64,
+) -> Result<(), DbErr> {
+    client_manager::Entity::insert(client_manager::ActiveModel {
+        client_id: Set(client_id),
+        user_id: Set(user_id),
+        created_at: Set(now),
+        ..Default::default()
+    })
+    .on_conflict(
+        sea_orm::sea_query::OnConflict::columns([
+            client_manager::Column::ClientId,
+            client_manager::Column::UserId,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(c)
+    .await
+    .map(|_| ())
+}
+
+/// Stops a user managing a client; not being one is not an error.
+pub async fn remove_manager<C: ConnectionTrait>(
+    c: &C,
+    client_id: i64,
+    user_id: i64,
+) -> Result<(), DbErr> {
+    client_manager::Entity::delete_many()
+        .filter(client_manager::Column::ClientId.eq(client_id))
+        .filter(client_manager::Column::UserId.eq(user_id))
+        .exec(c)
+        .await
+        .map(|_| ())
 }

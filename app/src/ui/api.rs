@@ -345,15 +345,22 @@ async fn set_consent(
     Ok(())
 }
 
-#[server(prefix = "/api", endpoint = "add_manager")]
-pub async fn add_manager(client: String, username: String) -> Result<(), ServerFnError> {
-    use crate::ssr::entities::client_manager;
-    use sea_orm::{ActiveValue::Set, EntityTrait};
-    let (ctx, _) = admin().await?;
-    let c = crate::ssr::owners::client_by_name(&ctx.db, &client)
+/// The client named `name`, for admin-only functions (which may see every client).
+#[cfg(feature = "ssr")]
+async fn existing_client(
+    ctx: &crate::ssr::AppContext,
+    name: &str,
+) -> Result<crate::ssr::entities::client::Model, ServerFnError> {
+    crate::ssr::owners::client_by_name(&ctx.db, name)
         .await
         .map_err(internal)?
-        .ok_or_else(|| deny(StatusCode::NOT_FOUND, "No such client."))?;
+        .ok_or_else(|| deny(StatusCode::NOT_FOUND, "No such client."))
+}
+
+#[server(prefix = "/api", endpoint = "add_manager")]
+pub async fn add_manager(client: String, username: String) -> Result<(), ServerFnError> {
+    let (ctx, _) = admin().await?;
+    let c = existing_client(&ctx, &client).await?;
     let user = crate::ssr::owners::user_by_name(&ctx.db, username.trim())
         .await
         .map_err(internal)?
@@ -363,43 +370,20 @@ pub async fn add_manager(client: String, username: String) -> Result<(), ServerF
                 "No user with that name; create it on the Users page first.",
             )
         })?;
-    client_manager::Entity::insert(client_manager::ActiveModel {
-        client_id: Set(c.id),
-        user_id: Set(user.id),
-        created_at: Set(crate::ssr::now_ms()),
-        ..Default::default()
-    })
-    .on_conflict(
-        sea_orm::sea_query::OnConflict::columns([
-            client_manager::Column::ClientId,
-            client_manager::Column::UserId,
-        ])
-        .do_nothing()
-        .to_owned(),
-    )
-    .exec_without_returning(&ctx.db)
-    .await
-    .map_err(internal)?;
-    Ok(())
+    crate::ssr::owners::add_manager(&ctx.db, c.id, user.id, crate::ssr::now_ms())
+        .await
+        .map_err(internal)
 }
 
 #[server(prefix = "/api", endpoint = "remove_manager")]
 pub async fn remove_manager(client: String, username: String) -> Result<(), ServerFnError> {
-    use crate::ssr::entities::client_manager;
-    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
     let (ctx, _) = admin().await?;
-    let c = crate::ssr::owners::client_by_name(&ctx.db, &client)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| deny(StatusCode::NOT_FOUND, "No such client."))?;
+    let c = existing_client(&ctx, &client).await?;
     if let Some(user) = crate::ssr::owners::user_by_name(&ctx.db, &username)
         .await
         .map_err(internal)?
     {
-        client_manager::Entity::delete_many()
-            .filter(client_manager::Column::ClientId.eq(c.id))
-            .filter(client_manager::Column::UserId.eq(user.id))
-            .exec(&ctx.db)
+        crate::ssr::owners::remove_manager(&ctx.db, c.id, user.id)
             .await
             .map_err(internal)?;
     }

@@ -39,9 +39,9 @@ pub fn router(gw: Gateway) -> Router {
     Router::new()
         .route("/v1/models", get(models))
         .route("/v1/balance", get(balance))
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
-        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/chat/completions", metered(Kind::Chat))
+        .route("/v1/completions", metered(Kind::Completions))
+        .route("/v1/embeddings", metered(Kind::Embeddings))
         .route("/v1/{*rest}", axum::routing::any(not_found))
         .with_state(gw)
 }
@@ -171,35 +171,16 @@ async fn balance(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<V
 
 type JsonBody = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
 
-async fn chat(
-    State(gw): State<Gateway>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: JsonBody,
-) -> Response {
-    proxy::call(gw, id, headers, body, Kind::Chat)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn completions(
-    State(gw): State<Gateway>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: JsonBody,
-) -> Response {
-    proxy::call(gw, id, headers, body, Kind::Completions)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn embeddings(
-    State(gw): State<Gateway>,
-    Extension(id): Extension<RequestId>,
-    headers: HeaderMap,
-    body: JsonBody,
-) -> Response {
-    proxy::call(gw, id, headers, body, Kind::Embeddings)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+/// A metered endpoint: `proxy::call` for one kind of call.
+fn metered(kind: Kind) -> axum::routing::MethodRouter<Gateway> {
+    post(
+        move |State(gw): State<Gateway>,
+              Extension(id): Extension<RequestId>,
+              headers: HeaderMap,
+              body: JsonBody| async move {
+            proxy::call(gw, id, headers, body, kind)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        },
+    )
 }
