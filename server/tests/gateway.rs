@@ -117,6 +117,17 @@ impl Env {
         (status, json, rid)
     }
 
+    /// Sends a chat call and returns the raw response, for streams.
+    async fn send_chat(&self, client: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.server.url))
+            .bearer_auth(&self.keys[client])
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn chat(&self, client: &str, model: &str) -> (u16, Value, Option<String>) {
         self.post(
             Some(&self.keys[client]),
@@ -484,14 +495,7 @@ async fn streaming_is_relayed_and_charged_at_the_reported_usage() {
         let e = setup(backend).await;
         let before = e.balance("app").await;
         let body = json!({"model": "gpt-mock", "stream": true, "user_tag": "kept", "messages": [{"role": "user", "content": "hi"}]});
-        let resp = e
-            .http
-            .post(format!("{}/v1/chat/completions", e.server.url))
-            .bearer_auth(&e.keys["app"])
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = e.send_chat("app", &body).await;
         assert_eq!(resp.status().as_u16(), 200);
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
         let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
@@ -532,14 +536,7 @@ async fn streaming_is_relayed_and_charged_at_the_reported_usage() {
 
         // The dummy streams too; with include_usage the usage chunk is relayed and matches the charge.
         let body = json!({"model": "dummy", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "one two three"}]});
-        let resp = e
-            .http
-            .post(format!("{}/v1/chat/completions", e.server.url))
-            .bearer_auth(&e.keys["app"])
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = e.send_chat("app", &body).await;
         let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
         let events = read_sse(resp).await;
         let usage: Value = events
@@ -561,14 +558,7 @@ async fn a_client_that_disconnects_mid_stream_pays_for_what_was_generated() {
         let e = setup(backend).await;
         let before = e.balance("app").await;
         let body = json!({"model": "slow", "stream": true, "messages": [{"role": "user", "content": "count"}]});
-        let mut resp = e
-            .http
-            .post(format!("{}/v1/chat/completions", e.server.url))
-            .bearer_auth(&e.keys["app"])
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let mut resp = e.send_chat("app", &body).await;
         let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
         let first = resp.chunk().await.unwrap().unwrap();
         assert!(String::from_utf8_lossy(&first).contains("tok"));
@@ -831,6 +821,47 @@ async fn a_clean_shutdown_gives_leases_back_and_writes_every_row() {
             start - spent,
             "{backend:?}: the pool itself holds everything not spent"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_lease_is_topped_up_under_load_and_goes_back_when_idle() {
+    use app::ssr::entities::lease;
+    for backend in BACKENDS {
+        let e = setup(backend).await;
+        let start = e.balance("app").await;
+        // About 0.1 coins a call against 100 coins: leased in chunks of 32
+        // calls, so 80 calls need the same lease topped up more than once.
+        let mut ids = Vec::new();
+        for _ in 0..80 {
+            let (status, body, rid) = e.chat("app", "dummy").await;
+            assert_eq!(status, 200, "{body}");
+            ids.push(rid.unwrap());
+        }
+        let pool = pools::find(&e.db, OwnerKind::Client, e.ids["app"])
+            .await
+            .unwrap()
+            .unwrap();
+        let mut spent = 0;
+        for rid in &ids {
+            spent += e.wait_ledger_row(rid).await.coins_micro;
+        }
+        assert_eq!(e.balance("app").await, start - spent, "{backend:?}");
+        // Idle leases go back to the pool by themselves.
+        let waited = Instant::now();
+        while !lease::Entity::find().all(&e.db).await.unwrap().is_empty() {
+            assert!(
+                waited.elapsed() < Duration::from_secs(20),
+                "{backend:?}: the idle lease was never returned"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let after = pools::find(&e.db, OwnerKind::Client, e.ids["app"])
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(pool.balance_micro < start - spent, "coins were on lease");
+        assert_eq!(after.balance_micro, start - spent, "{backend:?}");
     }
 }
 
