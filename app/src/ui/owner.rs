@@ -114,33 +114,29 @@ fn ModelAccess(
                 let consented = m.consented;
                 let label = if consented { "Revoke consent" } else { "Record consent…" };
                 let button = if consented { "Revoke consent" } else { "I consent" };
-                match client.get_untracked() {
+                let fields = view! {
+                    <input type="hidden" name="model" value=model.clone()/>
+                    <input type="hidden" name="consent" value=(!consented).to_string()/>
+                    <button type="submit" aria-label=format!("{button} for {model}")>{button}</button>
+                };
+                let form = match client.get_untracked() {
                     Some(c) => view! {
-                        <details class="consent">
-                            <summary>{label}</summary>
-                            <p class="notice">{notice}</p>
-                            <ActionForm action=actions.consent_client>
-                                <input type="hidden" name="client" value=c/>
-                                <input type="hidden" name="model" value=model.clone()/>
-                                <input type="hidden" name="consent" value=(!consented).to_string()/>
-                                <button type="submit" aria-label=format!("{button} for {model}")>{button}</button>
-                            </ActionForm>
-                        </details>
+                        <ActionForm action=actions.consent_client>
+                            <input type="hidden" name="client" value=c/>
+                            {fields}
+                        </ActionForm>
                     }
                     .into_any(),
-                    None => view! {
-                        <details class="consent">
-                            <summary>{label}</summary>
-                            <p class="notice">{notice}</p>
-                            <ActionForm action=actions.consent_me>
-                                <input type="hidden" name="model" value=model.clone()/>
-                                <input type="hidden" name="consent" value=(!consented).to_string()/>
-                                <button type="submit" aria-label=format!("{button} for {model}")>{button}</button>
-                            </ActionForm>
-                        </details>
-                    }
-                    .into_any(),
+                    None => view! { <ActionForm action=actions.consent_me>{fields}</ActionForm> }.into_any(),
+                };
+                view! {
+                    <details class="consent">
+                        <summary>{label}</summary>
+                        <p class="notice">{notice}</p>
+                        {form}
+                    </details>
                 }
+                .into_any()
             });
             let class = format!("verdict {}", m.verdict.replace(' ', "-"));
             view! {
