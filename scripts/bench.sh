@@ -13,7 +13,7 @@ rate="${BENCH_RATE:-1000}"
 conns=64
 
 command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked
-cargo leptos build --release --frontend-only >&2
+./scripts/bundle.sh --release >&2
 cargo build --release -p server --bin tollgate --example mock_upstream --example seed_clients >&2
 
 work=$(mktemp -d)

@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-cargo leptos build --frontend-only
-cargo build -p server
-exec ./target/debug/tollgate serve "$@"
+./scripts/bundle.sh --release
+cargo build --release -p server
+exec ./target/release/tollgate serve "$@"

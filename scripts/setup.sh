@@ -2,6 +2,7 @@
 # Installs what Tollgate's build needs, skipping whatever is already present,
 # so running it again is quick. With --test it also prepares the test tools:
 # Debian's Chromium, the end-to-end npm packages and a running PostgreSQL.
+# With --watch it installs cargo-leptos, for `cargo leptos watch` only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for_tests=false
@@ -14,8 +15,10 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
-if ! cargo leptos --version 2>/dev/null | grep -q "0\.3\.10"; then
-  say "installing cargo-leptos 0.3.10 (about 12 minutes)"
+# cargo-leptos is only for `cargo leptos watch` in development; the build
+# path (scripts/bundle.sh) does not need it.
+if [ "${1:-}" = "--watch" ] && ! cargo leptos --version 2>/dev/null | grep -q "0\.3\.10"; then
+  say "installing cargo-leptos 0.3.10 for development (about 12 minutes)"
   cargo install cargo-leptos@0.3.10 --locked --features no_downloads
 fi
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the browser bundle into target/site/pkg without cargo-leptos:
+# the `frontend` crate for wasm32, the wasm-bindgen CLI at the Cargo.lock
+# version, wasm-opt for release, and the stylesheet beside them. The names
+# match what the server links from its HTML shell (LEPTOS_OUTPUT_NAME in
+# .cargo/config.toml): pkg/tollgate.js, pkg/tollgate.wasm, pkg/tollgate.css.
+# Usage: scripts/bundle.sh [--release]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=dev
+dir=debug
+if [ "${1:-}" = "--release" ]; then
+  profile=wasm-release
+  dir=wasm-release
+fi
+pkg=target/site/pkg
+# Only `frontend` is selected, so the server's `ssr` features never reach the
+# browser crate (and the browser's `hydrate` never reaches the server).
+cargo build -p frontend --lib --target wasm32-unknown-unknown --profile "$profile"
+mkdir -p "$pkg"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+wasm-bindgen --target web --no-typescript --out-name tollgate --out-dir "$tmp" \
+  "target/wasm32-unknown-unknown/$dir/frontend.wasm"
+if [ "$profile" = wasm-release ]; then
+  wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+    "$tmp/tollgate_bg.wasm" -o "$tmp/tollgate_bg.wasm"
+fi
+mv "$tmp/tollgate_bg.wasm" "$pkg/tollgate.wasm"
+mv "$tmp/tollgate.js" "$pkg/tollgate.js"
+cp style/main.css "$pkg/tollgate.css"
+echo "bundle ($profile): $(du -h "$pkg/tollgate.wasm" | cut -f1) of wasm in $pkg" >&2
