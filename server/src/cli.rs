@@ -31,7 +31,13 @@ pub enum Command {
     /// Create or migrate the database, then sync the config into it.
     InitDb,
     /// Validate the config file; print errors and warnings.
-    CheckConfig,
+    CheckConfig {
+        /// Also print what the file would change against the database, for
+        /// every existing client and user (like `terraform plan`); writes nothing
+        /// but pending schema migrations.
+        #[arg(long)]
+        plan: bool,
+    },
     /// Create an admin user; the password comes from TOLLGATE_ADMIN_PASSWORD or stdin.
     CreateAdmin { username: String },
     /// Manage API keys of existing clients and users.
@@ -138,8 +144,9 @@ pub async fn apply(
 ) -> Result<i64, sea_orm::DbErr> {
     let now = now_ms();
     let txn = db::begin_write(conn).await?;
+    let plan = sync::plan_text(&txn, &loaded.config, now).await?;
     let report = sync::sync_all(&txn, &loaded.config, now).await?;
-    let generation = config_state::record_applied(&txn, &loaded.content_hash, now).await?;
+    let generation = config_state::record_applied(&txn, &loaded.content_hash, &plan, now).await?;
     txn.commit().await?;
     tracing::info!(
         generation,
@@ -155,10 +162,21 @@ pub async fn apply(
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let path = config_path(&cli);
     match cli.command {
-        Command::CheckConfig => {
+        Command::CheckConfig { plan } => {
             let loaded = config_file::load(&path)?;
             for w in &loaded.warnings {
                 eprintln!("warning: {}: {w}", path.display());
+            }
+            if plan {
+                let settings = resolve(&cli, &loaded);
+                let conn = db::connect(&settings.database_url).await?;
+                db::migrate(&conn).await?;
+                let text = sync::plan_text(&conn, &loaded.config, now_ms()).await?;
+                conn.close().await?;
+                use std::io::Write;
+                std::io::stdout()
+                    .write_all(text.as_bytes())
+                    .map_err(|e| CliError::Other(format!("cannot print the plan: {e}")))?;
             }
             eprintln!(
                 "{}: ok ({} models, {} named clients, {} named users)",

@@ -19,12 +19,15 @@ pub async fn healthz(State(gw): State<Gateway>) -> (StatusCode, Json<Value>) {
     let open = gw.accountant.is_open();
     let ok = db_ok && open;
     let r = ctx.reload.load();
+    let (overage_calls, overage_micro) = gw.accountant.overage();
     let body = json!({
         "status": if ok { "ok" } else { "unavailable" },
         "database": if db_ok { "ok" } else { "unreachable" },
         "accounting": {
             "admitting_calls": open,
             "unwritten_ledger_rows": gw.accountant.unwritten_rows(),
+            "overage_calls": overage_calls,
+            "overage_coins": app::domain::money::micro_to_coins(overage_micro.try_into().unwrap_or(i64::MAX)),
         },
         "config": {
             "generation": r.generation,

@@ -15,14 +15,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const CLIENTS: [&str; 4] = ["app", "broke", "blocked", "racer"];
+const CLIENTS: [&str; 5] = ["app", "broke", "blocked", "racer", "tiny"];
 
 fn config(up: &Upstream) -> String {
     let u = &up.base_url;
     format!("\
 models:
   dummy: {{ provider: dummy, price: {{ input: 1, output: 2 }}, max_output_tokens: 50 }}
-  gpt-mock: {{ provider: openai, base_url: \"{u}\", upstream_model: echo, price: {{ input: 1, output: 2 }}, max_output_tokens: 100 }}
+  gpt-mock: {{ provider: openai, base_url: \"{u}\", upstream_model: echo, price: {{ input: 1, output: 2 }}, max_output_tokens: 100, pass_through: [user_tag] }}
+  vision: {{ provider: openai, base_url: \"{u}\", upstream_model: echo, price: {{ input: 1, output: 2 }}, max_output_tokens: 100, media: {{ image: 1000 }} }}
+  greedy: {{ provider: openai, base_url: \"{u}\", upstream_model: greedy, price: {{ input: 1, output: 2 }}, max_output_tokens: 100 }}
   slow: {{ provider: openai, base_url: \"{u}\", upstream_model: slow-stream, price: {{ input: 1, output: 2 }}, max_output_tokens: 500 }}
   broken: {{ provider: openai, base_url: \"{u}\", upstream_model: fail, price: {{ input: 1, output: 1 }} }}
   hanging: {{ provider: openai, base_url: \"{u}\", upstream_model: hang, price: {{ input: 1, output: 1 }}, timeout_secs: 1 }}
@@ -45,6 +47,10 @@ clients:
     max: 7
     starting: 7
     model_access: {{ whitelist: [flat] }}
+  tiny:
+    max: 2
+    starting: 2
+    model_access: {{ default: whitelist }}
 ")
 }
 
@@ -298,7 +304,7 @@ async fn every_error_in_the_table_is_produced() {
         assert_eq!((status, code(&body)), (402, "insufficient_coins"), "{body}");
         let msg = body["error"]["message"].as_str().unwrap();
         assert!(
-            msg.contains("has 0 left") && msg.contains("may cost up to 0.127 coins"),
+            msg.contains("has 0 left") && msg.contains("may cost up to 0.149 coins"),
             "{msg}"
         );
 
@@ -518,7 +524,10 @@ async fn streaming_is_relayed_and_charged_at_the_reported_usage() {
 
         let sent = e.up.rec.last_body.lock().unwrap().clone().unwrap();
         assert_eq!(sent["stream_options"]["include_usage"], true);
-        assert_eq!(sent["user_tag"], "kept", "unknown fields pass through");
+        assert_eq!(
+            sent["user_tag"], "kept",
+            "fields the model lists in pass_through are forwarded"
+        );
         assert_eq!(sent["model"], "echo");
         assert_eq!(
             sent["max_tokens"], 100,
@@ -918,5 +927,215 @@ async fn keys_from_the_command_line() {
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("created by an admin in the web UI"));
         assert!(client_by_name(&e.db, "ghost").await.unwrap().is_none());
+    }
+}
+
+/// The reservation bounds every request shape before anything goes upstream:
+/// fields that multiply or lengthen upstream work are bounded (and the bound
+/// is what the upstream receives) or refused by name.
+#[tokio::test]
+async fn every_request_shape_is_bounded_before_it_goes_upstream() {
+    for backend in BACKENDS {
+        let e = setup(backend).await;
+        let msgs = json!([{"role": "user", "content": "hi"}]);
+        let tiny = |body: Value| {
+            let e = &e;
+            async move {
+                e.post(Some(&e.keys["tiny"]), "/v1/chat/completions", body)
+                    .await
+            }
+        };
+        let calls = e.up.calls();
+
+        // On a 2-coin pool: 20 choices of 100 tokens at 2 coins per 1k is 4 coins.
+        assert_eq!(
+            tiny(json!({"model": "gpt-mock", "messages": msgs})).await.0,
+            200
+        );
+        let r = tiny(json!({"model": "gpt-mock", "messages": msgs, "n": 20})).await;
+        assert_error(&r, 402, "insufficient_coins", "may cost up to 4.0");
+        let r = e
+            .post(
+                Some(&e.keys["tiny"]),
+                "/v1/completions",
+                json!({"model": "dummy", "prompt": "hi", "best_of": 20}),
+            )
+            .await;
+        assert_error(&r, 402, "insufficient_coins", "may cost up to 2.0");
+        // A 50 KB tool definition is 50 coins of input at 1 coin per 1k.
+        let tools = json!([{"type": "function", "function": {"name": "f", "description": "x".repeat(50_000)}}]);
+        let r = tiny(json!({"model": "gpt-mock", "messages": msgs, "tools": tools})).await;
+        assert_error(&r, 402, "insufficient_coins", "may cost up to 50.");
+        assert_eq!(e.up.calls(), calls + 1, "nothing refused went upstream");
+
+        // Every length field a provider might honour carries the one limit.
+        let sent = |body: Value| {
+            let e = &e;
+            async move {
+                let r = e
+                    .post(Some(&e.keys["app"]), "/v1/chat/completions", body)
+                    .await;
+                assert_eq!(r.0, 200, "{}", r.1);
+                e.up.rec.last_body.lock().unwrap().clone().unwrap()
+            }
+        };
+        let s = sent(json!({"model": "gpt-mock", "messages": msgs, "n_predict": 5000})).await;
+        assert_eq!(
+            (s["n_predict"].clone(), s["max_tokens"].clone()),
+            (json!(100), json!(100))
+        );
+        let s = sent(json!({"model": "gpt-mock", "messages": msgs, "options": {"num_predict": 5000, "temperature": 0.2}})).await;
+        assert_eq!(
+            s["options"]["num_predict"], 100,
+            "Ollama's options.num_predict"
+        );
+        let s = sent(json!({"model": "gpt-mock", "messages": msgs, "max_completion_tokens": 1, "max_tokens": 100000})).await;
+        assert_eq!(
+            (s["max_completion_tokens"].clone(), s["max_tokens"].clone()),
+            (json!(1), json!(1))
+        );
+        let s = sent(json!({"model": "gpt-mock", "messages": msgs, "max_new_tokens": -1})).await;
+        assert_eq!(s["max_new_tokens"], 100);
+
+        // Refused by name, with a ledger row, and nothing sent upstream.
+        let calls = e.up.calls();
+        let image = json!([{"role": "user", "content": [
+            {"type": "text", "text": "what is it?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+        ]}]);
+        for (body, field) in [
+            (
+                json!({"model": "gpt-mock", "messages": image}),
+                "messages[0].content[1].type",
+            ),
+            (
+                json!({"model": "gpt-mock", "messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}]}]}),
+                "messages[0].content[0].type",
+            ),
+            (
+                json!({"model": "gpt-mock", "messages": msgs, "n": 500}),
+                "n",
+            ),
+            (
+                json!({"model": "gpt-mock", "messages": msgs, "options": {"num_gpu": 9}}),
+                "options.num_gpu",
+            ),
+            (
+                json!({"model": "gpt-mock", "messages": msgs, "use_beam_search": true}),
+                "use_beam_search",
+            ),
+            (
+                json!({"model": "dummy", "messages": msgs, "user_tag": "x"}),
+                "user_tag",
+            ),
+            (
+                json!({"model": "gpt-mock", "messages": msgs, "max_tokens": -5}),
+                "max_tokens",
+            ),
+        ] {
+            let r = e
+                .post(Some(&e.keys["app"]), "/v1/chat/completions", body)
+                .await;
+            assert_error(&r, 400, "invalid_request", &format!("`{field}`"));
+            let row = e.wait_ledger_row(r.2.as_deref().unwrap()).await;
+            assert_eq!(
+                (row.coins_micro, row.outcome.as_str()),
+                (0, "refused: invalid_request"),
+                "{backend:?}"
+            );
+        }
+        assert_eq!(
+            e.up.calls(),
+            calls,
+            "{backend:?}: nothing refused went upstream"
+        );
+
+        // An image is allowed where the model declares what one may cost.
+        let r = e
+            .post(
+                Some(&e.keys["app"]),
+                "/v1/chat/completions",
+                json!({"model": "vision", "messages": image}),
+            )
+            .await;
+        assert_eq!(r.0, 200, "{}", r.1);
+    }
+}
+
+/// An upstream that reports more usage than was reserved: the ledger keeps
+/// the true cost and the overage, the pool pays what it has and never goes
+/// below zero, and /healthz counts it.
+#[tokio::test]
+async fn usage_above_the_reservation_is_recorded_as_overage() {
+    for backend in BACKENDS {
+        let e = setup(backend).await;
+        let r = e
+            .post(
+                Some(&e.keys["tiny"]),
+                "/v1/chat/completions",
+                chat_body("greedy"),
+            )
+            .await;
+        assert_eq!(r.0, 200, "{}", r.1);
+        let row = e.wait_ledger_row(r.2.as_deref().unwrap()).await;
+        let true_cost = 11 * 1_000 + 100_000 * 2_000; // micro-coins, rounded up per 1k
+        assert_eq!(row.cost_micro, true_cost, "{backend:?}: {row:?}");
+        assert!(
+            row.overage_micro > 0 && row.overage_micro < true_cost,
+            "{row:?}"
+        );
+        assert_eq!(
+            row.coins_micro, 2_000_000,
+            "{backend:?}: the pool paid all it had: {row:?}"
+        );
+        assert_eq!(e.balance("tiny").await, 0, "{backend:?}: never below zero");
+        let health: Value = e
+            .http
+            .get(format!("{}/healthz", e.server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(health["accounting"]["overage_calls"], 1, "{health}");
+        assert!(
+            e.server.log().contains(r.2.as_deref().unwrap()),
+            "the overage is logged with the request id"
+        );
+    }
+}
+
+/// `/v1/balance` read right after a response was fully received reflects
+/// that call, streamed or not.
+#[tokio::test]
+async fn the_balance_reflects_a_call_as_soon_as_its_reply_is_read() {
+    for backend in BACKENDS {
+        let e = setup(backend).await;
+        let read = |e: &Env| {
+            let req = e
+                .http
+                .get(format!("{}/v1/balance", e.server.url))
+                .bearer_auth(&e.keys["app"]);
+            async move {
+                req.send().await.unwrap().json::<Value>().await.unwrap()["balance"]
+                    .as_f64()
+                    .unwrap()
+            }
+        };
+        let mut before = read(&e).await;
+        for i in 0..12 {
+            let stream = i % 2 == 1;
+            let body = json!({"model": "gpt-mock", "stream": stream, "messages": [{"role": "user", "content": "hi"}]});
+            let resp = e.send_chat("app", &body).await;
+            assert_eq!(resp.status().as_u16(), 200);
+            resp.bytes().await.unwrap();
+            let after = read(&e).await;
+            assert!(
+                after < before,
+                "{backend:?} call {i} (stream: {stream}): {after} is not below {before}"
+            );
+            before = after;
+        }
     }
 }

@@ -331,6 +331,8 @@ async fn lease_batches_keep_the_books_balanced() {
         tokens_in: 1,
         tokens_out: 1,
         coins,
+        cost: coins,
+        overage: 0,
         request_id: id.into(),
         outcome: "ok".into(),
     };

@@ -7,6 +7,7 @@
 //! blocked, no `refresh`/`starting` means 0, no `model_access` denies every
 //! model, and a `model_access` without `default` denies unlisted models.
 
+use super::bound::MediaCosts;
 use super::money::coins_to_micro;
 use super::names::validate_name;
 use super::policy::{AccessMode, AccessPolicy};
@@ -121,6 +122,12 @@ pub struct ModelSpec {
     pub consent_notice: Option<String>,
     /// Total time allowed for one upstream call, streaming included.
     pub timeout_secs: Option<u32>,
+    /// Tokens one image, audio or file part may cost; parts of a kind with
+    /// no declared cost are refused.
+    pub media: MediaCosts,
+    /// Request fields forwarded although the gateway cannot bound their
+    /// cost (`options.KEY` for a key of Ollama's `options`).
+    pub pass_through: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -405,6 +412,17 @@ pub struct RawModel {
     pub max_output_tokens: Option<u32>,
     pub consent_notice: Option<String>,
     pub timeout_secs: Option<u32>,
+    pub media: MediaCosts,
+    pub pass_through: BTreeSet<String>,
+}
+
+/// `media:` on a model: tokens one part of each kind may cost at most.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMedia {
+    pub image: Option<u32>,
+    pub audio: Option<u32>,
+    pub file: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -418,6 +436,10 @@ pub struct RawModelFields {
     pub max_output_tokens: Option<u32>,
     pub consent_notice: Option<String>,
     pub timeout_secs: Option<u32>,
+    #[serde(default)]
+    pub media: Option<RawMedia>,
+    #[serde(default)]
+    pub pass_through: Option<Vec<String>>,
 }
 
 impl TryFrom<RawModelFields> for RawModel {
@@ -461,6 +483,16 @@ impl TryFrom<RawModelFields> for RawModel {
         if f.timeout_secs == Some(0) {
             return Err("timeout_secs must be at least 1".into());
         }
+        let media = f.media.unwrap_or_default();
+        let pass_through: BTreeSet<String> =
+            f.pass_through.unwrap_or_default().into_iter().collect();
+        for field in &pass_through {
+            if field.is_empty() || field.len() > 64 {
+                return Err(format!(
+                    "pass_through entry `{field}` must be a field name of 1 to 64 characters"
+                ));
+            }
+        }
         Ok(RawModel {
             provider,
             price: Price {
@@ -471,6 +503,12 @@ impl TryFrom<RawModelFields> for RawModel {
             max_output_tokens: f.max_output_tokens,
             consent_notice: f.consent_notice,
             timeout_secs: f.timeout_secs,
+            media: MediaCosts {
+                image: media.image,
+                audio: media.audio,
+                file: media.file,
+            },
+            pass_through,
         })
     }
 }
@@ -569,6 +607,8 @@ impl RawConfig {
                         max_output_tokens: m.max_output_tokens,
                         consent_notice: m.consent_notice,
                         timeout_secs: m.timeout_secs,
+                        media: m.media,
+                        pass_through: m.pass_through,
                     },
                 )
             })
@@ -582,6 +622,16 @@ impl RawConfig {
         let mut warnings = Vec::new();
         section_warnings("clients", &config.clients, &config.models, &mut warnings);
         section_warnings("users", &config.users, &config.models, &mut warnings);
+        for (name, m) in &config.models {
+            for field in &m.pass_through {
+                warnings.push(Warning {
+                    path: format!("models.{name}.pass_through"),
+                    message: format!(
+                        "`{field}` is forwarded as callers send it; the gateway cannot bound what it costs, so a call may cost more than it reserved (the excess is recorded as overage)"
+                    ),
+                });
+            }
+        }
         (config, warnings)
     }
 }

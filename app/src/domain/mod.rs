@@ -2,11 +2,13 @@
 //! unit-tested in milliseconds and compiles for the browser too, so the UI can
 //! show exactly what the server computes.
 
+pub mod bound;
 pub mod config;
 pub mod keys;
 pub mod lease;
 pub mod money;
 pub mod names;
+pub mod plan;
 pub mod policy;
 pub mod pool;
 pub mod pricing;

@@ -13,9 +13,14 @@ pub const MS_PER_HOUR: i64 = 3_600_000;
 pub struct PoolState {
     pub limit: PoolLimit,
     pub refresh_micro: i64,
+    /// What can be spent: never above a limited pool's max.
     pub balance: i64,
     /// When refill was last credited (Unix ms).
     pub refilled_at: i64,
+    /// Coins a config change put out of reach (above a lowered max, or all of
+    /// them while blocked). Never spent, never refilled; raising max again
+    /// gives them back.
+    pub held: i64,
 }
 
 /// A refill to credit: add `amount` and move the refill clock to `refilled_at`.
@@ -92,19 +97,41 @@ pub fn refilled(state: &PoolState, now: i64) -> PoolState {
     }
 }
 
-/// The state after new settings are synced: the limit and rate change, the
-/// balance is clamped to a lowered limit, and `starting` is ignored because
-/// the pool already exists.
-pub fn with_settings(state: &PoolState, settings: &PoolSettings) -> PoolState {
-    let balance = match settings.limit {
-        PoolLimit::Unlimited => state.balance,
-        PoolLimit::Limited(max) => state.balance.min(max),
+/// The state after new settings are synced (refill at the old rate already
+/// credited). A config change never destroys coins, so that a file saved
+/// half-written, or emptied and restored, costs nobody anything:
+/// - lowering max (or blocking, max 0) moves what is above it to `held`;
+/// - raising max gives held coins back, up to the room the raise made;
+/// - leaving "unlimited" brings everything within the new max;
+/// - `starting` is ignored because the pool already exists.
+///
+/// `balance + held` is the same before and after. `ssr::pools` applies the
+/// same rule in one SQL statement.
+pub fn with_settings(state: &PoolState, settings: &PoolSettings, now: i64) -> PoolState {
+    let (balance, held) = match (state.limit, settings.limit) {
+        (_, PoolLimit::Unlimited) => (state.balance, state.held),
+        (PoolLimit::Unlimited, PoolLimit::Limited(max)) => {
+            let total = state.balance + state.held;
+            (total.min(max), total - total.min(max))
+        }
+        (PoolLimit::Limited(old), PoolLimit::Limited(max)) => {
+            if state.balance > max {
+                (max, state.held + state.balance - max)
+            } else if max > old {
+                let back = state.held.min(max - old);
+                (state.balance + back, state.held - back)
+            } else {
+                (state.balance, state.held)
+            }
+        }
     };
+    let restart = state.limit == PoolLimit::Unlimited && settings.limit != PoolLimit::Unlimited;
     PoolState {
         limit: settings.limit,
         refresh_micro: settings.refresh_micro,
         balance,
-        ..*state
+        held,
+        refilled_at: if restart { now } else { state.refilled_at },
     }
 }
 
@@ -150,6 +177,7 @@ mod tests {
             refresh_micro: refresh,
             balance,
             refilled_at: 0,
+            held: 0,
         }
     }
 
@@ -193,6 +221,7 @@ mod tests {
             refresh_micro: 5,
             balance: 0,
             refilled_at: 0,
+            held: 0,
         };
         assert!(can_afford(&unlimited, i64::MAX));
         assert_eq!(refilled(&unlimited, 10 * MS_PER_HOUR).balance, 0);
@@ -202,30 +231,48 @@ mod tests {
         assert_eq!(refilled(&blocked, MS_PER_HOUR).balance, 0);
     }
 
+    fn settings(limit: PoolLimit) -> PoolSettings {
+        PoolSettings {
+            limit,
+            refresh_micro: 0,
+            starting_micro: 999 * MICRO,
+        }
+    }
+
     #[test]
-    fn lowering_max_clamps_and_starting_is_ignored() {
+    fn lowering_max_holds_coins_back_and_raising_gives_them_back() {
         let st = limited(500 * MICRO, 0, 400 * MICRO);
-        let lowered = with_settings(
-            &st,
-            &PoolSettings {
-                limit: PoolLimit::Limited(100 * MICRO),
-                refresh_micro: 0,
-                starting_micro: 999 * MICRO,
-            },
+        let lowered = with_settings(&st, &settings(PoolLimit::Limited(100 * MICRO)), 0);
+        assert_eq!((lowered.balance, lowered.held), (100 * MICRO, 300 * MICRO));
+        let mut spent = lowered;
+        spent.balance -= 30 * MICRO;
+        let restored = with_settings(&spent, &settings(PoolLimit::Limited(500 * MICRO)), 0);
+        assert_eq!(
+            (restored.balance, restored.held),
+            (370 * MICRO, 0),
+            "restoring gives the coins back, minus what was spent"
         );
-        assert_eq!(lowered.balance, 100 * MICRO);
-        let raised = with_settings(
-            &st,
-            &PoolSettings {
-                limit: PoolLimit::Limited(900 * MICRO),
-                refresh_micro: 0,
-                starting_micro: 900 * MICRO,
-            },
-        );
+        let blocked = with_settings(&st, &settings(PoolLimit::Limited(0)), 0);
+        assert_eq!((blocked.balance, blocked.held), (0, 400 * MICRO));
+        let raised = with_settings(&st, &settings(PoolLimit::Limited(900 * MICRO)), 0);
         assert_eq!(
             raised.balance,
             400 * MICRO,
             "a later change of starting leaves existing pools alone"
+        );
+        let from_unlimited = PoolState {
+            limit: PoolLimit::Unlimited,
+            held: 50,
+            ..limited(0, 0, 70)
+        };
+        let now_limited = with_settings(&from_unlimited, &settings(PoolLimit::Limited(100)), 9);
+        assert_eq!(
+            (
+                now_limited.balance,
+                now_limited.held,
+                now_limited.refilled_at
+            ),
+            (100, 20, 9)
         );
     }
 
@@ -261,6 +308,29 @@ mod tests {
         }
 
         #[test]
+        fn no_sequence_of_config_changes_destroys_coins(
+            max in 0i64..1_000_000,
+            start_frac in 0.0f64..=1.0,
+            changes in proptest::collection::vec(prop_oneof![
+                (0i64..2_000_000).prop_map(PoolLimit::Limited),
+                Just(PoolLimit::Unlimited),
+            ], 0..12),
+        ) {
+            let st = limited(max, 0, (max as f64 * start_frac) as i64);
+            let mut cur = st;
+            for limit in changes {
+                cur = with_settings(&cur, &settings(limit), 0);
+                prop_assert_eq!(cur.balance + cur.held, st.balance, "coins are conserved");
+                prop_assert!(cur.held >= 0 && cur.balance >= 0);
+                if let PoolLimit::Limited(m) = limit {
+                    prop_assert!(cur.balance <= m, "max limits what can be spent");
+                }
+            }
+            let back = with_settings(&cur, &settings(PoolLimit::Limited(max)), 0);
+            prop_assert_eq!(back.balance, st.balance, "restoring the file restores the coins");
+        }
+
+        #[test]
         fn refill_is_monotone_in_time(max in 1i64..1_000_000_000, refresh in 0i64..1_000_000_000, b in 0i64..1_000_000_000, t1 in 0i64..1_000_000_000, t2 in 0i64..1_000_000_000) {
             let st = limited(max, refresh, b.min(max));
             let (a, z) = (t1.min(t2), t1.max(t2));
@@ -281,6 +351,7 @@ mod busy_pool_tests {
             refresh_micro: 50_000,
             balance: 0,
             refilled_at: 0,
+            held: 0,
         };
         let mut now = 0;
         while now < MS_PER_HOUR {

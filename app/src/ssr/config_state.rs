@@ -17,6 +17,7 @@ async fn ensure_row<C: ConnectionTrait>(c: &C, now: i64) -> Result<(), DbErr> {
         last_reload_ok: Set(true),
         last_error: Set(None),
         last_error_at: Set(None),
+        last_plan: Set(None),
     };
     config_state::Entity::insert(row)
         .on_conflict(
@@ -29,10 +30,20 @@ async fn ensure_row<C: ConnectionTrait>(c: &C, now: i64) -> Result<(), DbErr> {
     Ok(())
 }
 
-/// Records that the config with `hash` is applied; returns its generation.
-pub async fn record_applied<C: ConnectionTrait>(c: &C, hash: &str, now: i64) -> Result<i64, DbErr> {
+/// Records that the config with `hash` is applied, with what it changed
+/// (kept only when the content is new); returns its generation.
+pub async fn record_applied<C: ConnectionTrait>(
+    c: &C,
+    hash: &str,
+    plan: &str,
+    now: i64,
+) -> Result<i64, DbErr> {
     ensure_row(c, now).await?;
     config_state::Entity::update_many()
+        .col_expr(
+            config_state::Column::LastPlan,
+            Expr::value(Some(plan.to_string())),
+        )
         .col_expr(
             config_state::Column::Generation,
             Expr::col(config_state::Column::Generation).add(1),

@@ -42,7 +42,8 @@ pub async fn pool_view<C: ConnectionTrait>(
         OwnerKind::User => &snapshot.config.users,
     };
     Ok(Some(PoolView {
-        balance: st.balance,
+        balance: if st.limit.is_blocked() { 0 } else { st.balance },
+        held: st.held + if st.limit.is_blocked() { st.balance } else { 0 },
         max: match st.limit {
             PoolLimit::Unlimited => None,
             PoolLimit::Limited(m) => Some(m),

@@ -103,6 +103,9 @@ pub mod pool {
         pub balance_micro: i64,
         pub refilled_at: i64,
         pub updated_at: i64,
+        /// Coins a config change put out of reach (above a lowered `max`, or
+        /// all of them while blocked); given back when `max` allows.
+        pub held_micro: i64,
     }
     no_relations!();
 }
@@ -139,10 +142,15 @@ pub mod ledger {
         pub model: String,
         pub tokens_in: i64,
         pub tokens_out: i64,
+        /// What the pool paid.
         pub coins_micro: i64,
         pub created_at: i64,
         pub request_id: String,
         pub outcome: String,
+        /// The call's true cost at the model's price.
+        pub cost_micro: i64,
+        /// How far the true cost exceeded the reservation (0 normally).
+        pub overage_micro: i64,
     }
     no_relations!();
 }
@@ -196,6 +204,8 @@ pub mod config_state {
         pub last_reload_ok: bool,
         pub last_error: Option<String>,
         pub last_error_at: Option<i64>,
+        /// What the last applied config changed (`check-config --plan` text).
+        pub last_plan: Option<String>,
     }
     no_relations!();
 }

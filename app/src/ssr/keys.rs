@@ -176,7 +176,7 @@ pub async fn authenticate<C: ConnectionTrait>(
     check_format(presented).map_err(AuthError::Malformed)?;
     let sql = "SELECT k.id, k.owner_kind, k.owner_id, k.revoked_at, k.expires_at, k.last_used_at, \
          COALESCE(c.name, CASE WHEN u.active THEN u.username END), \
-         p.id, p.max_micro, p.unlimited, p.refresh_micro, p.balance_micro, p.refilled_at, p.updated_at \
+         p.id, p.max_micro, p.unlimited, p.refresh_micro, p.balance_micro, p.refilled_at, p.updated_at, p.held_micro \
          FROM api_keys k \
          LEFT JOIN clients c ON k.owner_kind = 'client' AND c.id = k.owner_id \
          LEFT JOIN users u ON k.owner_kind = 'user' AND u.id = k.owner_id \
@@ -225,6 +225,7 @@ pub async fn authenticate<C: ConnectionTrait>(
             balance_micro: row.try_get_by_index(11).map_err(get)?,
             refilled_at: row.try_get_by_index(12).map_err(get)?,
             updated_at: row.try_get_by_index(13).map_err(get)?,
+            held_micro: row.try_get_by_index(14).map_err(get)?,
         }),
     };
     Ok(KeyOwner {

@@ -78,9 +78,23 @@ pub struct Charge {
     pub model: String,
     pub tokens_in: i64,
     pub tokens_out: i64,
+    /// Coins taken off the lease.
     pub coins: i64,
+    /// The true cost; more than `coins` only when the upstream reported more
+    /// usage than was reserved and the lease could not cover it all.
+    pub cost: i64,
+    /// How far the true cost exceeded the reservation.
+    pub overage: i64,
     pub request_id: String,
     pub outcome: String,
+}
+
+impl Charge {
+    /// What the lease did not cover; taken from the pool's balance as far as
+    /// it goes, never below zero.
+    fn uncovered(&self) -> i64 {
+        (self.cost - self.coins).max(0)
+    }
 }
 
 /// Coins a lease gives back to its pool (credited only to a limited pool).
@@ -118,6 +132,8 @@ impl Batch {
 
 fn ledger_row(c: &Charge, coins: i64, outcome: String, now: i64) -> ledger::ActiveModel {
     ledger::ActiveModel {
+        cost_micro: Set(c.cost),
+        overage_micro: Set(c.overage),
         pool_id: Set(c.pool_id),
         key_id: Set(c.key_id),
         model: Set(c.model.clone()),
@@ -190,35 +206,15 @@ pub async fn apply_batch<C: ConnectionTrait>(
         }
     }
 
-    // 2. Ledger rows. A lease swept meanwhile was charged in full already.
-    let rows: Vec<ledger::ActiveModel> = batch
-        .charges
-        .iter()
-        .map(|ch| match ch.lease_id {
-            Some(id) if ch.coins > 0 && !alive.contains_key(&id) => ledger_row(
-                ch,
-                0,
-                format!("{}; already charged with its orphaned lease", ch.outcome),
-                now,
-            ),
-            _ => ledger_row(ch, ch.coins, ch.outcome.clone(), now),
-        })
-        .collect();
-    // Each connection caches every distinct statement it prepares, and a
-    // multi-row INSERT's text depends on its row count. So rows go in
-    // power-of-two groups of at most 256: a handful of distinct statements in
-    // all, whatever the batch sizes (and well under SQLite's parameter limit).
-    let mut rows = rows.into_iter().peekable();
-    let mut left = batch.charges.len();
-    while rows.peek().is_some() {
-        let group = 1usize << left.min(256).ilog2();
-        ledger::Entity::insert_many(rows.by_ref().take(group))
-            .exec_without_returning(c)
-            .await?;
-        left -= group;
+    // 2. Pools, in id order: credits from returns, then what leases could
+    // not cover of calls already served, then top-ups.
+    let mut from_pool: Vec<i64> = vec![0; batch.charges.len()];
+    let mut short: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (i, ch) in batch.charges.iter().enumerate() {
+        if ch.uncovered() > 0 {
+            short.entry(ch.pool_id).or_default().push(i);
+        }
     }
-
-    // 3. Pools, in id order: credits from returns, then top-ups.
     let mut credits: BTreeMap<i64, i64> = BTreeMap::new();
     for r in &batch.returns {
         if r.credit && r.amount > 0 && alive.contains_key(&r.lease_id) {
@@ -231,13 +227,21 @@ pub async fn apply_batch<C: ConnectionTrait>(
     }
     let mut outcomes: Vec<Option<TopUpOutcome>> = vec![None; batch.top_ups.len()];
     let mut grants: Vec<(usize, i64)> = Vec::new(); // top-up index, amount
-    let pool_ids: BTreeSet<i64> = credits.keys().chain(by_pool.keys()).copied().collect();
+    let pool_ids: BTreeSet<i64> = credits
+        .keys()
+        .chain(by_pool.keys())
+        .chain(short.keys())
+        .copied()
+        .collect();
+    let none: Vec<usize> = Vec::new();
     for pool_id in pool_ids {
         let credit = credits.get(&pool_id).copied().unwrap_or(0);
-        let Some(asks) = by_pool.get(&pool_id) else {
+        let asks = by_pool.get(&pool_id).unwrap_or(&none);
+        let shortfalls = short.get(&pool_id).unwrap_or(&none);
+        if asks.is_empty() && shortfalls.is_empty() {
             pools::credit(c, pool_id, credit).await?;
             continue;
-        };
+        }
         let q = pool::Entity::find().filter(pool::Column::Id.eq(pool_id));
         let Some(p) = lock(q, backend).one(c).await? else {
             for &i in asks {
@@ -248,7 +252,22 @@ pub async fn apply_batch<C: ConnectionTrait>(
         let limit = pools::limit(&p);
         let mut st = refilled(&pools::state(&p), now);
         if !p.unlimited {
-            st.balance = (st.balance + credit).min(p.max_micro.max(st.balance));
+            // Above a max lowered while the lease was out: held, not lost.
+            let sum = st.balance + credit;
+            st.balance = sum.min(p.max_micro.max(st.balance));
+            st.held += sum - st.balance;
+        }
+        for &i in shortfalls {
+            let want = batch.charges[i].uncovered();
+            let take = if p.unlimited {
+                want
+            } else {
+                want.min(st.balance.max(0))
+            };
+            if !p.unlimited {
+                st.balance -= take;
+            }
+            from_pool[i] = take;
         }
         for &i in asks {
             let t = &batch.top_ups[i];
@@ -288,10 +307,41 @@ pub async fn apply_batch<C: ConnectionTrait>(
         }
         pool::Entity::update_many()
             .col_expr(pool::Column::BalanceMicro, Expr::value(st.balance))
+            .col_expr(pool::Column::HeldMicro, Expr::value(st.held))
             .col_expr(pool::Column::RefilledAt, Expr::value(st.refilled_at))
             .filter(pool::Column::Id.eq(pool_id))
             .exec(c)
             .await?;
+    }
+
+    // 3. Ledger rows. A lease swept meanwhile was charged in full already;
+    // what a lease could not cover was taken from the pool above.
+    let rows: Vec<ledger::ActiveModel> = batch
+        .charges
+        .iter()
+        .zip(&from_pool)
+        .map(|(ch, &extra)| match ch.lease_id {
+            Some(id) if ch.coins > 0 && !alive.contains_key(&id) => ledger_row(
+                ch,
+                extra,
+                format!("{}; already charged with its orphaned lease", ch.outcome),
+                now,
+            ),
+            _ => ledger_row(ch, ch.coins + extra, ch.outcome.clone(), now),
+        })
+        .collect();
+    // Each connection caches every distinct statement it prepares, and a
+    // multi-row INSERT's text depends on its row count. So rows go in
+    // power-of-two groups of at most 256: a handful of distinct statements in
+    // all, whatever the batch sizes (and well under SQLite's parameter limit).
+    let mut rows = rows.into_iter().peekable();
+    let mut left = batch.charges.len();
+    while rows.peek().is_some() {
+        let group = 1usize << left.min(256).ilog2();
+        ledger::Entity::insert_many(rows.by_ref().take(group))
+            .exec_without_returning(c)
+            .await?;
+        left -= group;
     }
 
     // 4. Put what was granted on the leases; one new lease per pool at most.
@@ -406,6 +456,8 @@ pub async fn sweep_orphans(db: &sea_orm::DatabaseConnection, now: i64) -> Result
                 tokens_in: Set(0),
                 tokens_out: Set(0),
                 coins_micro: Set(l.amount_micro),
+                cost_micro: Set(l.amount_micro),
+                overage_micro: Set(0),
                 created_at: Set(now),
                 request_id: Set(format!("lease-{}", l.id)),
                 outcome: Set(

@@ -6,7 +6,7 @@ use super::entities::pool;
 use super::owners::OwnerKind;
 use crate::domain::config::{PoolLimit, PoolSettings};
 use crate::domain::pool::{initial_balance, refill_due, refilled, PoolState};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, OnConflict, SimpleExpr};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 
 pub fn state(m: &pool::Model) -> PoolState {
@@ -15,6 +15,7 @@ pub fn state(m: &pool::Model) -> PoolState {
         refresh_micro: m.refresh_micro,
         balance: m.balance_micro,
         refilled_at: m.refilled_at,
+        held: m.held_micro,
     }
 }
 
@@ -35,6 +36,7 @@ fn limit_columns(limit: PoolLimit) -> (i64, bool) {
 
 /// The pool as its owner sees it at `now`: refill credited, plus what gateway
 /// instances hold on lease for it and have not spent yet (never above max).
+/// `balance` is what can be spent; `balance + held` is what is stored.
 /// Pool and leases are read in one statement, so a batch moving coins
 /// between them is seen entirely or not at all.
 pub async fn current<C: ConnectionTrait>(
@@ -42,7 +44,7 @@ pub async fn current<C: ConnectionTrait>(
     m: &pool::Model,
     now: i64,
 ) -> Result<PoolState, DbErr> {
-    let sql = "SELECT p.balance_micro, p.refilled_at, p.max_micro, p.unlimited, p.refresh_micro, \
+    let sql = "SELECT p.balance_micro, p.refilled_at, p.max_micro, p.unlimited, p.refresh_micro, p.held_micro, \
          CAST(COALESCE((SELECT SUM(l.amount_micro) FROM leases l \
          WHERE l.pool_id = p.id AND l.unlimited = p.unlimited), 0) AS BIGINT) AS leased \
          FROM pools p WHERE p.id = {p}";
@@ -60,9 +62,10 @@ pub async fn current<C: ConnectionTrait>(
         max_micro: row.try_get_by_index(2)?,
         unlimited: row.try_get_by_index(3)?,
         refresh_micro: row.try_get_by_index(4)?,
+        held_micro: row.try_get_by_index(5)?,
         ..m.clone()
     };
-    let leased: i64 = row.try_get_by_index(5)?;
+    let leased: i64 = row.try_get_by_index(6)?;
     let mut st = refilled(&state(&fresh), now);
     if let PoolLimit::Limited(max) = st.limit {
         st.balance = (st.balance + leased).min(max.max(st.balance));
@@ -147,8 +150,11 @@ pub async fn credit_refill<C: ConnectionTrait>(
 }
 
 /// Applies synced settings to an existing pool: credits refill at the old
-/// rate first, then sets the new limit and rate and clamps the balance to a
-/// lowered limit. `starting` is ignored. Returns whether anything changed.
+/// rate first, then sets the new limit and rate, moving coins between
+/// `balance` and `held` by the rule of `domain::pool::with_settings`, so no
+/// config change destroys coins. The balance is read and written in the same
+/// statement, because gateway instances move coins concurrently. `starting`
+/// is ignored. Returns whether anything changed.
 pub async fn apply_settings<C: ConnectionTrait>(
     c: &C,
     m: &pool::Model,
@@ -163,6 +169,8 @@ pub async fn apply_settings<C: ConnectionTrait>(
         return Ok(false);
     }
     credit_refill(c, m, now).await?;
+    let balance = || Expr::col(pool::Column::BalanceMicro);
+    let held = || Expr::col(pool::Column::HeldMicro);
     let mut update = pool::Entity::update_many()
         .col_expr(pool::Column::MaxMicro, Expr::value(max_micro))
         .col_expr(pool::Column::Unlimited, Expr::value(unlimited))
@@ -171,39 +179,88 @@ pub async fn apply_settings<C: ConnectionTrait>(
             Expr::value(settings.refresh_micro),
         )
         .col_expr(pool::Column::UpdatedAt, Expr::value(now));
-    if !unlimited {
-        update = update.col_expr(
-            pool::Column::BalanceMicro,
-            Expr::case(
-                Expr::col(pool::Column::BalanceMicro).gt(max_micro),
-                Expr::value(max_micro),
-            )
-            .finally(Expr::col(pool::Column::BalanceMicro))
-            .into(),
-        );
+    let moves: Option<(SimpleExpr, SimpleExpr)> = match (m.unlimited, unlimited) {
+        (_, true) => None,
+        (true, false) => {
+            // Leaving "unlimited": everything comes within the new max.
+            let total = || Expr::expr(balance().add(held()));
+            let over = || total().gt(max_micro);
+            update = update.col_expr(pool::Column::RefilledAt, Expr::value(now));
+            Some((
+                Expr::case(over(), Expr::value(max_micro))
+                    .finally(total())
+                    .into(),
+                Expr::case(over(), total().sub(max_micro))
+                    .finally(Expr::value(0i64))
+                    .into(),
+            ))
+        }
+        (false, false) if max_micro < m.max_micro => {
+            // Lowered: what is above the new max is held back.
+            let over = || balance().gt(max_micro);
+            Some((
+                Expr::case(over(), Expr::value(max_micro))
+                    .finally(balance())
+                    .into(),
+                Expr::case(over(), Expr::expr(held().add(balance())).sub(max_micro))
+                    .finally(held())
+                    .into(),
+            ))
+        }
+        (false, false) if max_micro > m.max_micro => {
+            // Raised: held coins come back, up to the room the raise made.
+            let room = max_micro - m.max_micro;
+            let more = || held().gt(room);
+            Some((
+                Expr::case(more(), balance().add(room))
+                    .finally(Expr::expr(balance().add(held())))
+                    .into(),
+                Expr::case(more(), held().sub(room))
+                    .finally(Expr::value(0i64))
+                    .into(),
+            ))
+        }
+        (false, false) => None,
+    };
+    if let Some((new_balance, new_held)) = moves {
+        update = update
+            .col_expr(pool::Column::BalanceMicro, new_balance)
+            .col_expr(pool::Column::HeldMicro, new_held);
     }
-    if m.unlimited && !unlimited {
-        // Leaving "unlimited": the refill clock restarts now.
-        update = update.col_expr(pool::Column::RefilledAt, Expr::value(now));
-    }
-    update.filter(pool::Column::Id.eq(m.id)).exec(c).await?;
+    // The moves are relative to the limit read above; a concurrent apply of
+    // another limit makes this a no-op rather than a wrong move.
+    update
+        .filter(pool::Column::Id.eq(m.id))
+        .filter(pool::Column::MaxMicro.eq(m.max_micro))
+        .filter(pool::Column::Unlimited.eq(m.unlimited))
+        .exec(c)
+        .await?;
     Ok(true)
 }
 
-/// Credits `amount` back (coins a lease returns), never above the limit.
+/// Credits `amount` back (coins a lease returns). What would rise above the
+/// limit (lowered while the lease was out) is held back, not lost.
 pub async fn credit<C: ConnectionTrait>(c: &C, pool_id: i64, amount: i64) -> Result<(), DbErr> {
     if amount <= 0 {
         return Ok(());
     }
+    let sum = || Expr::expr(Expr::col(pool::Column::BalanceMicro).add(amount));
+    let over = || sum().gt(Expr::col(pool::Column::MaxMicro));
     pool::Entity::update_many()
         .col_expr(
             pool::Column::BalanceMicro,
+            Expr::case(over(), Expr::col(pool::Column::MaxMicro))
+                .finally(sum())
+                .into(),
+        )
+        .col_expr(
+            pool::Column::HeldMicro,
             Expr::case(
-                Expr::expr(Expr::col(pool::Column::BalanceMicro).add(amount))
-                    .gt(Expr::col(pool::Column::MaxMicro)),
-                Expr::col(pool::Column::MaxMicro),
+                over(),
+                Expr::expr(Expr::col(pool::Column::HeldMicro).add(sum()))
+                    .sub(Expr::col(pool::Column::MaxMicro)),
             )
-            .finally(Expr::col(pool::Column::BalanceMicro).add(amount))
+            .finally(Expr::col(pool::Column::HeldMicro))
             .into(),
         )
         .filter(pool::Column::Id.eq(pool_id))

@@ -7,9 +7,11 @@ use super::entities::access_policy;
 use super::owners::{all_clients, all_users, OwnerKind};
 use super::pools;
 use crate::domain::config::{Config, OwnerSettings, Section, SettingsSource};
+use crate::domain::plan::{self, Current};
+use crate::domain::policy::{AccessMode, AccessPolicy};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SyncReport {
@@ -165,4 +167,70 @@ pub async fn sync_all<C: ConnectionTrait>(
     .await?;
     sync_section(c, OwnerKind::User, &config.users, &users, now, &mut report).await?;
     Ok(report)
+}
+
+/// Every existing client and user as the database has them now (pools with
+/// leases counted in, the access policy last synced), for a plan.
+pub async fn current_owners<C: ConnectionTrait>(c: &C, now: i64) -> Result<Vec<Current>, DbErr> {
+    let policies: HashMap<(String, i64), access_policy::Model> = access_policy::Entity::find()
+        .all(c)
+        .await?
+        .into_iter()
+        .map(|p| ((p.owner_kind.clone(), p.owner_id), p))
+        .collect();
+    let mut owners: Vec<(OwnerKind, i64, String)> = all_clients(c)
+        .await?
+        .into_iter()
+        .map(|m| (OwnerKind::Client, m.id, m.name))
+        .collect();
+    owners.extend(
+        all_users(c)
+            .await?
+            .into_iter()
+            .map(|m| (OwnerKind::User, m.id, m.username)),
+    );
+    let mut out = Vec::with_capacity(owners.len());
+    for (kind, id, name) in owners {
+        let pool = match pools::find(c, kind, id).await? {
+            Some(m) => Some(pools::current(c, &m, now).await?),
+            None => None,
+        };
+        let access = policies
+            .get(&(kind.as_str().to_string(), id))
+            .map(stored_policy);
+        out.push(Current {
+            kind: kind.as_str(),
+            name,
+            pool,
+            access,
+        });
+    }
+    Ok(out)
+}
+
+fn stored_policy(p: &access_policy::Model) -> (AccessPolicy, SettingsSource) {
+    let list = |s: &str| serde_json::from_str::<BTreeSet<String>>(s).unwrap_or_default();
+    (
+        AccessPolicy {
+            default: AccessMode::parse(&p.default_mode).unwrap_or(AccessMode::Blacklist),
+            whitelist: list(&p.whitelist),
+            blacklist: list(&p.blacklist),
+            graylist: list(&p.graylist),
+        },
+        if p.source == "named" {
+            SettingsSource::Named
+        } else {
+            SettingsSource::Default
+        },
+    )
+}
+
+/// What applying `config` would change, as text (`check-config --plan`).
+pub async fn plan_text<C: ConnectionTrait>(
+    c: &C,
+    config: &Config,
+    now: i64,
+) -> Result<String, DbErr> {
+    let current = current_owners(c, now).await?;
+    Ok(plan::render(&plan::plan(&current, config, now)))
 }

@@ -10,7 +10,11 @@ pub struct Me {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolView {
+    /// What can be spent now.
     pub balance: i64,
+    /// Coins a lowered max or a block holds back; they come back when the
+    /// config allows.
+    pub held: i64,
     /// `None` when unlimited.
     pub max: Option<i64>,
     pub refresh: i64,

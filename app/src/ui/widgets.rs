@@ -73,6 +73,14 @@ pub fn PoolPanel(pool: Option<PoolView>, source: String) -> impl IntoView {
         Some(p) => view! {
             <dl class="facts">
                 <dt>"Balance"</dt><dd><Gauge pool=Some(p.clone())/></dd>
+                {(p.held > 0).then(|| view! {
+                    <dt>"Held back"</dt>
+                    <dd data-testid="held">{format!(
+                        "{} more coins are stored ({} in all) but out of reach under the current max; raising max gives them back",
+                        format_coins(p.held),
+                        format_coins(p.balance + p.held)
+                    )}</dd>
+                })}
                 <dt>"Max"</dt><dd>{p.max.map_or("unlimited (-2)".into(), |m| if m == 0 { "0 (blocked)".into() } else { format_coins(m) })}</dd>
                 <dt>"Refresh"</dt><dd>{format!("{} coins per hour", format_coins(p.refresh))}</dd>
                 <dt>"Starting"</dt><dd>{format_coins(p.starting)}</dd>

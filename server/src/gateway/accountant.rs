@@ -25,7 +25,7 @@ use app::ssr::ledger::{self, Batch, Charge, Return, TopUp, TopUpOutcome};
 use app::ssr::{db, now_ms, pools};
 use sea_orm::{DatabaseConnection, DbErr};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -196,6 +196,9 @@ struct Inner {
     jobs: mpsc::UnboundedSender<Job>,
     wake: Notify,
     healthy: AtomicBool,
+    /// Calls whose reported usage cost more than their reservation, and by how much.
+    overage_calls: AtomicU64,
+    overage_micro: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -227,6 +230,8 @@ impl Accountant {
             jobs,
             wake: Notify::new(),
             healthy: AtomicBool::new(true),
+            overage_calls: AtomicU64::new(0),
+            overage_micro: AtomicU64::new(0),
         });
         tokio::spawn(run(inner.clone(), rx));
         Accountant { inner }
@@ -419,14 +424,15 @@ impl Accountant {
 
     fn settle(&self, t: &Ticket, o: Outcome) -> i64 {
         let call = &t.call;
-        let base = o.cost.clamp(0, t.reserved);
+        let cost = o.cost.max(0);
+        let base = cost.min(t.reserved);
         let mut charged = base;
         let mut returns = Vec::new();
         {
             let mut budgets = locked(&self.inner.budgets);
             match (t.lease_id, budgets.get_mut(&t.pool_id)) {
                 (Some(lease), Some(b)) if b.lease_id == Some(lease) => {
-                    let extra = (o.cost - t.reserved).clamp(0, b.remaining.max(0));
+                    let extra = (cost - t.reserved).clamp(0, b.remaining.max(0));
                     charged += extra;
                     b.remaining += t.reserved - base - extra;
                     b.in_flight = b.in_flight.saturating_sub(1);
@@ -456,11 +462,22 @@ impl Accountant {
                 (None, _) => {}
             }
         }
-        let outcome = if charged < o.cost {
-            format!("{}; capped at the reservation", o.outcome)
-        } else {
-            o.outcome
-        };
+        let overage = (cost - t.reserved).max(0);
+        if overage > 0 {
+            // The reservation is meant to be a true upper bound: this is an
+            // upstream that did more than it was asked, or a bound to fix.
+            self.inner.overage_calls.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .overage_micro
+                .fetch_add(overage.try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
+            tracing::warn!(
+                request_id = %call.request_id,
+                model = %call.model,
+                reserved = t.reserved,
+                cost,
+                "the upstream reported more usage than was reserved; the excess is taken from the pool as far as it goes and recorded as overage"
+            );
+        }
         let charge = Charge {
             pool_id: t.pool_id,
             lease_id: t.lease_id,
@@ -469,8 +486,10 @@ impl Accountant {
             tokens_in: o.tokens_in,
             tokens_out: o.tokens_out,
             coins: charged,
+            cost,
+            overage,
             request_id: call.request_id.clone(),
-            outcome,
+            outcome: o.outcome,
         };
         self.queue(vec![charge], returns);
         charged
@@ -486,6 +505,8 @@ impl Accountant {
             tokens_in: 0,
             tokens_out: 0,
             coins: 0,
+            cost: 0,
+            overage: 0,
             request_id: call.request_id.clone(),
             outcome: format!("refused: {outcome}"),
         };
@@ -510,6 +531,15 @@ impl Accountant {
         self.inner.healthy.load(Ordering::Acquire)
     }
 
+    /// Calls since start whose usage cost more than their reservation, and
+    /// the total excess in micro-coins.
+    pub fn overage(&self) -> (u64, u64) {
+        (
+            self.inner.overage_calls.load(Ordering::Relaxed),
+            self.inner.overage_micro.load(Ordering::Relaxed),
+        )
+    }
+
     /// Ledger rows queued and not committed yet.
     pub fn unwritten_rows(&self) -> usize {
         locked(&self.inner.pending).charges.len()
@@ -520,6 +550,15 @@ impl Accountant {
     pub fn touch(&self, key_id: i64) {
         if locked(&self.inner.pending).touched.insert(key_id) {
             self.inner.wake.notify_one();
+        }
+    }
+
+    /// Waits (up to `limit`) until every charge queued so far is committed,
+    /// so that a read of the pool that follows sees it.
+    pub async fn flush(&self, limit: Duration) {
+        let (reply, rx) = oneshot::channel();
+        if self.inner.jobs.send(Job::Flush(reply)).is_ok() {
+            let _ = tokio::time::timeout(limit, rx).await;
         }
     }
 
@@ -536,10 +575,7 @@ impl Accountant {
             }
         }
         self.queue(Vec::new(), returns);
-        let (reply, rx) = oneshot::channel();
-        if self.inner.jobs.send(Job::Flush(reply)).is_ok() {
-            let _ = tokio::time::timeout(limit, rx).await;
-        }
+        self.flush(limit).await;
     }
 }
 

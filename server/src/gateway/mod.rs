@@ -4,7 +4,6 @@
 
 pub mod accountant;
 pub mod error;
-mod estimate;
 pub mod providers;
 mod proxy;
 
@@ -149,11 +148,17 @@ async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<Va
 async fn balance(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
     let owner = auth(&gw, &headers).await?;
     let pool = pool_of(&owner)?;
+    // Calls this instance finished are written behind their responses: wait
+    // for them, so a balance read right after a call reflects it.
+    gw.accountant.flush(std::time::Duration::from_secs(2)).await;
     let st = pools::current(&gw.ctx.db, pool, now_ms())
         .await
         .map_err(|e| {
             ApiError::AccountingUnavailable(format!("the database is unavailable: {e}"))
         })?;
+    // What can be spent; `stored` also counts coins a lowered max or a block
+    // holds back (they come back when the config allows).
+    let available = if st.limit.is_blocked() { 0 } else { st.balance };
     let (max, unlimited) = match st.limit {
         app::domain::config::PoolLimit::Unlimited => (Value::Null, true),
         app::domain::config::PoolLimit::Limited(m) => (json!(micro_to_coins(m)), false),
@@ -161,7 +166,8 @@ async fn balance(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<V
     Ok(Json(json!({
         "object": "balance",
         "owner": {"kind": owner.kind.as_str(), "name": owner.name},
-        "balance": micro_to_coins(st.balance),
+        "balance": micro_to_coins(available),
+        "stored": micro_to_coins(st.balance + st.held),
         "max": max,
         "refresh": micro_to_coins(st.refresh_micro),
         "unlimited": unlimited,

@@ -3,9 +3,9 @@
 
 use super::accountant::{Admission, CallInfo, Outcome, Ticket};
 use super::error::{invalid_json, ApiError};
-use super::estimate::{input_typical, input_upper_bound, output_limit};
 use super::providers::{dummy, openai, Chunk, ChunkStream, Kind, ProviderError, Reply, Usage};
 use super::{auth, consent_url, pool_of, Gateway, RequestId};
+use app::domain::bound::{bound, ModelLimits};
 use app::domain::config::{Config, ModelSpec, OwnerSettings, Provider, SettingsSource};
 use app::domain::money::format_coins;
 use app::domain::policy::{Rule, Verdict};
@@ -42,42 +42,6 @@ fn db_down(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
-fn validate(kind: Kind, body: &Value) -> Result<(), ApiError> {
-    let need = |field: &str, ok: bool| {
-        if ok {
-            Ok(())
-        } else {
-            Err(ApiError::InvalidRequest(format!(
-                "`{field}` is missing or has the wrong type"
-            )))
-        }
-    };
-    match kind {
-        Kind::Chat => need(
-            "messages",
-            body["messages"].as_array().is_some_and(|m| !m.is_empty()),
-        ),
-        Kind::Completions => need(
-            "prompt",
-            body["prompt"].is_string() || body["prompt"].is_array(),
-        ),
-        Kind::Embeddings => need(
-            "input",
-            body["input"].is_string() || body["input"].is_array(),
-        ),
-    }?;
-    for f in ["max_tokens", "max_completion_tokens"] {
-        if let Some(v) = body.get(f) {
-            if !v.is_null() && v.as_u64().is_none() {
-                return Err(ApiError::InvalidRequest(format!(
-                    "`{f}` must be a positive integer"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
 pub async fn call(
     gw: Gateway,
     id: RequestId,
@@ -100,8 +64,6 @@ pub async fn call(
             )
         })?
         .to_string();
-    validate(kind, &body)?;
-
     let snapshot = gw.ctx.config.load_full();
     let spec: ModelSpec = snapshot.config.models.get(&model_name).cloned().ok_or_else(|| {
         ApiError::ModelNotFound(format!(
@@ -157,11 +119,22 @@ pub async fn call(
     // Reserve the worst case before anything goes upstream.
     let stream = kind != Kind::Embeddings && body["stream"].as_bool() == Some(true);
     let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
-    let (max_out, field) = output_limit(kind, &body, spec.max_output_tokens);
-    if kind != Kind::Embeddings {
-        body[field] = Value::from(max_out);
-    }
-    let estimate = spec.price.cost(input_upper_bound(kind, &body), max_out);
+    let worst = bound(
+        kind,
+        &mut body,
+        ModelLimits {
+            max_output_tokens: spec.max_output_tokens,
+            media: &spec.media,
+            pass_through: &spec.pass_through,
+        },
+    )
+    .map_err(|r| {
+        gw.accountant.refuse(pool.id, &call, "invalid_request");
+        ApiError::InvalidRequest(r.to_string())
+    })?;
+    let max_out = worst.per_choice;
+    let typical_input = worst.input.div_ceil(4);
+    let estimate = spec.price.cost(worst.input, worst.output);
     let ticket = match gw
         .accountant
         .admit(&pool, estimate, &call)
@@ -239,7 +212,7 @@ pub async fn call(
                 if reply.get("usage").is_some_and(|u| u.is_object()) || kind == Kind::Embeddings {
                     (usage, "ok")
                 } else {
-                    (estimate_usage(kind, &body, &reply), "ok_without_usage")
+                    (estimate_usage(typical_input, &reply), "ok_without_usage")
                 };
             ticket.settle(outcome(usage, result));
             Ok(Json(reply).into_response())
@@ -248,7 +221,7 @@ pub async fn call(
             let meter = Meter {
                 ticket: Some(ticket),
                 price: spec.price,
-                typical_input: input_typical(kind, &body),
+                typical_input,
                 reported: None,
                 produced: 0,
                 finished: false,
@@ -261,7 +234,7 @@ pub async fn call(
 
 /// Usage for a reply that reported none: the typical input estimate, and
 /// about four bytes a token for the text that came back.
-fn estimate_usage(kind: Kind, request: &Value, reply: &Value) -> Usage {
+fn estimate_usage(typical_input: u64, reply: &Value) -> Usage {
     let text: usize = reply["choices"]
         .as_array()
         .map(|cs| {
@@ -276,7 +249,7 @@ fn estimate_usage(kind: Kind, request: &Value, reply: &Value) -> Usage {
         })
         .unwrap_or(0);
     Usage {
-        prompt: input_typical(kind, request),
+        prompt: typical_input,
         completion: (text as u64).div_ceil(4),
     }
 }

@@ -41,6 +41,13 @@ async fn chat(State(rec): State<Arc<Recorded>>, Json(body): Json<Value>) -> Resp
     let stream = body["stream"].as_bool() == Some(true);
     match model.as_str() {
         "fail" => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        // Reports far more usage than any reservation allows for.
+        "greedy" => Json(json!({
+            "id": "up-3", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "a lot"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 100000, "total_tokens": 100011}
+        }))
+        .into_response(),
         "no-usage" => Json(json!({
             "id": "up-2", "object": "chat.completion", "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from upstream"}, "finish_reason": "stop"}]

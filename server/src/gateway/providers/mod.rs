@@ -6,22 +6,7 @@ pub mod openai;
 use futures::Stream;
 use std::pin::Pin;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Chat,
-    Completions,
-    Embeddings,
-}
-
-impl Kind {
-    pub fn path(self) -> &'static str {
-        match self {
-            Kind::Chat => "/chat/completions",
-            Kind::Completions => "/completions",
-            Kind::Embeddings => "/embeddings",
-        }
-    }
-}
+pub use app::domain::bound::Kind;
 
 /// Token usage as a provider reports it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

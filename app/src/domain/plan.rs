@@ -1,0 +1,265 @@
+//! What a config file would change against the database, owner by owner,
+//! like `terraform plan`: the coins that can be spent, max and refresh, the
+//! verdict for each model, and whether a named entry or the defaults apply.
+//! Computed with the same rules the sync applies (`pool::with_settings`,
+//! `AccessPolicy::decide`), so the plan is what happens.
+
+use super::config::{Config, OwnerSettings, PoolLimit, SettingsSource};
+use super::money::format_coins;
+use super::policy::{AccessPolicy, Verdict};
+use super::pool::{initial_balance, refilled, with_settings, PoolState};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+
+/// One existing client or user as the database has it now.
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// `client` or `user`.
+    pub kind: &'static str,
+    pub name: String,
+    /// The pool with leases counted in, if it exists.
+    pub pool: Option<PoolState>,
+    /// The access policy last synced, and where it came from.
+    pub access: Option<(AccessPolicy, SettingsSource)>,
+}
+
+/// One fact before and after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Line {
+    pub what: String,
+    pub before: String,
+    pub after: String,
+}
+
+impl Line {
+    pub fn changes(&self) -> bool {
+        self.before != self.after
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerPlan {
+    pub kind: String,
+    pub name: String,
+    pub lines: Vec<Line>,
+}
+
+impl OwnerPlan {
+    pub fn changes(&self) -> bool {
+        self.lines.iter().any(Line::changes)
+    }
+}
+
+fn limit_text(l: PoolLimit) -> String {
+    match l {
+        PoolLimit::Unlimited => "unlimited".into(),
+        PoolLimit::Limited(0) => "0 (blocked)".into(),
+        PoolLimit::Limited(m) => format_coins(m),
+    }
+}
+
+fn coins_text(st: &PoolState) -> String {
+    let available = if st.limit.is_blocked() { 0 } else { st.balance };
+    let held = st.balance + st.held - available;
+    if st.limit == PoolLimit::Unlimited {
+        "unlimited".into()
+    } else if held > 0 {
+        format!(
+            "{} ({} held back)",
+            format_coins(available),
+            format_coins(held)
+        )
+    } else {
+        format_coins(available)
+    }
+}
+
+fn verdict_text(policy: &AccessPolicy, model: &str) -> String {
+    let d = policy.decide(model, false);
+    let v = match d.verdict {
+        Verdict::Allowed => "allowed",
+        Verdict::Denied => "denied",
+        Verdict::ConsentRequired => "consent needed",
+    };
+    format!("{v} ({})", d.rule)
+}
+
+fn owner_plan(
+    now_: &Current,
+    settings: &OwnerSettings,
+    source: SettingsSource,
+    config: &Config,
+    now: i64,
+) -> OwnerPlan {
+    let mut lines = Vec::new();
+    let mut line = |what: &str, before: String, after: String| {
+        lines.push(Line {
+            what: what.into(),
+            before,
+            after,
+        })
+    };
+    line(
+        "settings from",
+        now_.access
+            .as_ref()
+            .map_or("nothing yet".into(), |(_, s)| s.as_str().to_string()),
+        source.as_str().to_string(),
+    );
+    let absent = "no pool yet".to_string();
+    match &now_.pool {
+        None => {
+            let balance = initial_balance(&settings.pool);
+            let st = PoolState {
+                limit: settings.pool.limit,
+                refresh_micro: settings.pool.refresh_micro,
+                balance,
+                refilled_at: now,
+                held: 0,
+            };
+            line("coins available", absent.clone(), coins_text(&st));
+            line("max", absent.clone(), limit_text(settings.pool.limit));
+            line(
+                "refresh per hour",
+                absent,
+                format_coins(settings.pool.refresh_micro),
+            );
+        }
+        Some(st) => {
+            let before = refilled(st, now);
+            let after = if before.limit == settings.pool.limit
+                && before.refresh_micro == settings.pool.refresh_micro
+            {
+                before
+            } else {
+                with_settings(&before, &settings.pool, now)
+            };
+            line("coins available", coins_text(&before), coins_text(&after));
+            line("max", limit_text(before.limit), limit_text(after.limit));
+            line(
+                "refresh per hour",
+                format_coins(before.refresh_micro),
+                format_coins(after.refresh_micro),
+            );
+        }
+    }
+    for model in config.models.keys() {
+        let before = now_
+            .access
+            .as_ref()
+            .map_or("nothing yet".into(), |(p, _)| verdict_text(p, model));
+        line(
+            &format!("model {model}"),
+            before,
+            verdict_text(&settings.access, model),
+        );
+    }
+    OwnerPlan {
+        kind: now_.kind.to_string(),
+        name: now_.name.clone(),
+        lines,
+    }
+}
+
+/// The plan for every existing owner, in the order given.
+pub fn plan(current: &[Current], config: &Config, now: i64) -> Vec<OwnerPlan> {
+    current
+        .iter()
+        .map(|c| {
+            let section = if c.kind == "client" {
+                &config.clients
+            } else {
+                &config.users
+            };
+            let (settings, source) = section.settings_for(&c.name);
+            owner_plan(c, settings, source, config, now)
+        })
+        .collect()
+}
+
+/// The plan as text: `~` marks what changes; owners with no change are
+/// listed on one line.
+pub fn render(plans: &[OwnerPlan]) -> String {
+    let mut out = String::new();
+    let changing = plans.iter().filter(|p| p.changes()).count();
+    for p in plans.iter().filter(|p| p.changes()) {
+        let _ = writeln!(out, "{} {}:", p.kind, p.name);
+        for l in &p.lines {
+            if l.changes() {
+                let _ = writeln!(out, "  ~ {}: {} -> {}", l.what, l.before, l.after);
+            } else {
+                let _ = writeln!(out, "    {}: {}", l.what, l.after);
+            }
+        }
+    }
+    let same: Vec<String> = plans
+        .iter()
+        .filter(|p| !p.changes())
+        .map(|p| format!("{} {}", p.kind, p.name))
+        .collect();
+    if !same.is_empty() {
+        let _ = writeln!(out, "unchanged: {}", same.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "Plan: {changing} of {} clients and users change.",
+        plans.len()
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::PoolSettings;
+    use crate::domain::money::MICRO;
+
+    fn cfg(max: i64) -> Config {
+        let mut c = Config::default();
+        c.clients.default = OwnerSettings {
+            pool: PoolSettings {
+                limit: PoolLimit::Limited(max),
+                refresh_micro: 0,
+                starting_micro: 0,
+            },
+            access: AccessPolicy::deny_all(),
+        };
+        c
+    }
+
+    fn current(balance: i64, max: i64) -> Current {
+        Current {
+            kind: "client",
+            name: "bot".into(),
+            pool: Some(PoolState {
+                limit: PoolLimit::Limited(max),
+                refresh_micro: 0,
+                balance,
+                refilled_at: 0,
+                held: 0,
+            }),
+            access: Some((AccessPolicy::deny_all(), SettingsSource::Default)),
+        }
+    }
+
+    #[test]
+    fn a_blocking_file_shows_coins_held_back_not_lost() {
+        let config = cfg(0);
+        let plans = plan(&[current(40 * MICRO, 100 * MICRO)], &config, 0);
+        let text = render(&plans);
+        assert!(
+            text.contains("~ coins available: 40 -> 0 (40 held back)"),
+            "{text}"
+        );
+        assert!(text.contains("~ max: 100 -> 0 (blocked)"), "{text}");
+        assert!(text.contains("Plan: 1 of 1"), "{text}");
+    }
+
+    #[test]
+    fn the_same_settings_change_nothing() {
+        let config = cfg(100 * MICRO);
+        let plans = plan(&[current(40 * MICRO, 100 * MICRO)], &config, 0);
+        assert!(!plans[0].changes(), "{plans:?}");
+        assert!(render(&plans).contains("unchanged: client bot"));
+    }
+}
