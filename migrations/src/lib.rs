@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_initial;
 mod m20261128_000002_leases;
+mod m20261201_000003_login_failure_addr;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261128_000001_initial::Migration),
             Box::new(m20261128_000002_leases::Migration),
+            Box::new(m20261201_000003_login_failure_addr::Migration),
         ]
     }
 }
