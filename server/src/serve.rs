@@ -126,6 +126,11 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
         http,
     };
     spawn_orphan_sweep(ctx.db.clone());
+    // Sign-in compares unknown names against this hash; compute it now, off
+    // the request threads, rather than during the first such sign-in.
+    tokio::task::spawn_blocking(|| {
+        app::ssr::dummy_hash();
+    });
 
     // Tests and scripts read this line to learn the port when listening on :0.
     tracing::info!("listening on http://{local}");
