@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261128_000001_initial;
 mod m20261128_000002_leases;
 mod m20261129_000003_held_and_overage;
+mod m20261129_000004_login_failure_addr;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000001_initial::Migration),
             Box::new(m20261128_000002_leases::Migration),
             Box::new(m20261129_000003_held_and_overage::Migration),
+            Box::new(m20261129_000004_login_failure_addr::Migration),
         ]
     }
 }

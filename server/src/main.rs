@@ -1,5 +1,6 @@
 //! `tollgate`: the gateway server and its command-line tools.
 
+mod body_limit;
 mod cli;
 mod gateway;
 mod health;

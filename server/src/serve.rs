@@ -34,8 +34,9 @@ fn leptos_options(listen: &str) -> LeptosOptions {
     opts
 }
 
-pub fn router(ctx: AppContext, gw: Gateway) -> Router {
-    let origin_policy = crate::origin::OriginPolicy::new(&ctx.public_url);
+/// `public_url` is the configured `server.public_url`, if any.
+pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router {
+    let origin_policy = crate::origin::OriginPolicy::new(public_url, &ctx.public_url);
     let routes = generate_route_list(App);
     let opts = ctx.leptos_options.clone();
     let ui = Router::new()
@@ -69,6 +70,7 @@ pub fn router(ctx: AppContext, gw: Gateway) -> Router {
             origin_policy,
             crate::origin::check,
         ))
+        .layer(axum::middleware::from_fn(crate::body_limit::limit))
         .layer(axum::middleware::from_fn(gateway::request_id))
 }
 
@@ -124,6 +126,11 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
         http,
     };
     spawn_orphan_sweep(ctx.db.clone());
+    // Sign-in compares unknown names against this hash; compute it now, off
+    // the request threads, rather than during the first such sign-in.
+    tokio::task::spawn_blocking(|| {
+        app::ssr::dummy_hash();
+    });
 
     // Tests and scripts read this line to learn the port when listening on :0.
     tracing::info!("listening on http://{local}");
@@ -135,7 +142,10 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
         }
     });
     let accountant = gw.accountant.clone();
-    let served = axum::serve(listener, router(ctx, gw))
+    let app = router(ctx, gw, settings.public_url.as_deref())
+        // The peer address, for bounding failed sign-ins per address.
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| CliError::Other(format!("server error: {e}")));

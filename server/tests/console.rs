@@ -476,3 +476,742 @@ async fn create_admin_from_the_host() {
         assert_eq!(body[0]["role"], "admin");
     }
 }
+
+/// Runs one story on SQLite and on PostgreSQL, as two tests named after the backend.
+macro_rules! on_both_backends {
+    ($name:ident, $story:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn sqlite() {
+                $story(Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                $story(Backend::Postgres).await
+            }
+        }
+    };
+}
+
+impl Console {
+    /// Creates a user with a role as `admin`; returns their session cookie.
+    async fn user(&self, admin: &str, name: &str, role: &str) -> String {
+        let (s, b, _) = self
+            .call(
+                Some(admin),
+                "create_user_account",
+                &[
+                    ("username", name),
+                    ("role", role),
+                    ("password", "long enough pw"),
+                ],
+            )
+            .await;
+        assert_eq!(s, 200, "create {name}: {b}");
+        self.sign_in(name, "long enough pw").await
+    }
+
+    async fn page_status(&self, cookie: Option<&str>, path: &str) -> u16 {
+        let mut req = self.http.get(format!("{}{path}", self.server.url));
+        if let Some(c) = cookie {
+            req = req.header("Cookie", c);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        resp.bytes().await.unwrap();
+        status
+    }
+}
+
+async fn login_failures(tdb: &TestDb) -> Vec<app::ssr::entities::login_failure::Model> {
+    use sea_orm::EntityTrait;
+    app::ssr::entities::login_failure::Entity::find()
+        .all(&tdb.connect().await)
+        .await
+        .unwrap()
+}
+
+async fn oversized_bodies_story(backend: Backend) {
+    let (tdb, c, token) = start(backend).await;
+    let admin = c.first_admin(&token).await;
+
+    // The flood from the report: a 2 MB username, with no session.
+    let huge = "u".repeat(2 * 1024 * 1024);
+    for _ in 0..3 {
+        let (status, _, _) = c
+            .call(None, "login", &[("username", &huge), ("password", "wrong")])
+            .await;
+        assert_eq!(status, 413, "{backend:?}");
+    }
+    // Under the body limit but longer than any name or password: refused
+    // before anything is hashed or stored.
+    let long = "u".repeat(2000);
+    let (status, body, _) = c
+        .call(None, "login", &[("username", &long), ("password", "wrong")])
+        .await;
+    assert_eq!(status, 400, "{backend:?}: {body}");
+    let (status, body, _) = c
+        .call(None, "login", &[("username", "ada"), ("password", &long)])
+        .await;
+    assert_eq!(status, 400, "{backend:?}: {body}");
+    assert!(
+        login_failures(&tdb).await.is_empty(),
+        "{backend:?}: nothing was stored"
+    );
+    // The same for a signed-in admin's forms.
+    let (status, _, _) = c
+        .call(Some(&admin), "create_client", &[("name", &huge)])
+        .await;
+    assert_eq!(status, 413, "{backend:?}");
+    let (status, _, _) = c
+        .call(
+            Some(&admin),
+            "create_user_account",
+            &[
+                ("username", "newbie"),
+                ("role", "user"),
+                ("password", &long),
+            ],
+        )
+        .await;
+    assert_eq!(
+        status, 400,
+        "{backend:?}: a 2000-byte password is not hashed"
+    );
+
+    // On /v1 the answer is OpenAI-shaped, announced length or not.
+    let (s, b, _) = c
+        .call(Some(&admin), "create_client", &[("name", "big")])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, key, _) = c
+        .call(
+            Some(&admin),
+            "create_client_key",
+            &[("client", "big"), ("label", ""), ("expires_days", "")],
+        )
+        .await;
+    let key = key["secret"].as_str().unwrap().to_string();
+    let chat = |content: String| {
+        serde_json::json!({"model": "dummy", "messages": [{"role": "user", "content": content}]})
+            .to_string()
+    };
+    let url = format!("{}/v1/chat/completions", c.server.url);
+    let too_big = chat("x".repeat(9 * 1024 * 1024));
+    let sized = c
+        .http
+        .post(&url)
+        .bearer_auth(&key)
+        .header("Content-Type", "application/json")
+        .body(too_big.clone())
+        .send()
+        .await
+        .unwrap();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = too_big
+        .into_bytes()
+        .chunks(64 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let streamed = c
+        .http
+        .post(&url)
+        .bearer_auth(&key)
+        .header("Content-Type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    for (how, resp) in [("with a length", sized), ("chunked", streamed)] {
+        assert_eq!(resp.status().as_u16(), 413, "{backend:?} {how}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            v["error"]["code"], "request_too_large",
+            "{backend:?} {how}: {v}"
+        );
+        assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
+        assert!(v["error"]["param"].is_null(), "{v}");
+        assert!(v["error"]["message"].is_string(), "{v}");
+    }
+    // A long conversation under the limit still goes through.
+    let resp = c
+        .http
+        .post(&url)
+        .bearer_auth(&key)
+        .header("Content-Type", "application/json")
+        .body(chat("x".repeat(3 * 1024 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{backend:?}");
+}
+on_both_backends!(
+    oversized_bodies_are_refused_before_anything_is_stored,
+    oversized_bodies_story
+);
+
+async fn parallel_guesses_story(backend: Backend) {
+    let (tdb, c, token) = start(backend).await;
+    c.first_admin(&token).await;
+    let c = std::sync::Arc::new(c);
+    let guesses: Vec<_> = (0..30)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let pw = format!("wrong guess {i}");
+                c.call(None, "login", &[("username", "ada"), ("password", &pw)])
+                    .await
+                    .0
+            })
+        })
+        .collect();
+    let mut checked = 0;
+    for g in guesses {
+        match g.await.unwrap() {
+            401 => checked += 1,
+            429 => {}
+            other => panic!("{backend:?}: unexpected status {other}"),
+        }
+    }
+    assert_eq!(checked, 5, "{backend:?}: at most 5 guesses are checked");
+    let (status, body, _) = c
+        .call(
+            None,
+            "login",
+            &[("username", "ada"), ("password", "admin password 1")],
+        )
+        .await;
+    assert_eq!(
+        status, 429,
+        "{backend:?}: the right password waits too: {body}"
+    );
+    let failures = login_failures(&tdb).await;
+    assert_eq!(failures.len(), 5, "{backend:?}: {failures:?}");
+    assert!(
+        failures.iter().all(|f| f.addr == "127.0.0.1"),
+        "{backend:?}: the address is recorded: {failures:?}"
+    );
+}
+on_both_backends!(
+    parallel_wrong_guesses_check_at_most_five,
+    parallel_guesses_story
+);
+
+async fn failures_per_address_story(backend: Backend) {
+    use app::ssr::entities::login_failure;
+    use app::ssr::session::MAX_FAILURES_PER_ADDR;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let (tdb, c, token) = start(backend).await;
+    c.first_admin(&token).await;
+    // As if this address had already guessed at many different names.
+    let db = tdb.connect().await;
+    let now = app::ssr::now_ms();
+    login_failure::Entity::insert_many((0..MAX_FAILURES_PER_ADDR).map(|i| {
+        login_failure::ActiveModel {
+            username: Set(format!("name{i}")),
+            at: Set(now),
+            addr: Set("127.0.0.1".into()),
+            ..Default::default()
+        }
+    }))
+    .exec_without_returning(&db)
+    .await
+    .unwrap();
+    let (status, body, _) = c
+        .call(
+            None,
+            "login",
+            &[("username", "fresh-name"), ("password", "x")],
+        )
+        .await;
+    assert_eq!(status, 429, "{backend:?}: {body}");
+    assert!(body.to_string().contains("address"), "{body}");
+    assert_eq!(
+        login_failures(&tdb).await.len() as u64,
+        MAX_FAILURES_PER_ADDR,
+        "{backend:?}: the table does not grow"
+    );
+}
+on_both_backends!(
+    failed_sign_ins_are_bounded_per_address,
+    failures_per_address_story
+);
+
+async fn setup_token_story(backend: Backend) {
+    // A second instance on the same database, set up through the first.
+    let (tdb, first, token) = start(backend).await;
+    let cfg = tdb.dir.path().join("tollgate.yaml");
+    let second = Console {
+        server: Server::spawn(&cfg, &tdb.url, &[]),
+        http: reqwest::Client::new(),
+    };
+    let second_token = second
+        .server
+        .log()
+        .lines()
+        .find_map(|l| l.split("setup?token=").nth(1))
+        .expect("the second instance logs its own setup address")
+        .trim()
+        .to_string();
+    first.first_admin(&token).await;
+    let (status, body, _) = second
+        .call(
+            None,
+            "setup_admin",
+            &[
+                ("token", &second_token),
+                ("username", "eve"),
+                ("password", "evil password 1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 403, "{backend:?}: {body}");
+    let (_, needed, _) = second.call(None, "setup_needed", &[]).await;
+    assert_eq!(needed, Value::Bool(false), "{backend:?}");
+
+    // `tollgate create-admin` from the host, while the server waits for setup.
+    let tdb2 = TestDb::new(backend).await;
+    let cfg2 = tdb2.dir.path().join("tollgate.yaml");
+    write(&cfg2, CONFIG);
+    let server = Server::spawn(&cfg2, &tdb2.url, &[]);
+    let token2 = server
+        .log()
+        .lines()
+        .find_map(|l| l.split("setup?token=").nth(1))
+        .unwrap()
+        .trim()
+        .to_string();
+    let c2 = Console {
+        server,
+        http: reqwest::Client::new(),
+    };
+    let out = std::process::Command::new(bin())
+        .args(["create-admin", "root-admin", "--config"])
+        .arg(&cfg2)
+        .args(["--database-url", &tdb2.url])
+        .env("TOLLGATE_ADMIN_PASSWORD", "a long admin password")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let (status, body, _) = c2
+        .call(
+            None,
+            "setup_admin",
+            &[
+                ("token", &token2),
+                ("username", "eve"),
+                ("password", "evil password 1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 403, "{backend:?}: {body}");
+    let db = tdb2.connect().await;
+    assert!(
+        app::ssr::owners::user_by_name(&db, "eve")
+            .await
+            .unwrap()
+            .is_none(),
+        "{backend:?}"
+    );
+}
+on_both_backends!(setup_token_is_void_once_an_admin_exists, setup_token_story);
+
+async fn last_admin_story(backend: Backend) {
+    let (_tdb, c, token) = start(backend).await;
+    let ada = c.first_admin(&token).await;
+    for role in ["manager", "user"] {
+        let (status, body, _) = c
+            .call(
+                Some(&ada),
+                "set_user_role",
+                &[("username", "ada"), ("role", role)],
+            )
+            .await;
+        assert_eq!(status, 409, "{backend:?}: {body}");
+    }
+    let (status, _, _) = c
+        .call(
+            Some(&ada),
+            "set_user_active",
+            &[("username", "ada"), ("active", "false")],
+        )
+        .await;
+    assert_eq!(status, 400, "{backend:?}");
+
+    // With a second admin, one may step down; then the other is the last.
+    let ben = c.user(&ada, "ben", "admin").await;
+    let (status, body, _) = c
+        .call(
+            Some(&ada),
+            "set_user_role",
+            &[("username", "ada"), ("role", "manager")],
+        )
+        .await;
+    assert_eq!(status, 200, "{backend:?}: {body}");
+    let (status, body, _) = c
+        .call(
+            Some(&ben),
+            "set_user_role",
+            &[("username", "ben"), ("role", "user")],
+        )
+        .await;
+    assert_eq!(status, 409, "{backend:?}: {body}");
+    // A deactivated admin does not count as one.
+    let (s, _, _) = c
+        .call(
+            Some(&ben),
+            "set_user_role",
+            &[("username", "ada"), ("role", "admin")],
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (s, _, _) = c
+        .call(
+            Some(&ben),
+            "set_user_active",
+            &[("username", "ada"), ("active", "false")],
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (status, body, _) = c
+        .call(
+            Some(&ben),
+            "set_user_role",
+            &[("username", "ben"), ("role", "manager")],
+        )
+        .await;
+    assert_eq!(status, 409, "{backend:?}: {body}");
+    let (_, users, _) = c.call(Some(&ben), "list_users", &[]).await;
+    let active_admins = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u["role"] == "admin" && u["active"] == true)
+        .count();
+    assert_eq!(active_admins, 1, "{backend:?}: {users}");
+}
+on_both_backends!(the_last_active_admin_stays, last_admin_story);
+
+async fn keys_revoke_story(backend: Backend) {
+    let (tdb, c, token) = start(backend).await;
+    let admin = c.first_admin(&token).await;
+    let (s, b, _) = c
+        .call(Some(&admin), "create_client", &[("name", "alpha")])
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let cfg = tdb.dir.path().join("tollgate.yaml");
+    let create = || {
+        let out = tollgate(&["keys", "create", "--client", "alpha"], &cfg, &tdb.url);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (k1, k2) = (create(), create());
+    let prefix = |k: &str| app::domain::keys::display_prefix(k);
+    let revoked = || async {
+        let db = tdb.connect().await;
+        let mut r: Vec<String> = app::ssr::keys::list(&db, None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.revoked_at.is_some())
+            .map(|k| k.prefix)
+            .collect();
+        r.sort();
+        r
+    };
+    let revoke = |p: &str| tollgate(&["keys", "revoke", p], &cfg, &tdb.url);
+
+    // Ambiguous: both listed, nothing revoked, non-zero exit.
+    let out = revoke("tg_");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{backend:?}: {stderr}");
+    assert!(
+        stderr.contains(&prefix(&k1)) && stderr.contains(&prefix(&k2)),
+        "{backend:?}: {stderr}"
+    );
+    // Wildcards are characters, and case matters.
+    let swapped: String = prefix(&k1)
+        .chars()
+        .map(|ch| {
+            if ch.is_ascii_lowercase() {
+                ch.to_ascii_uppercase()
+            } else {
+                ch.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    let mut wrong = vec!["tg%".to_string(), "t_".to_string(), "%".to_string()];
+    if swapped != prefix(&k1) && !prefix(&k2).starts_with(&swapped) {
+        wrong.push(swapped);
+    }
+    for p in &wrong {
+        let out = revoke(p);
+        assert!(
+            !out.status.success(),
+            "{backend:?}: `{p}` revoked something: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(revoked().await.is_empty(), "{backend:?}");
+    // The exact prefix revokes exactly that key.
+    let out = revoke(&prefix(&k1));
+    assert!(out.status.success(), "{backend:?}: {out:?}");
+    assert_eq!(revoked().await, vec![prefix(&k1)], "{backend:?}");
+}
+on_both_backends!(keys_revoke_matches_prefixes_exactly, keys_revoke_story);
+
+async fn labels_and_managers_story(backend: Backend) {
+    let (_tdb, c, token) = start(backend).await;
+    let admin = c.first_admin(&token).await;
+    c.user(&admin, "mia", "manager").await;
+    c.call(Some(&admin), "create_client", &[("name", "alpha")])
+        .await;
+    let long = "l".repeat(101);
+    for bad in [
+        long.as_str(),
+        "invoice\u{202E}fdp.exe",
+        "a\u{2067}b",
+        "x\u{200F}",
+        "\u{061C}y",
+    ] {
+        let (status, body, _) = c
+            .call(
+                Some(&admin),
+                "create_client_key",
+                &[("client", "alpha"), ("label", bad), ("expires_days", "")],
+            )
+            .await;
+        assert_eq!(status, 400, "{backend:?}: {bad:?}: {body}");
+    }
+    let fine = "l".repeat(100);
+    let (status, body, _) = c
+        .call(
+            Some(&admin),
+            "create_client_key",
+            &[("client", "alpha"), ("label", &fine), ("expires_days", "")],
+        )
+        .await;
+    assert_eq!(status, 200, "{backend:?}: {body}");
+    let (_, detail, _) = c
+        .call(Some(&admin), "client_detail", &[("name", "alpha")])
+        .await;
+    assert_eq!(detail["keys"].as_array().unwrap().len(), 1, "{backend:?}");
+
+    // Added with spaces, removed with spaces: the same user both times.
+    for f in ["add_manager", "remove_manager"] {
+        let (status, body, _) = c
+            .call(
+                Some(&admin),
+                f,
+                &[("client", "alpha"), ("username", "  mia ")],
+            )
+            .await;
+        assert_eq!(status, 200, "{backend:?}: {f}: {body}");
+        let (_, detail, _) = c
+            .call(Some(&admin), "client_detail", &[("name", "alpha")])
+            .await;
+        let expected: Vec<&str> = if f == "add_manager" {
+            vec!["mia"]
+        } else {
+            vec![]
+        };
+        assert_eq!(
+            detail["managers"],
+            serde_json::json!(expected),
+            "{backend:?}: {f}"
+        );
+    }
+}
+on_both_backends!(
+    labels_are_short_and_plain_and_manager_names_normalised,
+    labels_and_managers_story
+);
+
+async fn bearer_story(backend: Backend) {
+    let (_tdb, c, token) = start(backend).await;
+    let admin = c.first_admin(&token).await;
+    let bob = c.user(&admin, "bob", "user").await;
+    let (_, key, _) = c
+        .call(
+            Some(&bob),
+            "create_my_key",
+            &[("label", ""), ("expires_days", "")],
+        )
+        .await;
+    let key = key["secret"].as_str().unwrap().to_string();
+    let balance = |auth: String| {
+        let c = &c;
+        async move {
+            let resp = c
+                .http
+                .get(format!("{}/v1/balance", c.server.url))
+                .header("Authorization", auth)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let (status, body) = balance(format!("{scheme} {key}")).await;
+        assert_eq!(status, 200, "{backend:?}: {scheme}: {body}");
+    }
+    let (status, _) = balance(format!("Basic {key}")).await;
+    assert_eq!(status, 401, "{backend:?}");
+
+    let (s, _, _) = c
+        .call(
+            Some(&admin),
+            "set_user_active",
+            &[("username", "bob"), ("active", "false")],
+        )
+        .await;
+    assert_eq!(s, 200);
+    let (status, body) = balance(format!("Bearer {key}")).await;
+    assert_eq!(status, 401, "{backend:?}: {body}");
+    assert_eq!(body["error"]["code"], "invalid_api_key", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("deactivated"), "{backend:?}: {message}");
+}
+on_both_backends!(
+    bearer_is_case_insensitive_and_deactivated_users_keys_say_so,
+    bearer_story
+);
+
+async fn refused_pages_story(backend: Backend) {
+    let (_tdb, c, token) = start(backend).await;
+    let admin = c.first_admin(&token).await;
+    let mia = c.user(&admin, "mia", "manager").await;
+    for name in ["alpha", "beta"] {
+        c.call(Some(&admin), "create_client", &[("name", name)])
+            .await;
+    }
+    c.call(
+        Some(&admin),
+        "add_manager",
+        &[("client", "alpha"), ("username", "mia")],
+    )
+    .await;
+    for (who, cookie, path, expected) in [
+        ("manager", Some(mia.as_str()), "/users", 403),
+        ("manager", Some(mia.as_str()), "/config", 403),
+        ("manager", Some(mia.as_str()), "/clients/beta", 404),
+        ("manager", Some(mia.as_str()), "/clients/alpha", 200),
+        ("anonymous", None, "/me", 401),
+        ("admin", Some(admin.as_str()), "/users", 200),
+    ] {
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            seen.push(c.page_status(cookie, path).await);
+        }
+        assert!(
+            seen.iter().all(|s| *s == expected),
+            "{backend:?}: {path} as {who}: {seen:?}"
+        );
+    }
+}
+on_both_backends!(
+    refused_pages_answer_the_same_status_every_time,
+    refused_pages_story
+);
+
+async fn no_js_key_story(backend: Backend) {
+    let (_tdb, c, token) = start(backend).await;
+    let admin = c.first_admin(&token).await;
+    c.call(Some(&admin), "create_client", &[("name", "alpha")])
+        .await;
+    // What a browser sends for the key form before the page is hydrated.
+    let plain_post = |path: &str, referer: &str, form: &[(&str, &str)]| {
+        c.http
+            .post(format!("{}/api/{path}", c.server.url))
+            .header(
+                "Accept",
+                "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+            )
+            .header("Origin", &c.server.url)
+            .header("Referer", format!("{}{referer}", c.server.url))
+            .header("Cookie", &admin)
+            .form(form)
+    };
+    for (path, referer, form) in [
+        (
+            "create_client_key",
+            "/clients/alpha",
+            vec![("client", "alpha"), ("label", "nojs"), ("expires_days", "")],
+        ),
+        (
+            "create_my_key",
+            "/me",
+            vec![("label", "nojs"), ("expires_days", "")],
+        ),
+    ] {
+        let resp = plain_post(path, referer, &form).send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 400, "{backend:?}: {path}: {text}");
+        assert!(!text.contains("tg_"), "{backend:?}: {text}");
+    }
+    let (_, detail, _) = c
+        .call(Some(&admin), "client_detail", &[("name", "alpha")])
+        .await;
+    assert_eq!(detail["keys"], serde_json::json!([]), "{backend:?}");
+    let (_, me, _) = c.call(Some(&admin), "my_account", &[]).await;
+    assert_eq!(me["keys"], serde_json::json!([]), "{backend:?}");
+}
+on_both_backends!(no_key_is_created_unseen_before_hydration, no_js_key_story);
+
+async fn public_url_origin_story(backend: Backend) {
+    let tdb = TestDb::new(backend).await;
+    let cfg = tdb.dir.path().join("tollgate.yaml");
+    write(
+        &cfg,
+        &format!("server:\n  public_url: https://gate.example.org\n{CONFIG}"),
+    );
+    let c = Console {
+        server: Server::spawn(&cfg, &tdb.url, &[]),
+        http: reqwest::Client::new(),
+    };
+    let post = |origin: &[u8]| {
+        c.http
+            .post(format!("{}/api/login", c.server.url))
+            .header("Accept", "application/json")
+            .header(
+                "Origin",
+                reqwest::header::HeaderValue::from_bytes(origin).unwrap(),
+            )
+            .form(&[("username", "nobody"), ("password", "whatever")])
+            .send()
+    };
+    // The origin that matches Host is not the public URL: refused.
+    let own = c.server.url.clone();
+    assert_eq!(
+        post(own.as_bytes()).await.unwrap().status().as_u16(),
+        403,
+        "{backend:?}"
+    );
+    for bad in [
+        &b"https://gate.example.org/"[..],
+        b"https://gate.example.org.evil.example",
+        b"gate.example.org",
+        b"https://gate.example.org\xff",
+    ] {
+        assert_eq!(
+            post(bad).await.unwrap().status().as_u16(),
+            403,
+            "{backend:?}: {}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    // The public origin itself goes through to the server function.
+    assert_eq!(
+        post(b"https://gate.example.org")
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401,
+        "{backend:?}"
+    );
+}
+on_both_backends!(only_the_public_origin_is_accepted, public_url_origin_story);

@@ -36,9 +36,53 @@ pub fn validate_owner_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The longest key label, in characters.
+pub const MAX_LABEL_LEN: usize = 100;
+
+/// Characters that reorder the text around them when displayed, so that a
+/// label could show something other than what it holds.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// Checks a free-text label (of an API key): at most 100 characters, and no
+/// control or bidirectional-control characters.
+pub fn validate_label(label: &str) -> Result<(), String> {
+    if label.chars().count() > MAX_LABEL_LEN {
+        return Err(format!("a label is at most {MAX_LABEL_LEN} characters"));
+    }
+    if let Some(bad) = label
+        .chars()
+        .find(|c| c.is_control() || is_bidi_control(*c))
+    {
+        return Err(format!(
+            "a label cannot contain the control character U+{:04X}",
+            bad as u32
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels() {
+        for ok in ["", "nightly job", "Ünïcödé 🚀", &"x".repeat(100)] {
+            assert!(validate_label(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "x".repeat(101),
+            "evil\u{202E}gnp.exe".into(),
+            "a\u{2066}b".into(),
+            "a\u{200F}".into(),
+            "\u{061C}".into(),
+            "tab\there".into(),
+        ] {
+            assert!(validate_label(&bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn names() {

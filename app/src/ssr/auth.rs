@@ -1,10 +1,17 @@
 //! Passwords: argon2id with OWASP's parameters (19 MiB, 2 passes, 1 lane),
 //! stored as PHC strings.
+//!
+//! Hashing is deliberately slow, so request handlers use the `_async`
+//! versions: they run on tokio's blocking pool, at most one per core at a
+//! time, so a flood of sign-ins queues there instead of stalling the threads
+//! that serve the JSON API.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 pub const MIN_PASSWORD_LEN: usize = 10;
+/// Longer passwords are refused before they are hashed or checked.
+pub const MAX_PASSWORD_LEN: usize = 1024;
 
 fn argon2() -> Result<Argon2<'static>, String> {
     let params = Params::new(19 * 1024, 2, 1, None).map_err(|e| e.to_string())?;
@@ -17,7 +24,49 @@ pub fn check_password_policy(password: &str) -> Result<(), String> {
             "a password needs at least {MIN_PASSWORD_LEN} characters"
         ));
     }
+    check_password_length(password)
+}
+
+/// The only check a password to sign in with gets before it is verified.
+pub fn check_password_length(password: &str) -> Result<(), String> {
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(format!(
+            "a password is at most {MAX_PASSWORD_LEN} bytes long"
+        ));
+    }
     Ok(())
+}
+
+/// How many hashes may run at once: one per core.
+fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+/// Runs one argon2 computation on the blocking pool, waiting for a free slot.
+async fn off_the_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let _slot = hashing_slots()
+        .acquire()
+        .await
+        .map_err(|e| format!("password hashing is unavailable: {e}"))?;
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("password hashing failed: {e}"))
+}
+
+pub async fn hash_password_async(password: String) -> Result<String, String> {
+    off_the_runtime(move || hash_password(&password)).await?
+}
+
+pub async fn verify_password_async(password: String, phc: String) -> bool {
+    off_the_runtime(move || verify_password(&password, &phc))
+        .await
+        .unwrap_or(false)
 }
 
 pub fn hash_password(password: &str) -> Result<String, String> {
@@ -51,5 +100,39 @@ mod tests {
         assert!(!verify_password("wrong", &a));
         assert!(!verify_password("x", "not a hash"));
         assert!(check_password_policy("short").is_err());
+        assert!(check_password_policy(&"x".repeat(MAX_PASSWORD_LEN + 1)).is_err());
+        assert!(check_password_length(&"x".repeat(MAX_PASSWORD_LEN)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn hashing_waits_for_a_free_slot() {
+        let slots = hashing_slots();
+        let all = slots.available_permits() as u32;
+        let held = slots.acquire_many(all).await.unwrap();
+        let hash = dummy();
+        let mut verify = Box::pin(verify_password_async("pw".into(), hash.clone()));
+        assert!(
+            futures_poll_once(verify.as_mut()).await.is_none(),
+            "no check runs while every slot is taken"
+        );
+        drop(held);
+        assert!(!verify.await);
+        assert!(verify_password_async("correct horse battery".into(), hash).await);
+    }
+
+    fn dummy() -> String {
+        hash_password("correct horse battery").unwrap()
+    }
+
+    /// Polls a future once: `Some` if it finished.
+    async fn futures_poll_once<F: std::future::Future + Unpin>(f: F) -> Option<F::Output> {
+        let mut f = f;
+        std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(match std::pin::Pin::new(&mut f).poll(cx) {
+                std::task::Poll::Ready(v) => Some(v),
+                std::task::Poll::Pending => None,
+            })
+        })
+        .await
     }
 }

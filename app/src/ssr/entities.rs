@@ -219,6 +219,8 @@ pub mod login_failure {
         pub id: i64,
         pub username: String,
         pub at: i64,
+        /// The client address the attempt came from.
+        pub addr: String,
     }
     no_relations!();
 }

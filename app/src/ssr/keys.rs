@@ -18,8 +18,13 @@ const LAST_USED_GRANULARITY_MS: i64 = 60_000;
 pub enum KeyError {
     #[error("no key starts with `{0}`")]
     NotFound(String),
-    #[error("more than one key starts with `{0}`; give more characters")]
-    Ambiguous(String),
+    #[error("more than one key starts with `{prefix}` ({}); give more characters; nothing was revoked", .matches.join(", "))]
+    Ambiguous {
+        prefix: String,
+        matches: Vec<String>,
+    },
+    #[error("{0}")]
+    InvalidLabel(String),
     #[error("the key `{0}` is already revoked")]
     AlreadyRevoked(String),
     #[error("the system random source failed: {0}")]
@@ -49,13 +54,15 @@ pub async fn create<C: ConnectionTrait>(
     created_by: Option<i64>,
     now: i64,
 ) -> Result<NewKey, KeyError> {
+    let label = label.trim();
+    crate::domain::names::validate_label(label).map_err(KeyError::InvalidLabel)?;
     let secret = generate_secret()?;
     let record = api_key::ActiveModel {
         owner_kind: Set(kind.as_str().to_string()),
         owner_id: Set(owner_id),
         secret_hash: Set(sha256_hex(secret.as_bytes())),
         prefix: Set(display_prefix(&secret)),
-        label: Set(label.trim().to_string()),
+        label: Set(label.to_string()),
         created_by: Set(created_by),
         created_at: Set(now),
         last_used_at: Set(None),
@@ -81,20 +88,29 @@ pub async fn list<C: ConnectionTrait>(
     q.all(c).await
 }
 
-/// Revokes the one key whose display prefix starts with `prefix`.
+/// Revokes the one key whose display prefix starts with `prefix`, compared
+/// exactly and case-sensitively (SQL `LIKE` is case-insensitive on SQLite
+/// and treats `%` and `_` as wildcards, so the comparison is made here).
+/// When several keys match, none is revoked and the error names them all.
 pub async fn revoke_by_prefix<C: ConnectionTrait>(
     c: &C,
     prefix: &str,
     now: i64,
 ) -> Result<api_key::Model, KeyError> {
-    let matches = api_key::Entity::find()
-        .filter(api_key::Column::Prefix.starts_with(prefix))
+    let matches: Vec<api_key::Model> = api_key::Entity::find()
+        .order_by_asc(api_key::Column::Prefix)
         .all(c)
-        .await?;
+        .await?
+        .into_iter()
+        .filter(|k| !prefix.is_empty() && k.prefix.starts_with(prefix))
+        .collect();
     match matches.as_slice() {
         [] => Err(KeyError::NotFound(prefix.to_string())),
         [one] => revoke(c, one, now).await,
-        _ => Err(KeyError::Ambiguous(prefix.to_string())),
+        many => Err(KeyError::Ambiguous {
+            prefix: prefix.to_string(),
+            matches: many.iter().map(|k| k.prefix.clone()).collect(),
+        }),
     }
 }
 
@@ -125,6 +141,8 @@ pub enum AuthError {
     Unknown,
     Revoked,
     Expired,
+    /// The key belongs to a user who has been deactivated.
+    OwnerDeactivated,
     /// The key could not be checked because the database failed.
     Unavailable,
 }
@@ -145,6 +163,9 @@ impl std::fmt::Display for AuthError {
             AuthError::Expired => {
                 f.write_str("this API key has expired; ask a manager of its client for a new one")
             }
+            AuthError::OwnerDeactivated => f.write_str(
+                "the user who owns this API key is deactivated; ask an admin to reactivate them",
+            ),
             AuthError::Unavailable => {
                 f.write_str("the gateway cannot check API keys right now; retry shortly")
             }
@@ -175,7 +196,7 @@ pub async fn authenticate<C: ConnectionTrait>(
 ) -> Result<KeyOwner, AuthError> {
     check_format(presented).map_err(AuthError::Malformed)?;
     let sql = "SELECT k.id, k.owner_kind, k.owner_id, k.revoked_at, k.expires_at, k.last_used_at, \
-         COALESCE(c.name, CASE WHEN u.active THEN u.username END), \
+         COALESCE(c.name, u.username), u.active, \
          p.id, p.max_micro, p.unlimited, p.refresh_micro, p.balance_micro, p.refilled_at, p.updated_at, p.held_micro \
          FROM api_keys k \
          LEFT JOIN clients c ON k.owner_kind = 'client' AND c.id = k.owner_id \
@@ -203,7 +224,8 @@ pub async fn authenticate<C: ConnectionTrait>(
     let expires_at: Option<i64> = row.try_get_by_index(4).map_err(get)?;
     let last_used_at: Option<i64> = row.try_get_by_index(5).map_err(get)?;
     let name: Option<String> = row.try_get_by_index(6).map_err(get)?;
-    let pool_id: Option<i64> = row.try_get_by_index(7).map_err(get)?;
+    let user_active: Option<bool> = row.try_get_by_index(7).map_err(get)?;
+    let pool_id: Option<i64> = row.try_get_by_index(8).map_err(get)?;
     if revoked_at.is_some() {
         return Err(AuthError::Revoked);
     }
@@ -213,19 +235,22 @@ pub async fn authenticate<C: ConnectionTrait>(
     let kind = OwnerKind::parse(&kind).ok_or(AuthError::Unknown)?;
     // An owner that is gone, or a deactivated user, makes the key useless.
     let name = name.ok_or(AuthError::Revoked)?;
+    if kind == OwnerKind::User && user_active != Some(true) {
+        return Err(AuthError::OwnerDeactivated);
+    }
     let pool = match pool_id {
         None => None,
         Some(id) => Some(pool::Model {
             id,
             owner_kind: kind.as_str().to_string(),
             owner_id,
-            max_micro: row.try_get_by_index(8).map_err(get)?,
-            unlimited: row.try_get_by_index(9).map_err(get)?,
-            refresh_micro: row.try_get_by_index(10).map_err(get)?,
-            balance_micro: row.try_get_by_index(11).map_err(get)?,
-            refilled_at: row.try_get_by_index(12).map_err(get)?,
-            updated_at: row.try_get_by_index(13).map_err(get)?,
-            held_micro: row.try_get_by_index(14).map_err(get)?,
+            max_micro: row.try_get_by_index(9).map_err(get)?,
+            unlimited: row.try_get_by_index(10).map_err(get)?,
+            refresh_micro: row.try_get_by_index(11).map_err(get)?,
+            balance_micro: row.try_get_by_index(12).map_err(get)?,
+            refilled_at: row.try_get_by_index(13).map_err(get)?,
+            updated_at: row.try_get_by_index(14).map_err(get)?,
+            held_micro: row.try_get_by_index(15).map_err(get)?,
         }),
     };
     Ok(KeyOwner {

@@ -5,8 +5,9 @@ use super::sync::apply_owner;
 use crate::domain::config::Config;
 use crate::domain::names::validate_owner_name;
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr,
-    EntityTrait, QueryFilter, QueryOrder,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -37,6 +38,10 @@ pub enum OwnerError {
     InvalidName(String),
     #[error("`{0}` already exists; choose another name")]
     Duplicate(String),
+    #[error("an admin already exists; sign in instead")]
+    AdminExists,
+    #[error("this would leave no active admin; make another user an admin first")]
+    LastAdmin,
     #[error(transparent)]
     Db(#[from] DbErr),
 }
@@ -121,8 +126,38 @@ pub async fn create_user(
     role: &str,
     now: i64,
 ) -> Result<user::Model, OwnerError> {
+    insert_user(db, config, username, password_hash, role, now, false).await
+}
+
+/// Creates the first admin, in one transaction with the check that no
+/// active admin exists yet (by `/setup`, whose token is good only until then).
+pub async fn create_first_admin(
+    db: &DatabaseConnection,
+    config: &Config,
+    username: &str,
+    password_hash: &str,
+    now: i64,
+) -> Result<user::Model, OwnerError> {
+    insert_user(db, config, username, password_hash, "admin", now, true).await
+}
+
+async fn insert_user(
+    db: &DatabaseConnection,
+    config: &Config,
+    username: &str,
+    password_hash: &str,
+    role: &str,
+    now: i64,
+    only_if_no_admin: bool,
+) -> Result<user::Model, OwnerError> {
     validate_owner_name(username).map_err(OwnerError::InvalidName)?;
     let txn = super::db::begin_write(db).await?;
+    if only_if_no_admin {
+        lock_users(&txn).await?;
+        if admin_exists(&txn).await? {
+            return Err(OwnerError::AdminExists);
+        }
+    }
     if user_by_name(&txn, username).await?.is_some() {
         return Err(OwnerError::Duplicate(username.to_string()));
     }
@@ -138,6 +173,56 @@ pub async fn create_user(
     .await?;
     let (settings, source) = config.users.settings_for(username);
     apply_owner(&txn, OwnerKind::User, model.id, settings, source, now).await?;
+    txn.commit().await?;
+    Ok(model)
+}
+
+/// On PostgreSQL, serialises transactions that decide on the set of admins
+/// (SQLite's write transaction already does). The mode conflicts with itself
+/// and with writes, not with plain reads such as session lookups.
+async fn lock_users(txn: &DatabaseTransaction) -> Result<(), DbErr> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE")
+            .await?;
+    }
+    Ok(())
+}
+
+/// Changes a user's role and/or active flag, refusing a change that would
+/// leave no active admin. The check and the change are one transaction, so
+/// two admins demoting each other at once cannot both succeed.
+pub async fn update_role_or_active(
+    db: &DatabaseConnection,
+    user_id: i64,
+    role: Option<&str>,
+    active: Option<bool>,
+) -> Result<user::Model, OwnerError> {
+    let txn = super::db::begin_write(db).await?;
+    lock_users(&txn).await?;
+    let Some(current) = user::Entity::find_by_id(user_id).one(&txn).await? else {
+        return Err(OwnerError::Db(DbErr::RecordNotFound(format!(
+            "user {user_id}"
+        ))));
+    };
+    let new_role = role.unwrap_or(&current.role).to_string();
+    let new_active = active.unwrap_or(current.active);
+    let was_admin = current.role == "admin" && current.active;
+    let stays_admin = new_role == "admin" && new_active;
+    if was_admin && !stays_admin {
+        let others = user::Entity::find()
+            .filter(user::Column::Role.eq("admin"))
+            .filter(user::Column::Active.eq(true))
+            .filter(user::Column::Id.ne(user_id))
+            .count(&txn)
+            .await?;
+        if others == 0 {
+            return Err(OwnerError::LastAdmin);
+        }
+    }
+    let mut am = current.into_active_model();
+    am.role = Set(new_role);
+    am.active = Set(new_active);
+    let model = am.update(&txn).await?;
     txn.commit().await?;
     Ok(model)
 }

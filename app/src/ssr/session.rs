@@ -6,7 +6,8 @@ use super::entities::{login_failure, session, user};
 use super::{now_ms, sha256_hex};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, Statement,
 };
 
 pub const COOKIE: &str = "tg_session";
@@ -16,6 +17,9 @@ pub const IDLE_TIMEOUT_MS: i64 = 12 * 3600 * 1000;
 pub const ABSOLUTE_TIMEOUT_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Failed sign-ins per username within the window before sign-in is refused.
 pub const MAX_FAILURES: u64 = 5;
+/// Failed sign-ins per client address within the window before sign-in from
+/// it is refused. Behind a reverse proxy every client shares its address.
+pub const MAX_FAILURES_PER_ADDR: u64 = 100;
 pub const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -122,7 +126,8 @@ pub fn token_from_cookie_header(header: &str) -> Option<String> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == COOKIE)
         .map(|(_, v)| v.to_string())
-        .filter(|v| !v.is_empty())
+        // Our tokens are 64 hex digits; anything much longer is not one of them.
+        .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
 pub fn set_cookie(token: &str, secure: bool) -> String {
@@ -140,32 +145,77 @@ pub fn clear_cookie(secure: bool) -> String {
     )
 }
 
-/// Whether sign-in for this username is throttled after repeated failures.
-pub async fn throttled<C: ConnectionTrait>(c: &C, username: &str) -> Result<bool, DbErr> {
-    let n = login_failure::Entity::find()
-        .filter(login_failure::Column::Username.eq(username))
-        .filter(login_failure::Column::At.gt(now_ms() - FAILURE_WINDOW_MS))
-        .count(c)
-        .await?;
-    Ok(n >= MAX_FAILURES)
+/// What a sign-in attempt may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// A failure was recorded in advance; the password may be checked once.
+    Reserved,
+    /// Too many failures for this name within the window.
+    NameThrottled,
+    /// Too many failures from this address within the window.
+    AddrThrottled,
 }
 
-/// Records a failed sign-in, and forgets failures older than the window (for
-/// every name, so guessing at many names cannot grow the table without end).
-pub async fn record_failure<C: ConnectionTrait>(c: &C, username: &str) -> Result<(), DbErr> {
-    let now = now_ms();
-    login_failure::Entity::delete_many()
-        .filter(login_failure::Column::At.lte(now - FAILURE_WINDOW_MS))
-        .exec(c)
+/// An arbitrary constant naming the PostgreSQL advisory lock that serialises
+/// sign-in reservations across every instance sharing the database.
+const RESERVATION_LOCK: i64 = 0x0074_676c_6f67_696e; // "tglogin"
+
+/// Reserves one sign-in attempt for `username` from `addr` before the
+/// password is checked: in one write transaction, it forgets failures older
+/// than the window, counts the recent ones for the name and for the address,
+/// and records a failure unless either is at its limit. So however many
+/// attempts arrive at once, at most `MAX_FAILURES` passwords per name (and
+/// `MAX_FAILURES_PER_ADDR` per address) are checked in a window, and the
+/// table holds at most that many rows per name and per address. A correct
+/// password then clears the name's failures (`clear_failures`).
+pub async fn reserve_attempt(
+    db: &DatabaseConnection,
+    username: &str,
+    addr: &str,
+    now: i64,
+) -> Result<Attempt, DbErr> {
+    let txn = super::db::begin_write(db).await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [RESERVATION_LOCK.into()],
+        ))
         .await?;
+    }
+    let since = now - FAILURE_WINDOW_MS;
+    login_failure::Entity::delete_many()
+        .filter(login_failure::Column::At.lte(since))
+        .exec(&txn)
+        .await?;
+    let for_name = login_failure::Entity::find()
+        .filter(login_failure::Column::Username.eq(username))
+        .filter(login_failure::Column::At.gt(since))
+        .count(&txn)
+        .await?;
+    if for_name >= MAX_FAILURES {
+        txn.commit().await?;
+        return Ok(Attempt::NameThrottled);
+    }
+    let for_addr = login_failure::Entity::find()
+        .filter(login_failure::Column::Addr.eq(addr))
+        .filter(login_failure::Column::At.gt(since))
+        .count(&txn)
+        .await?;
+    if for_addr >= MAX_FAILURES_PER_ADDR {
+        txn.commit().await?;
+        return Ok(Attempt::AddrThrottled);
+    }
     login_failure::Entity::insert(login_failure::ActiveModel {
         username: Set(username.to_string()),
         at: Set(now),
+        addr: Set(addr.to_string()),
         ..Default::default()
     })
-    .exec_without_returning(c)
+    .exec_without_returning(&txn)
     .await?;
-    Ok(())
+    txn.commit().await?;
+    Ok(Attempt::Reserved)
 }
 
 pub async fn clear_failures<C: ConnectionTrait>(c: &C, username: &str) -> Result<(), DbErr> {

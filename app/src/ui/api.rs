@@ -12,6 +12,33 @@ use {
     http::StatusCode,
 };
 
+/// Refuses a name longer than any client or user can have, before it is
+/// looked up, hashed or stored.
+#[cfg(feature = "ssr")]
+fn check_name_length(name: &str) -> Result<(), ServerFnError> {
+    use crate::domain::names::MAX_NAME_LEN;
+    if name.len() > MAX_NAME_LEN {
+        return Err(deny(
+            StatusCode::BAD_REQUEST,
+            &format!("A name is at most {MAX_NAME_LEN} characters."),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether this request is a plain HTML form post (the page is not hydrated
+/// yet, or JavaScript is off): the browser then follows a redirect back to
+/// the page and never sees what the server function returned.
+#[cfg(feature = "ssr")]
+fn plain_form_post() -> bool {
+    use_context::<http::request::Parts>().is_some_and(|p| {
+        p.headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+    })
+}
+
 #[cfg(feature = "ssr")]
 fn parse_days(expires_days: &str) -> Result<Option<i64>, ServerFnError> {
     let s = expires_days.trim();
@@ -41,6 +68,15 @@ async fn issue_key(
     expires_days: &str,
     by: i64,
 ) -> Result<NewKeyShown, ServerFnError> {
+    // A key is shown once, in the page's answer to this call. A plain form
+    // post would be redirected back to the page and lose it, so it is
+    // refused before anything is created.
+    if plain_form_post() {
+        return Err(deny(
+            StatusCode::BAD_REQUEST,
+            "Creating a key needs JavaScript, so that the key can be shown to you once. Wait for the page to finish loading (or turn JavaScript on) and try again; no key was created.",
+        ));
+    }
     let expires = parse_days(expires_days)?;
     let k = crate::ssr::keys::create(
         &ctx.db,
@@ -52,7 +88,10 @@ async fn issue_key(
         crate::ssr::now_ms(),
     )
     .await
-    .map_err(internal)?;
+    .map_err(|e| match e {
+        crate::ssr::keys::KeyError::InvalidLabel(m) => deny(StatusCode::BAD_REQUEST, &m),
+        e => internal(e),
+    })?;
     Ok(NewKeyShown {
         secret: k.secret,
         prefix: k.record.prefix,
@@ -72,7 +111,11 @@ pub async fn current_user() -> Result<Option<Me>, ServerFnError> {
 #[server(prefix = "/api", endpoint = "setup_needed")]
 pub async fn setup_needed() -> Result<bool, ServerFnError> {
     let ctx = super::guard::ctx()?;
-    Ok(ctx.setup_token.lock().map(|t| t.is_some()).unwrap_or(false))
+    let token_held = ctx.setup_token.lock().map(|t| t.is_some()).unwrap_or(false);
+    Ok(token_held
+        && !crate::ssr::owners::admin_exists(&ctx.db)
+            .await
+            .map_err(internal)?)
 }
 
 #[server(prefix = "/api", endpoint = "setup_admin")]
@@ -83,38 +126,58 @@ pub async fn setup_admin(
 ) -> Result<(), ServerFnError> {
     use crate::ssr::{auth, owners, session};
     let ctx = super::guard::ctx()?;
-    let expected = ctx.setup_token.lock().map(|t| t.clone()).unwrap_or(None);
-    let Some(expected) = expected else {
-        return Err(deny(
+    let done = || {
+        deny(
             StatusCode::FORBIDDEN,
             "Setup is already done; sign in instead.",
-        ));
+        )
     };
-    if !crate::ssr::constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+    let expected = ctx.setup_token.lock().map(|t| t.clone()).unwrap_or(None);
+    let Some(expected) = expected else {
+        return Err(done());
+    };
+    if token.len() > 128 || !crate::ssr::constant_time_eq(token.as_bytes(), expected.as_bytes()) {
         return Err(deny(
             StatusCode::FORBIDDEN,
             "The setup token is wrong; use the address from the server log.",
         ));
     }
+    // The token is good only while no admin exists. Another instance, or
+    // `tollgate create-admin`, may have made one since this process started.
+    let forget_token = || {
+        if let Ok(mut t) = ctx.setup_token.lock() {
+            *t = None;
+        }
+    };
+    if owners::admin_exists(&ctx.db).await.map_err(internal)? {
+        forget_token();
+        return Err(done());
+    }
+    let username = username.trim();
+    crate::domain::names::validate_owner_name(username)
+        .map_err(|m| deny(StatusCode::BAD_REQUEST, &m))?;
     auth::check_password_policy(&password).map_err(|m| deny(StatusCode::BAD_REQUEST, &m))?;
-    let hash = auth::hash_password(&password).map_err(internal)?;
+    let hash = auth::hash_password_async(password)
+        .await
+        .map_err(internal)?;
     let config = ctx.config.load_full();
-    let user = owners::create_user(
+    let user = owners::create_first_admin(
         &ctx.db,
         &config.config,
-        username.trim(),
+        username,
         &hash,
-        "admin",
         crate::ssr::now_ms(),
     )
     .await
     .map_err(|e| match e {
         owners::OwnerError::Db(e) => internal(e),
+        owners::OwnerError::AdminExists => {
+            forget_token();
+            done()
+        }
         e => deny(StatusCode::BAD_REQUEST, &e.to_string()),
     })?;
-    if let Ok(mut t) = ctx.setup_token.lock() {
-        *t = None;
-    }
+    forget_token();
     let token = session::create(&ctx.db, user.id).await.map_err(internal)?;
     set_header(
         http::header::SET_COOKIE,
@@ -126,33 +189,46 @@ pub async fn setup_admin(
 
 #[server(prefix = "/api", endpoint = "login")]
 pub async fn login(username: String, password: String) -> Result<(), ServerFnError> {
-    use crate::ssr::{auth, owners, session};
+    use crate::ssr::session::{self, Attempt};
+    use crate::ssr::{auth, owners};
     let ctx = super::guard::ctx()?;
     let username = username.trim().to_string();
-    if session::throttled(&ctx.db, &username)
+    check_name_length(&username)?;
+    auth::check_password_length(&password).map_err(|m| deny(StatusCode::BAD_REQUEST, &m))?;
+    // The failure is recorded before the password is checked, so parallel
+    // guesses cannot get more checks than the limit.
+    let addr = super::guard::client_addr();
+    match session::reserve_attempt(&ctx.db, &username, &addr, crate::ssr::now_ms())
         .await
         .map_err(internal)?
     {
-        return Err(deny(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed sign-ins for this name; wait 15 minutes and try again.",
-        ));
+        Attempt::Reserved => {}
+        Attempt::NameThrottled => {
+            return Err(deny(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed sign-ins for this name; wait 15 minutes and try again.",
+            ))
+        }
+        Attempt::AddrThrottled => {
+            return Err(deny(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many failed sign-ins from your address; wait 15 minutes and try again.",
+            ))
+        }
     }
     let user = owners::user_by_name(&ctx.db, &username)
         .await
         .map_err(internal)?;
     let ok = match &user {
-        Some(u) => auth::verify_password(&password, &u.password_hash) && u.active,
+        Some(u) => auth::verify_password_async(password, u.password_hash.clone()).await && u.active,
         None => {
             // Spend the same time as a real check so names cannot be probed.
-            let _ = auth::verify_password(&password, crate::ssr::dummy_hash());
+            let _ =
+                auth::verify_password_async(password, crate::ssr::dummy_hash().to_string()).await;
             false
         }
     };
     let Some(user) = user.filter(|_| ok) else {
-        session::record_failure(&ctx.db, &username)
-            .await
-            .map_err(internal)?;
         return Err(deny(
             StatusCode::UNAUTHORIZED,
             "Wrong username or password.",
@@ -212,6 +288,7 @@ pub async fn create_client(name: String) -> Result<(), ServerFnError> {
     use crate::ssr::owners;
     let (ctx, u) = admin().await?;
     let name = name.trim().to_string();
+    check_name_length(&name)?;
     let _guard = ctx.apply_lock.lock().await;
     let config = ctx.config.load_full();
     owners::create_client(
@@ -351,6 +428,7 @@ async fn existing_client(
     ctx: &crate::ssr::AppContext,
     name: &str,
 ) -> Result<crate::ssr::entities::client::Model, ServerFnError> {
+    check_name_length(name)?;
     crate::ssr::owners::client_by_name(&ctx.db, name)
         .await
         .map_err(internal)?
@@ -361,7 +439,9 @@ async fn existing_client(
 pub async fn add_manager(client: String, username: String) -> Result<(), ServerFnError> {
     let (ctx, _) = admin().await?;
     let c = existing_client(&ctx, &client).await?;
-    let user = crate::ssr::owners::user_by_name(&ctx.db, username.trim())
+    let username = username.trim();
+    check_name_length(username)?;
+    let user = crate::ssr::owners::user_by_name(&ctx.db, username)
         .await
         .map_err(internal)?
         .ok_or_else(|| {
@@ -379,7 +459,10 @@ pub async fn add_manager(client: String, username: String) -> Result<(), ServerF
 pub async fn remove_manager(client: String, username: String) -> Result<(), ServerFnError> {
     let (ctx, _) = admin().await?;
     let c = existing_client(&ctx, &client).await?;
-    if let Some(user) = crate::ssr::owners::user_by_name(&ctx.db, &username)
+    // The same normalisation as `add_manager`, so what was added can be removed.
+    let username = username.trim();
+    check_name_length(username)?;
+    if let Some(user) = crate::ssr::owners::user_by_name(&ctx.db, username)
         .await
         .map_err(internal)?
     {
@@ -432,14 +515,19 @@ pub async fn create_user_account(
     use crate::ssr::{auth, owners};
     let (ctx, _) = admin().await?;
     let role = parse_role(&role)?;
+    let username = username.trim();
+    crate::domain::names::validate_owner_name(username)
+        .map_err(|m| deny(StatusCode::BAD_REQUEST, &m))?;
     auth::check_password_policy(&password).map_err(|m| deny(StatusCode::BAD_REQUEST, &m))?;
-    let hash = auth::hash_password(&password).map_err(internal)?;
+    let hash = auth::hash_password_async(password)
+        .await
+        .map_err(internal)?;
     let _guard = ctx.apply_lock.lock().await;
     let config = ctx.config.load_full();
     owners::create_user(
         &ctx.db,
         &config.config,
-        username.trim(),
+        username,
         &hash,
         role.as_str(),
         crate::ssr::now_ms(),
@@ -452,33 +540,50 @@ pub async fn create_user_account(
     Ok(())
 }
 
+/// The user named `username`, for admin-only functions.
 #[cfg(feature = "ssr")]
-async fn update_user(
+async fn existing_user(
+    ctx: &crate::ssr::AppContext,
     username: &str,
-    f: impl FnOnce(&mut crate::ssr::entities::user::ActiveModel),
 ) -> Result<crate::ssr::entities::user::Model, ServerFnError> {
-    use sea_orm::{ActiveModelTrait, IntoActiveModel};
-    let (ctx, _) = admin().await?;
-    let user = crate::ssr::owners::user_by_name(&ctx.db, username)
+    check_name_length(username)?;
+    crate::ssr::owners::user_by_name(&ctx.db, username)
         .await
         .map_err(internal)?
-        .ok_or_else(|| deny(StatusCode::NOT_FOUND, "No such user."))?;
-    let mut am = user.into_active_model();
-    f(&mut am);
-    am.update(&ctx.db).await.map_err(internal)
+        .ok_or_else(|| deny(StatusCode::NOT_FOUND, "No such user."))
+}
+
+/// Changes a role or the active flag; never leaves zero active admins.
+#[cfg(feature = "ssr")]
+async fn change_user(
+    ctx: &crate::ssr::AppContext,
+    username: &str,
+    role: Option<Role>,
+    active: Option<bool>,
+) -> Result<crate::ssr::entities::user::Model, ServerFnError> {
+    use crate::ssr::owners::{self, OwnerError};
+    let user = existing_user(ctx, username).await?;
+    owners::update_role_or_active(&ctx.db, user.id, role.map(Role::as_str), active)
+        .await
+        .map_err(|e| match e {
+            OwnerError::LastAdmin => deny(
+                StatusCode::CONFLICT,
+                "This is the last active admin; make another user an admin first.",
+            ),
+            e => internal(e),
+        })
 }
 
 #[server(prefix = "/api", endpoint = "set_user_role")]
 pub async fn set_user_role(username: String, role: String) -> Result<(), ServerFnError> {
-    use sea_orm::ActiveValue::Set;
+    let (ctx, _) = admin().await?;
     let role = parse_role(&role)?;
-    update_user(&username, |u| u.role = Set(role.as_str().into())).await?;
+    change_user(&ctx, &username, Some(role), None).await?;
     Ok(())
 }
 
 #[server(prefix = "/api", endpoint = "set_user_active")]
 pub async fn set_user_active(username: String, active: bool) -> Result<(), ServerFnError> {
-    use sea_orm::ActiveValue::Set;
     let (ctx, me) = admin().await?;
     if me.username == username && !active {
         return Err(deny(
@@ -486,7 +591,7 @@ pub async fn set_user_active(username: String, active: bool) -> Result<(), Serve
             "You cannot deactivate yourself.",
         ));
     }
-    let user = update_user(&username, |u| u.active = Set(active)).await?;
+    let user = change_user(&ctx, &username, None, Some(active)).await?;
     if !active {
         crate::ssr::session::delete_for_user(&ctx.db, user.id)
             .await
@@ -497,12 +602,17 @@ pub async fn set_user_active(username: String, active: bool) -> Result<(), Serve
 
 #[server(prefix = "/api", endpoint = "reset_password")]
 pub async fn reset_password(username: String, password: String) -> Result<(), ServerFnError> {
-    use sea_orm::ActiveValue::Set;
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set, IntoActiveModel};
+    let (ctx, _) = admin().await?;
+    let user = existing_user(&ctx, &username).await?;
     crate::ssr::auth::check_password_policy(&password)
         .map_err(|m| deny(StatusCode::BAD_REQUEST, &m))?;
-    let hash = crate::ssr::auth::hash_password(&password).map_err(internal)?;
-    let (ctx, _) = admin().await?;
-    let user = update_user(&username, |u| u.password_hash = Set(hash)).await?;
+    let hash = crate::ssr::auth::hash_password_async(password)
+        .await
+        .map_err(internal)?;
+    let mut am = user.into_active_model();
+    am.password_hash = Set(hash);
+    let user = am.update(&ctx.db).await.map_err(internal)?;
     crate::ssr::session::delete_for_user(&ctx.db, user.id)
         .await
         .map_err(internal)?;

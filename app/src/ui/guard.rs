@@ -34,6 +34,17 @@ pub fn session_token() -> Option<String> {
     session::token_from_cookie_header(header)
 }
 
+/// The address of the peer that sent this request, or "" when unknown.
+pub fn client_addr() -> String {
+    use_context::<http::request::Parts>()
+        .and_then(|p| {
+            p.extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+        })
+        .unwrap_or_default()
+}
+
 pub async fn optional_user() -> Result<(AppContext, Option<SessionUser>), ServerFnError> {
     let ctx = ctx()?;
     let user = match session_token() {
@@ -70,6 +81,9 @@ pub async fn managed_client(
             "No such client, or you may not see it.",
         )
     };
+    if name.len() > crate::domain::names::MAX_NAME_LEN {
+        return Err(not_found());
+    }
     let Some(c) = client_by_name(&ctx.db, name).await.map_err(internal)? else {
         return Err(not_found());
     };

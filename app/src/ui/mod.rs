@@ -13,7 +13,7 @@ mod widgets;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags};
 use leptos_router::components::{Route, Router, Routes, A};
-use leptos_router::{path, StaticSegment};
+use leptos_router::{path, SsrMode, StaticSegment};
 
 /// The HTML document rendered on the server around the app.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -47,11 +47,15 @@ pub fn App() -> impl IntoView {
                     <Route path=StaticSegment("") view=home::HomePage/>
                     <Route path=path!("/login") view=pages::LoginPage/>
                     <Route path=path!("/setup") view=pages::SetupPage/>
-                    <Route path=path!("/clients") view=pages::ClientsPage/>
-                    <Route path=path!("/clients/:name") view=owner::ClientPage/>
-                    <Route path=path!("/me") view=owner::MePage/>
-                    <Route path=path!("/users") view=pages::UsersPage/>
-                    <Route path=path!("/config") view=pages::ConfigPage/>
+                    // Pages that may refuse the visitor render in full before
+                    // the response starts, so the status their data sets (401,
+                    // 403, 404) is the one sent, every time. Streamed, the
+                    // headers could leave before the data had decided.
+                    <Route path=path!("/clients") view=pages::ClientsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/clients/:name") view=owner::ClientPage ssr=SsrMode::Async/>
+                    <Route path=path!("/me") view=owner::MePage ssr=SsrMode::Async/>
+                    <Route path=path!("/users") view=pages::UsersPage ssr=SsrMode::Async/>
+                    <Route path=path!("/config") view=pages::ConfigPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>

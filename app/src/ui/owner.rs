@@ -183,21 +183,26 @@ fn NewKey(shown: Option<Result<NewKeyShown, ServerFnError>>) -> impl IntoView {
 
 #[component]
 fn Keys(keys: Vec<KeyRow>, actions: Actions, client: Signal<Option<String>>) -> impl IntoView {
+    // Until the page is interactive the form would be a plain post, whose
+    // answer (the key, shown once) the browser would never display; the
+    // server refuses such a post, and the button waits for hydration.
+    let (ready, set_ready) = signal(false);
+    Effect::new(move |_| set_ready.set(true));
     let form = match client.get_untracked() {
         Some(c) => view! {
             <ActionForm action=actions.key_client attr:class="inline-form">
                 <input type="hidden" name="client" value=c/>
-                <label>"Label" <input name="label" placeholder="e.g. nightly pipeline"/></label>
+                <label>"Label" <input name="label" maxlength="100" placeholder="e.g. nightly pipeline"/></label>
                 <label>"Expires in (days)" <input name="expires_days" inputmode="numeric" placeholder="never"/></label>
-                <button type="submit">"Create key"</button>
+                <button type="submit" disabled=move || !ready.get()>"Create key"</button>
             </ActionForm>
         }
         .into_any(),
         None => view! {
             <ActionForm action=actions.key_me attr:class="inline-form">
-                <label>"Label" <input name="label" placeholder="e.g. laptop"/></label>
+                <label>"Label" <input name="label" maxlength="100" placeholder="e.g. laptop"/></label>
                 <label>"Expires in (days)" <input name="expires_days" inputmode="numeric" placeholder="never"/></label>
-                <button type="submit">"Create key"</button>
+                <button type="submit" disabled=move || !ready.get()>"Create key"</button>
             </ActionForm>
         }
         .into_any(),

@@ -42,6 +42,12 @@ pub fn router(gw: Gateway) -> Router {
         .route("/v1/completions", metered(Kind::Completions))
         .route("/v1/embeddings", metered(Kind::Embeddings))
         .route("/v1/{*rest}", axum::routing::any(not_found))
+        // The server-wide limit (`crate::body_limit`) has already refused
+        // larger bodies with 413; this only lifts axum's 2 MB default for
+        // the JSON extractor to the same size.
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::body_limit::API_BODY_LIMIT,
+        ))
         .with_state(gw)
 }
 
@@ -87,8 +93,9 @@ pub(crate) async fn auth(gw: &Gateway, headers: &HeaderMap) -> Result<KeyOwner, 
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+            // The scheme is case-insensitive (RFC 9110, section 11.1).
+            let (scheme, credentials) = v.trim_start().split_once([' ', '\t'])?;
+            scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
         })
         .map(str::trim);
     let Some(presented) = presented else {
