@@ -1,8 +1,11 @@
 //! The live reconciler: watches the config file's parent directory (editors
 //! that save by renaming a temp file over the original are seen too),
 //! debounces bursts of events, and applies a changed, valid file in one
-//! transaction before swapping the in-memory snapshot. An invalid file keeps
-//! the last good config and is logged and recorded in `config_state`.
+//! transaction before swapping the in-memory snapshot. A file is applied only
+//! once it reads the same twice, [`STABLE`] apart, so a save caught half-way
+//! is not applied. An invalid or unreadable file keeps the last good config
+//! and is logged and recorded in `config_state`; reading never blocks (a
+//! FIFO in the file's place is refused, not waited on).
 
 use crate::cli::{apply, CliError};
 use app::ssr::config_file;
@@ -19,6 +22,18 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 const POLL: Duration = Duration::from_secs(30);
 /// How soon to retry after the database refused an apply.
 const RETRY: Duration = Duration::from_secs(1);
+/// A file must read the same twice this far apart before it is applied.
+const STABLE: Duration = Duration::from_millis(300);
+
+/// What the watcher does after a reload attempt.
+enum Next {
+    /// Wait for the next change (or the safety-net poll).
+    Wait,
+    /// The file was still changing: read it again shortly.
+    Settle,
+    /// The database refused the apply: try again.
+    Retry,
+}
 
 pub fn spawn(ctx: AppContext) -> Result<RecommendedWatcher, CliError> {
     let path = std::path::absolute(&ctx.config_path)
@@ -65,8 +80,9 @@ async fn run(ctx: AppContext, path: PathBuf, mut rx: mpsc::UnboundedReceiver<()>
             }
         }
         wait = match reload(&ctx, &path, &mut last_seen).await {
-            Ok(()) => POLL,
-            Err(()) => RETRY,
+            Next::Wait => POLL,
+            Next::Settle => STABLE,
+            Next::Retry => RETRY,
         };
     }
 }
@@ -77,47 +93,62 @@ fn set_status(ctx: &AppContext, f: impl FnOnce(&mut ReloadStatus)) {
     ctx.reload.store(Arc::new(s));
 }
 
-/// Reads and applies the file if its content changed. `Err` asks for a retry.
-async fn reload(ctx: &AppContext, path: &Path, last_seen: &mut Option<String>) -> Result<(), ()> {
-    let bytes = match tokio::fs::read(path).await {
+/// Reads the file without blocking the runtime (or ever waiting on a FIFO).
+async fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || config_file::read_bytes(&p))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Records a reload that failed, so that it is never silent: logged, in
+/// `config_state` for `/config`, and in this instance's `/healthz`.
+async fn reject(ctx: &AppContext, message: String) {
+    let generation = ctx.reload.load().generation;
+    tracing::warn!("config change rejected, generation {generation} stays in force: {message}");
+    if let Err(db) = config_state::record_failure(&ctx.db, &message, now_ms()).await {
+        tracing::error!("cannot record the config error: {db}");
+    }
+    set_status(ctx, |s| {
+        s.last_reload_ok = false;
+        s.last_error = Some(message);
+    });
+}
+
+/// Reads and applies the file if its content changed and has settled.
+async fn reload(ctx: &AppContext, path: &Path, last_seen: &mut Option<String>) -> Next {
+    let file = ctx.config_path.display().to_string();
+    let bytes = match read(path).await {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Deleted, probably about to be recreated; keep what is in force.
             tracing::debug!("{} is missing; waiting for it to come back", path.display());
-            return Ok(());
+            return Next::Wait;
         }
         Err(e) => {
-            tracing::warn!("cannot read {}: {e}", path.display());
-            return Err(());
+            *last_seen = None;
+            reject(ctx, format!("{file}: cannot read the config file: {e}")).await;
+            return Next::Wait;
         }
     };
     let hash = sha256_hex(&bytes);
     if last_seen.as_deref() == Some(hash.as_str()) {
-        return Ok(());
+        return Next::Wait;
+    }
+    // A save caught half-way may be valid YAML (cut before `clients:`, say):
+    // apply only what reads the same twice.
+    tokio::time::sleep(STABLE).await;
+    match read(path).await {
+        Ok(again) if again == bytes => {}
+        _ => return Next::Settle,
     }
     *last_seen = Some(hash);
-    let file = ctx.config_path.display().to_string();
-    let parsed = match String::from_utf8(bytes) {
-        Ok(text) => config_file::parse(&file, &text),
-        Err(_) => Err(config_file::ConfigError::whole_file(
-            &file,
-            "the file is not UTF-8 text".into(),
-        )),
-    };
+    let parsed = config_file::parse_bytes(&file, bytes);
     let _guard = ctx.apply_lock.lock().await;
     match parsed {
         Err(e) => {
-            let generation = ctx.reload.load().generation;
-            tracing::warn!("config change rejected, generation {generation} stays in force: {e}");
-            let message = e.to_string();
-            if let Err(db) = config_state::record_failure(&ctx.db, &message, now_ms()).await {
-                tracing::error!("cannot record the config error: {db}");
-            }
-            set_status(ctx, |s| {
-                s.last_reload_ok = false;
-                s.last_error = Some(message);
-            });
-            Ok(())
+            reject(ctx, e.to_string()).await;
+            Next::Wait
         }
         Ok(loaded) => {
             for w in &loaded.warnings {
@@ -132,7 +163,7 @@ async fn reload(ctx: &AppContext, path: &Path, last_seen: &mut Option<String>) -
                         s.last_reload_ok = true;
                         s.last_error = None;
                     });
-                    Ok(())
+                    Next::Wait
                 }
                 Err(e) => {
                     tracing::error!("cannot apply the config, will retry: {e}");
@@ -141,7 +172,7 @@ async fn reload(ctx: &AppContext, path: &Path, last_seen: &mut Option<String>) -
                         s.last_reload_ok = false;
                         s.last_error = Some(format!("database error while applying: {e}"));
                     });
-                    Err(())
+                    Next::Retry
                 }
             }
         }

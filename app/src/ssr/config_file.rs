@@ -216,12 +216,65 @@ fn parse_once(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
     })
 }
 
+/// The largest config file read; anything bigger is a mistake, not a config.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads a config file without ever blocking on it: the path is opened
+/// non-blocking (a FIFO put in its place would otherwise hang the reader
+/// until something writes to it) and must turn out to be a regular file of
+/// at most [`MAX_CONFIG_BYTES`].
+pub fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = opts.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device?)"
+        };
+        return Err(std::io::Error::other(format!("the config path is {what}")));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(format!(
+            "the config file is {} bytes; at most {MAX_CONFIG_BYTES} are read",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::other(
+            "the config file grew past the size limit while it was read",
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Parses config bytes read from `file`.
+pub fn parse_bytes(file: &str, bytes: Vec<u8>) -> Result<LoadedConfig, ConfigError> {
+    match String::from_utf8(bytes) {
+        Ok(text) => parse(file, &text),
+        Err(_) => Err(ConfigError::whole_file(
+            file,
+            "the file is not UTF-8 text".into(),
+        )),
+    }
+}
+
 /// Reads and parses a config file.
 pub fn load(path: &Path) -> Result<LoadedConfig, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
+    let bytes = read_bytes(path)
         .map_err(|e| ConfigError::whole_file(&file, format!("cannot read the config file: {e}")))?;
-    parse(&file, &text)
+    parse_bytes(&file, bytes)
 }
 
 #[cfg(test)]

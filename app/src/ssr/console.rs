@@ -295,6 +295,7 @@ pub async fn config_overview(ctx: &AppContext) -> Result<ConfigReport, DbErr> {
         generation: state.as_ref().map_or(0, |s| s.generation),
         applied_at: state.as_ref().map_or(0, |s| s.applied_at),
         last_reload_ok: state.as_ref().is_none_or(|s| s.last_reload_ok),
+        last_plan: state.as_ref().and_then(|s| s.last_plan.clone()),
         last_error: state.and_then(|s| s.last_error),
         unmatched,
         warnings: snapshot.warnings.iter().map(|w| w.to_string()).collect(),

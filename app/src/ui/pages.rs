@@ -233,6 +233,11 @@ pub fn ConfigPage() -> impl IntoView {
                             {o.last_error.clone().map(|e| view! { <pre class="error" role="alert" data-testid="config-error">{e}</pre> })}
                         </section>
                         <section class="card">
+                            <h2>"What the last reload changed"</h2>
+                            <p class="muted">"The same plan "<code>"tollgate check-config --plan"</code>" prints: "<code>"~"</code>" marks a change."</p>
+                            <pre data-testid="last-plan">{o.last_plan.clone().unwrap_or_else(|| "No reload has been recorded yet.".to_string())}</pre>
+                        </section>
+                        <section class="card">
                             <h2>"Entries that match nobody yet"</h2>
                             {if o.unmatched.is_empty() {
                                 view! { <p class="muted">"Every named entry matches an existing client or user."</p> }.into_any()

@@ -122,6 +122,8 @@ pub struct ConfigReport {
     pub applied_at: i64,
     pub last_reload_ok: bool,
     pub last_error: Option<String>,
+    /// What the last applied config changed, as `check-config --plan` prints it.
+    pub last_plan: Option<String>,
     pub unmatched: Vec<String>,
     pub warnings: Vec<String>,
     pub path: String,
