@@ -1059,6 +1059,21 @@ async fn every_request_shape_is_bounded_before_it_goes_upstream() {
             )
             .await;
         assert_eq!(r.0, 200, "{}", r.1);
+
+        // A caller's request id cannot pose as a row the gateway writes itself.
+        let resp = e
+            .http
+            .post(format!("{}/v1/chat/completions", e.server.url))
+            .bearer_auth(&e.keys["app"])
+            .header("x-request-id", "lease-1")
+            .json(&chat_body("dummy"))
+            .send()
+            .await
+            .unwrap();
+        let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert_ne!(rid, "lease-1");
+        e.wait_ledger_row(&rid).await;
+        assert!(e.ledger_row("lease-1").await.is_none(), "{backend:?}");
     }
 }
 

@@ -29,6 +29,10 @@ use sea_orm::{
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// Request ids of rows the gateway writes itself (an orphaned lease charged
+/// in full) start with this; callers' ids never do.
+pub const SYSTEM_ROW_PREFIX: &str = "lease-";
+
 /// A lease not renewed for this long belongs to a process that died. Live
 /// holders renew every few seconds.
 pub const ORPHAN_AFTER_MS: i64 = 60_000;
@@ -459,7 +463,7 @@ pub async fn sweep_orphans(db: &sea_orm::DatabaseConnection, now: i64) -> Result
                 cost_micro: Set(l.amount_micro),
                 overage_micro: Set(0),
                 created_at: Set(now),
-                request_id: Set(format!("lease-{}", l.id)),
+                request_id: Set(format!("{SYSTEM_ROW_PREFIX}{}", l.id)),
                 outcome: Set(
                     "orphaned lease: its holder stopped, so what it held is charged in full".into(),
                 ),

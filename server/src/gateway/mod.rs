@@ -57,12 +57,7 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
+        .filter(|v| caller_request_id_ok(v))
         .map(str::to_string)
         .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(id.clone()));
@@ -71,6 +66,19 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// Whether a caller's `x-request-id` may be used as is: short, plain, and not
+/// in the shape of the ids the gateway writes itself (`lease-…` rows charge an
+/// orphaned lease; a caller must not be able to make a call look like one).
+fn caller_request_id_ok(v: &str) -> bool {
+    !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !v
+            .to_ascii_lowercase()
+            .starts_with(app::ssr::ledger::SYSTEM_ROW_PREFIX)
 }
 
 fn new_request_id() -> String {
@@ -196,4 +204,17 @@ fn metered(kind: Kind) -> axum::routing::MethodRouter<Gateway> {
                 .unwrap_or_else(IntoResponse::into_response)
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caller_request_id_ok;
+
+    #[test]
+    fn a_caller_s_request_id_cannot_pose_as_a_system_row() {
+        assert!(caller_request_id_ok("job-42_retry"));
+        for bad in ["lease-7", "LEASE-7", "Lease-1", "", "a b", &"x".repeat(65)] {
+            assert!(!caller_request_id_ok(bad), "{bad:?}");
+        }
+    }
 }
