@@ -2,8 +2,8 @@
 //! stored as PHC strings.
 //!
 //! Hashing is deliberately slow, so request handlers use the `_async`
-//! versions: they run on tokio's blocking pool, at most one per core at a
-//! time, so a flood of sign-ins queues there instead of stalling the threads
+//! versions: they run on tokio's blocking pool, on at most half the cores
+//! at a time, so a flood of sign-ins queues there instead of stalling the threads
 //! that serve the JSON API.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -37,12 +37,14 @@ pub fn check_password_length(password: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// How many hashes may run at once: one per core.
+/// How many hashes may run at once.
 fn hashing_slots() -> &'static tokio::sync::Semaphore {
     static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     SLOTS.get_or_init(|| {
+        // Half the cores at most: a flood of sign-ins must leave CPU for the
+        // JSON API, not just threads.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        tokio::sync::Semaphore::new(cores)
+        tokio::sync::Semaphore::new((cores / 2).max(1))
     })
 }
 
