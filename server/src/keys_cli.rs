@@ -2,7 +2,8 @@
 //! are created only for clients and users that already exist.
 #![allow(clippy::print_stdout)]
 
-use crate::cli::{CliError, KeysCommand};
+use crate::args::KeysCommand;
+use crate::error::CliError;
 use app::domain::time::rfc3339;
 use app::ssr::keys::{self, parse_duration_ms};
 use app::ssr::now_ms;

@@ -1,20 +1,12 @@
 //! `tollgate`: the gateway server and its command-line tools.
 
-mod body_limit;
-mod cli;
-mod gateway;
-mod health;
-mod keys_cli;
-mod origin;
-mod reconciler;
-mod serve;
-
 use clap::Parser;
+use server::{args::Cli, commands};
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| {
@@ -23,7 +15,7 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli::run(cli).await {
+    match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -7,7 +7,8 @@
 //! and is logged and recorded in `config_state`; reading never blocks (a
 //! FIFO in the file's place is refused, not waited on).
 
-use crate::cli::{apply, CliError};
+use crate::error::CliError;
+use crate::startup::apply;
 use app::ssr::config_file;
 use app::ssr::{config_state, now_ms, sha256_hex, AppContext, ReloadStatus};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};

@@ -1,7 +1,9 @@
 //! `tollgate serve`: start-up, the router and graceful shutdown.
 
-use crate::cli::{prepare_database, CliError, Resolved};
+use crate::args::Resolved;
+use crate::error::CliError;
 use crate::gateway::{self, accountant::Accountant, Gateway};
+use crate::startup::prepare_database;
 use crate::{health, reconciler};
 use app::ssr::{now_ms, AppContext, LoadedConfig, ReloadStatus};
 use app::{shell, App};

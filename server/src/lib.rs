@@ -1,0 +1,19 @@
+//! The `tollgate` server as a library: the binary in `main.rs` only parses
+//! arguments and calls [`commands::run`]; tests can build the router with
+//! [`serve::router`].
+//!
+//! Dependencies point one way: `commands` → `serve` → (`reconciler`,
+//! `gateway`, `health`, `origin`, `body_limit`) → `startup` → `error`, with
+//! `args` at the bottom.
+
+pub mod args;
+pub mod body_limit;
+pub mod commands;
+pub mod error;
+pub mod gateway;
+pub mod health;
+pub mod keys_cli;
+pub mod origin;
+pub mod reconciler;
+pub mod serve;
+pub mod startup;
