@@ -8,6 +8,7 @@ mod m20261128_000001_initial;
 mod m20261128_000002_leases;
 mod m20261129_000003_held_and_overage;
 mod m20261129_000004_login_failure_addr;
+mod m20261129_000005_changes;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_leases::Migration),
             Box::new(m20261129_000003_held_and_overage::Migration),
             Box::new(m20261129_000004_login_failure_addr::Migration),
+            Box::new(m20261129_000005_changes::Migration),
         ]
     }
 }

@@ -125,6 +125,7 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
     let gw = Gateway {
         ctx: ctx.clone(),
         accountant: Accountant::start(ctx.db.clone()),
+        directory: gateway::directory::Directory::start(ctx.db.clone()),
         http,
     };
     spawn_orphan_sweep(ctx.db.clone());

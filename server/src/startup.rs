@@ -25,6 +25,7 @@ pub async fn apply(
     let txn = db::begin_write(conn).await?;
     let plan = sync::plan_text(&txn, &loaded.config, now).await?;
     let report = sync::sync_all(&txn, &loaded.config, now).await?;
+    app::ssr::changes::bump(&txn).await?;
     let generation = config_state::record_applied(&txn, &loaded.content_hash, &plan, now).await?;
     txn.commit().await?;
     tracing::info!(

@@ -192,6 +192,27 @@ impl Env {
     }
 }
 
+/// Calls until the answer has `status`: a change made outside the server
+/// (the test's own writes, the host's command line) reaches it through the
+/// change counter it polls every 250 ms.
+async fn wait_for_status(
+    e: &Env,
+    key: &str,
+    model: &str,
+    status: u16,
+) -> (u16, Value, Option<String>) {
+    let start = Instant::now();
+    loop {
+        let r = e
+            .post(Some(key), "/v1/chat/completions", chat_body(model))
+            .await;
+        if r.0 == status || start.elapsed() > Duration::from_secs(10) {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn chat_body(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "hello there"}]})
 }
@@ -288,12 +309,21 @@ async fn every_error_in_the_table_is_produced() {
         )
         .await
         .unwrap();
-        assert_eq!(e.chat("app", "gray-model").await.0, 200);
+        assert_eq!(
+            wait_for_status(&e, &e.keys["app"], "gray-model", 200)
+                .await
+                .0,
+            200
+        );
         consents::revoke(&e.db, OwnerKind::Client, app_id, "gray-model", now_ms())
             .await
             .unwrap();
         assert_eq!(
-            code(&e.chat("app", "gray-model").await.1),
+            code(
+                &wait_for_status(&e, &e.keys["app"], "gray-model", 403)
+                    .await
+                    .1
+            ),
             "consent_required"
         );
 
@@ -918,9 +948,7 @@ async fn keys_from_the_command_line() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let (status, body, _) = e
-            .post(Some(&key), "/v1/chat/completions", chat_body("dummy"))
-            .await;
+        let (status, body, _) = wait_for_status(&e, &key, "dummy", 401).await;
         assert_eq!((status, code(&body)), (401, "invalid_api_key"));
 
         let out = tollgate(&["keys", "create", "--client", "ghost"], &e.cfg, &e.tdb.url);

@@ -66,6 +66,7 @@ pub async fn record<C: ConnectionTrait>(
     }
     .insert(c)
     .await?;
+    super::changes::bump(c).await?;
     Ok(true)
 }
 
@@ -84,5 +85,8 @@ pub async fn revoke<C: ConnectionTrait>(
         .filter(consent::Column::RevokedAt.is_null())
         .exec(c)
         .await?;
+    if res.rows_affected > 0 {
+        super::changes::bump(c).await?;
+    }
     Ok(res.rows_affected > 0)
 }

@@ -12,7 +12,7 @@ use sea_orm::{
 };
 
 /// `last_used_at` is refreshed at most this often, to keep reads cheap.
-const LAST_USED_GRANULARITY_MS: i64 = 60_000;
+pub const LAST_USED_GRANULARITY_MS: i64 = 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -128,6 +128,7 @@ pub async fn revoke<C: ConnectionTrait>(
     if res.rows_affected == 0 {
         return Err(KeyError::AlreadyRevoked(key.prefix.clone()));
     }
+    super::changes::bump(c).await?;
     Ok(api_key::Model {
         revoked_at: Some(now),
         ..key.clone()
@@ -184,6 +185,8 @@ pub struct KeyOwner {
     pub pool: Option<pool::Model>,
     /// `last_used_at` is older than its granularity and should be recorded again.
     pub touch_due: bool,
+    /// When the key stops working (Unix ms), for callers that keep it in memory.
+    pub expires_at: Option<i64>,
 }
 
 /// Checks a presented key: format and checksum first (no database), then, in
@@ -260,6 +263,7 @@ pub async fn authenticate<C: ConnectionTrait>(
         name,
         pool,
         touch_due: last_used_at.is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS),
+        expires_at,
     })
 }
 

@@ -2,6 +2,7 @@
 //! functions and the JSON API call. Compiled only with the `ssr` feature.
 
 pub mod auth;
+pub mod changes;
 pub mod config_file;
 pub mod config_state;
 pub mod consents;

@@ -108,6 +108,7 @@ pub async fn create_client(
     })?;
     let (settings, source) = config.clients.settings_for(name);
     apply_owner(&txn, OwnerKind::Client, model.id, settings, source, now).await?;
+    super::changes::bump(&txn).await?;
     txn.commit().await?;
     Ok(model)
 }
@@ -223,6 +224,7 @@ pub async fn update_role_or_active(
     am.role = Set(new_role);
     am.active = Set(new_active);
     let model = am.update(&txn).await?;
+    super::changes::bump(&txn).await?;
     txn.commit().await?;
     Ok(model)
 }

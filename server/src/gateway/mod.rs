@@ -3,6 +3,7 @@
 //! coins, calls the provider and settles.
 
 pub mod accountant;
+pub mod directory;
 pub mod error;
 pub mod providers;
 mod proxy;
@@ -10,9 +11,9 @@ mod proxy;
 use accountant::Accountant;
 use app::domain::money::micro_to_coins;
 use app::domain::policy::Verdict;
-use app::ssr::keys::{authenticate, AuthError, KeyOwner};
+use app::ssr::keys::{AuthError, KeyOwner};
 use app::ssr::owners::OwnerKind;
-use app::ssr::{consents, now_ms, pools, AppContext};
+use app::ssr::{now_ms, pools, AppContext};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
@@ -27,6 +28,7 @@ use serde_json::{json, Value};
 pub struct Gateway {
     pub ctx: AppContext,
     pub accountant: Accountant,
+    pub directory: directory::Directory,
     pub http: reqwest::Client,
 }
 
@@ -110,16 +112,33 @@ pub(crate) async fn auth(gw: &Gateway, headers: &HeaderMap) -> Result<KeyOwner, 
         return Err(ApiError::InvalidApiKey(AuthError::Missing.to_string()));
     };
     let now = now_ms();
-    let owner = authenticate(&gw.ctx.db, presented, now)
+    let (owner, touch) = gw
+        .directory
+        .authenticate(presented, now)
         .await
         .map_err(|e| match e {
             AuthError::Unavailable => ApiError::AccountingUnavailable(e.to_string()),
             e => ApiError::InvalidApiKey(e.to_string()),
         })?;
-    if owner.touch_due {
+    if touch {
         gw.accountant.touch(owner.key_id);
     }
     Ok(owner)
+}
+
+/// The owner of the API key a request presents: authentication as an
+/// extractor, so a handler that takes a `Caller` cannot forget it.
+pub struct Caller(pub KeyOwner);
+
+impl axum::extract::FromRequestParts<Gateway> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        gw: &Gateway,
+    ) -> Result<Self, ApiError> {
+        auth(gw, &parts.headers).await.map(Caller)
+    }
 }
 
 /// The caller's pool; a key whose owner has none yet is refused as blocked.
@@ -141,11 +160,12 @@ pub(crate) fn consent_url(gw: &Gateway, owner: &KeyOwner) -> String {
     }
 }
 
-async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let owner = auth(&gw, &headers).await?;
+async fn models(State(gw): State<Gateway>, Caller(owner): Caller) -> Result<Json<Value>, ApiError> {
     let snapshot = gw.ctx.config.load_full();
     let (settings, _) = proxy::settings_for(&snapshot.config, &owner);
-    let consented = consents::consented_models(&gw.ctx.db, owner.kind, owner.owner_id)
+    let consented = gw
+        .directory
+        .consents(owner.kind, owner.owner_id)
         .await
         .map_err(|e| {
             ApiError::AccountingUnavailable(format!("the database is unavailable: {e}"))
@@ -160,8 +180,10 @@ async fn models(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<Va
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
-async fn balance(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let owner = auth(&gw, &headers).await?;
+async fn balance(
+    State(gw): State<Gateway>,
+    Caller(owner): Caller,
+) -> Result<Json<Value>, ApiError> {
     let pool = pool_of(&owner)?;
     // Calls this instance finished are written behind their responses: wait
     // for them, so a balance read right after a call reflects it.
@@ -190,16 +212,16 @@ async fn balance(State(gw): State<Gateway>, headers: HeaderMap) -> Result<Json<V
     })))
 }
 
-type JsonBody = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
+pub(crate) type JsonBody = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
 
 /// A metered endpoint: `proxy::call` for one kind of call.
 fn metered(kind: Kind) -> axum::routing::MethodRouter<Gateway> {
     post(
         move |State(gw): State<Gateway>,
               Extension(id): Extension<RequestId>,
-              headers: HeaderMap,
+              caller: Caller,
               body: JsonBody| async move {
-            proxy::call(gw, id, headers, body, kind)
+            proxy::call(gw, id, caller, body, kind)
                 .await
                 .unwrap_or_else(IntoResponse::into_response)
         },

@@ -1,20 +1,21 @@
-//! One metered model call: resolve the model, check access, reserve the
-//! worst-case cost, call the provider, settle the actual cost.
+//! One metered model call, in named stages: resolve the model and access,
+//! bound and reserve the worst case, dispatch to the provider, meter and
+//! settle the actual cost.
 
 use super::accountant::{Admission, CallInfo, Outcome, Ticket};
 use super::error::{invalid_json, ApiError};
 use super::providers::{dummy, openai, Chunk, ChunkStream, Kind, ProviderError, Reply, Usage};
-use super::{auth, consent_url, pool_of, Gateway, RequestId};
-use app::domain::bound::{bound, ModelLimits};
+use super::{consent_url, pool_of, Caller, Gateway, JsonBody, RequestId};
+use app::domain::bound::{bound, Bound, ModelLimits};
 use app::domain::config::{Config, ModelSpec, OwnerSettings, Provider, SettingsSource};
 use app::domain::money::format_coins;
 use app::domain::policy::{Rule, Verdict};
 use app::domain::pricing::Price;
-use app::ssr::consents;
+use app::ssr::entities::pool;
 use app::ssr::keys::KeyOwner;
 use app::ssr::owners::OwnerKind;
 use axum::body::{Body, Bytes};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
@@ -42,142 +43,182 @@ fn db_down(e: impl std::fmt::Display) -> ApiError {
     )
 }
 
+/// The typed view of a metered request that every protocol shares: which
+/// endpoint, which model, whether it streams, and the body to forward.
+pub struct CallRequest {
+    pub kind: Kind,
+    pub model: String,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub body: Value,
+}
+
+impl CallRequest {
+    pub fn parse(kind: Kind, body: JsonBody) -> Result<CallRequest, ApiError> {
+        let Json(body) = body.map_err(invalid_json)?;
+        if !body.is_object() {
+            return Err(ApiError::InvalidRequest(
+                "the request body must be a JSON object".into(),
+            ));
+        }
+        let model = body["model"]
+            .as_str()
+            .ok_or_else(|| {
+                ApiError::InvalidRequest(
+                    "`model` is required: the name of a model in GET /v1/models".into(),
+                )
+            })?
+            .to_string();
+        Ok(CallRequest {
+            kind,
+            model,
+            stream: kind != Kind::Embeddings && body["stream"].as_bool() == Some(true),
+            include_usage: body["stream_options"]["include_usage"].as_bool() == Some(true),
+            body,
+        })
+    }
+}
+
+/// Where an admitted call goes and whom it is charged to.
+struct Route {
+    spec: ModelSpec,
+    pool: pool::Model,
+    call: CallInfo,
+}
+
+/// One metered call, stage by stage: authenticate (the `Caller` extractor)
+/// → resolve model and access → bound and reserve → dispatch → meter and
+/// settle. Every stage after `resolve` that refuses leaves a ledger row.
 pub async fn call(
     gw: Gateway,
     id: RequestId,
-    headers: HeaderMap,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+    Caller(owner): Caller,
+    body: JsonBody,
     kind: Kind,
 ) -> Result<Response, ApiError> {
-    let owner = auth(&gw, &headers).await?;
-    let Json(mut body) = body.map_err(invalid_json)?;
-    if !body.is_object() {
-        return Err(ApiError::InvalidRequest(
-            "the request body must be a JSON object".into(),
-        ));
-    }
-    let model_name = body["model"]
-        .as_str()
-        .ok_or_else(|| {
-            ApiError::InvalidRequest(
-                "`model` is required: the name of a model in GET /v1/models".into(),
-            )
-        })?
-        .to_string();
+    let mut req = CallRequest::parse(kind, body)?;
+    let route = resolve(&gw, &owner, &req, id).await?;
+    let (ticket, worst) = reserve(&gw, &owner, &route, &mut req).await?;
+    let reply = dispatch(&gw, &route, &req, worst.per_choice).await;
+    Ok(settle(reply, ticket, &route, &req, worst))
+}
+
+/// Resolves the model and checks the caller's access to it (consent from
+/// memory, see `directory`).
+async fn resolve(
+    gw: &Gateway,
+    owner: &KeyOwner,
+    req: &CallRequest,
+    id: RequestId,
+) -> Result<Route, ApiError> {
     let snapshot = gw.ctx.config.load_full();
-    let spec: ModelSpec = snapshot.config.models.get(&model_name).cloned().ok_or_else(|| {
+    let model_name = &req.model;
+    let spec = snapshot.config.models.get(model_name).cloned().ok_or_else(|| {
         ApiError::ModelNotFound(format!(
             "model `{model_name}` is not in this gateway's catalog; GET /v1/models lists the models this key may call"
         ))
     })?;
-
-    let pool = pool_of(&owner)?.clone();
-
-    let call = CallInfo {
-        request_id: id.0.clone(),
-        key_id: Some(owner.key_id),
-        model: model_name.clone(),
+    let route = Route {
+        spec,
+        pool: pool_of(owner)?.clone(),
+        call: CallInfo {
+            request_id: id.0,
+            key_id: Some(owner.key_id),
+            model: model_name.clone(),
+        },
     };
-
-    // Access, from the in-memory snapshot; consent only for graylisted models.
-    let (settings, _) = settings_for(&snapshot.config, &owner);
-    let mut decision = settings.access.decide(&model_name, false);
+    let (settings, _) = settings_for(&snapshot.config, owner);
+    let mut decision = settings.access.decide(model_name, false);
     if decision.verdict == Verdict::ConsentRequired
-        && consents::has_consent(&gw.ctx.db, owner.kind, owner.owner_id, &model_name)
+        && gw
+            .directory
+            .consents(owner.kind, owner.owner_id)
             .await
             .map_err(db_down)?
+            .contains(model_name)
     {
-        decision = settings.access.decide(&model_name, true);
+        decision = settings.access.decide(model_name, true);
     }
-    match decision.verdict {
-        Verdict::Allowed => {}
-        Verdict::Denied => {
-            gw.accountant.refuse(pool.id, &call, "model_not_allowed");
-            let hint = match decision.rule {
+    let refused = match decision.verdict {
+        Verdict::Allowed => return Ok(route),
+        Verdict::Denied => ApiError::ModelNotAllowed(format!(
+            "{} `{}` may not call `{model_name}`: {} ({}). An admin can change model_access in the config.",
+            owner.kind.as_str(),
+            owner.name,
+            match decision.rule {
                 Rule::Blacklist => "it is on the blacklist",
                 _ => "it is not listed and unlisted models are denied",
-            };
-            return Err(ApiError::ModelNotAllowed(format!(
-                "{} `{}` may not call `{model_name}`: {hint} ({}). An admin can change model_access in the config.",
-                owner.kind.as_str(),
-                owner.name,
-                decision.rule
-            )));
-        }
-        Verdict::ConsentRequired => {
-            gw.accountant.refuse(pool.id, &call, "consent_required");
-            return Err(ApiError::ConsentRequired(format!(
-                "`{model_name}` needs recorded consent before {} `{}` may call it ({}). Record it at {}",
-                owner.kind.as_str(),
-                owner.name,
-                decision.rule,
-                consent_url(&gw, &owner)
-            )));
-        }
-    }
+            },
+            decision.rule
+        )),
+        Verdict::ConsentRequired => ApiError::ConsentRequired(format!(
+            "`{model_name}` needs recorded consent before {} `{}` may call it ({}). Record it at {}",
+            owner.kind.as_str(),
+            owner.name,
+            decision.rule,
+            consent_url(gw, owner)
+        )),
+    };
+    gw.accountant
+        .refuse(route.pool.id, &route.call, refused.code());
+    Err(refused)
+}
 
-    // Reserve the worst case before anything goes upstream.
-    let stream = kind != Kind::Embeddings && body["stream"].as_bool() == Some(true);
-    let include_usage = body["stream_options"]["include_usage"].as_bool() == Some(true);
-    let worst = bound(
-        kind,
-        &mut body,
-        ModelLimits {
-            max_output_tokens: spec.max_output_tokens,
-            media: &spec.media,
-            pass_through: &spec.pass_through,
-        },
-    )
-    .map_err(|r| {
-        gw.accountant.refuse(pool.id, &call, "invalid_request");
-        ApiError::InvalidRequest(r.to_string())
-    })?;
-    let max_out = worst.per_choice;
-    let typical_input = worst.input.div_ceil(4);
-    let estimate = spec.price.cost(worst.input, worst.output);
-    let ticket = match gw
+/// Bounds the request (rewriting its length fields) and reserves its worst
+/// case against this instance's lease on the caller's pool.
+async fn reserve(
+    gw: &Gateway,
+    owner: &KeyOwner,
+    route: &Route,
+    req: &mut CallRequest,
+) -> Result<(Ticket, Bound), ApiError> {
+    let limits = ModelLimits {
+        max_output_tokens: route.spec.max_output_tokens,
+        media: &route.spec.media,
+        pass_through: &route.spec.pass_through,
+    };
+    let refuse = |e: ApiError| {
+        gw.accountant.refuse(route.pool.id, &route.call, e.code());
+        e
+    };
+    let worst = bound(req.kind, &mut req.body, limits)
+        .map_err(|r| refuse(ApiError::InvalidRequest(r.to_string())))?;
+    let estimate = route.spec.price.cost(worst.input, worst.output);
+    let admission = gw
         .accountant
-        .admit(&pool, estimate, &call)
+        .admit(&route.pool, estimate, &route.call)
         .await
-        .map_err(db_down)?
-    {
-        Admission::Admitted(t) => t,
-        Admission::Blocked => {
-            gw.accountant.refuse(pool.id, &call, "pool_blocked");
-            return Err(ApiError::PoolBlocked(format!(
-                "the coin pool of {} `{}` is blocked (max: 0); an admin can raise its max in the config",
-                owner.kind.as_str(),
-                owner.name
-            )));
-        }
-        Admission::Insufficient { balance } => {
-            gw.accountant.refuse(pool.id, &call, "insufficient_coins");
-            return Err(ApiError::InsufficientCoins(format!(
-                "this call may cost up to {} coins but {} `{}` has {} left; lower max_tokens, shorten the prompt, or wait for the pool to refill (GET /v1/balance)",
-                format_coins(estimate),
-                owner.kind.as_str(),
-                owner.name,
-                format_coins(balance)
-            )));
-        }
-    };
+        .map_err(db_down)?;
+    let who = format!("{} `{}`", owner.kind.as_str(), owner.name);
+    match admission {
+        Admission::Admitted(t) => Ok((t, worst)),
+        Admission::Blocked => Err(refuse(ApiError::PoolBlocked(format!(
+            "the coin pool of {who} is blocked (max: 0); an admin can raise its max in the config"
+        )))),
+        Admission::Insufficient { balance } => Err(refuse(ApiError::InsufficientCoins(format!(
+            "this call may cost up to {} coins but {who} has {} left; lower max_tokens, shorten the prompt, or wait for the pool to refill (GET /v1/balance)",
+            format_coins(estimate),
+            format_coins(balance)
+        )))),
+    }
+}
 
-    let outcome = |usage: Usage, outcome: &str| Outcome {
-        tokens_in: usage.prompt as i64,
-        tokens_out: usage.completion as i64,
-        cost: spec.price.cost(usage.prompt, usage.completion),
-        outcome: outcome.to_string(),
-    };
-
-    let reply = match &spec.provider {
+/// Sends the bounded request to the model's provider.
+async fn dispatch(
+    gw: &Gateway,
+    route: &Route,
+    req: &CallRequest,
+    max_out: u64,
+) -> Result<Reply, ProviderError> {
+    match &route.spec.provider {
         Provider::Dummy => Ok(dummy::call(
-            kind,
-            &body,
-            &model_name,
-            &id.0,
+            req.kind,
+            &req.body,
+            &req.model,
+            &route.call.request_id,
             max_out,
-            stream,
-            include_usage,
+            req.stream,
+            req.include_usage,
         )),
         Provider::OpenAi {
             base_url,
@@ -188,14 +229,41 @@ pub async fn call(
                 base_url,
                 api_key_env: api_key_env.as_deref(),
                 upstream_model,
-                timeout: spec
+                timeout: route
+                    .spec
                     .timeout_secs
                     .map_or(UPSTREAM_TIMEOUT, |s| Duration::from_secs(s.into())),
             };
-            openai::call(&gw.http, &target, kind, body.clone(), stream, include_usage).await
+            openai::call(
+                &gw.http,
+                &target,
+                req.kind,
+                req.body.clone(),
+                req.stream,
+                req.include_usage,
+            )
+            .await
         }
-    };
+    }
+}
 
+/// Charges what the reply cost: at once for a JSON reply, or as the stream
+/// ends (however it ends) through the `Meter`.
+fn settle(
+    reply: Result<Reply, ProviderError>,
+    ticket: Ticket,
+    route: &Route,
+    req: &CallRequest,
+    worst: Bound,
+) -> Response {
+    let price = route.spec.price;
+    let typical_input = worst.input.div_ceil(4);
+    let outcome = |usage: Usage, outcome: &str| Outcome {
+        tokens_in: usage.prompt as i64,
+        tokens_out: usage.completion as i64,
+        cost: price.cost(usage.prompt, usage.completion),
+        outcome: outcome.to_string(),
+    };
     match reply {
         Err(e) => {
             // Nothing was served: release the whole reservation.
@@ -204,30 +272,30 @@ pub async fn call(
                 ProviderError::Failed(m) => (ApiError::Upstream(m), "upstream_error"),
             };
             ticket.settle(outcome(Usage::default(), result));
-            Err(err)
+            err.into_response()
         }
         Ok(Reply::Json { body: reply, usage }) => {
             // Some local servers omit usage; never charge 0 for what they produced.
-            let (usage, result) =
-                if reply.get("usage").is_some_and(|u| u.is_object()) || kind == Kind::Embeddings {
-                    (usage, "ok")
-                } else {
-                    (estimate_usage(typical_input, &reply), "ok_without_usage")
-                };
+            let reported = reply.get("usage").is_some_and(|u| u.is_object());
+            let (usage, result) = if reported || req.kind == Kind::Embeddings {
+                (usage, "ok")
+            } else {
+                (estimate_usage(typical_input, &reply), "ok_without_usage")
+            };
             ticket.settle(outcome(usage, result));
-            Ok(Json(reply).into_response())
+            Json(reply).into_response()
         }
         Ok(Reply::Stream(chunks)) => {
             let meter = Meter {
                 ticket: Some(ticket),
-                price: spec.price,
+                price,
                 typical_input,
                 reported: None,
                 produced: 0,
                 finished: false,
                 failed: false,
             };
-            Ok(sse_response(chunks, meter))
+            sse_response(chunks, meter)
         }
     }
 }
