@@ -100,7 +100,11 @@ async fn init_db_story(backend: Backend) {
     let before = dump(&db).await;
     app.init_db();
     app.init_db();
-    assert_eq!(dump(&db).await, before, "{backend:?}: init-db is idempotent");
+    assert_eq!(
+        dump(&db).await,
+        before,
+        "{backend:?}: init-db is idempotent"
+    );
     assert_eq!(before.2.unwrap().generation, 2);
     app.db.close().await.unwrap();
 }
