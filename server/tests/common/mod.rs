@@ -14,7 +14,7 @@ pub mod test_app;
 pub mod upstream;
 
 #[allow(unused_imports)]
-pub use test_app::{chat_body, wait_until, TestApp, WAIT_LIMIT};
+pub use test_app::{chat_body, setup_token_in, wait_until, TestApp, WAIT_LIMIT};
 
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
