@@ -24,8 +24,6 @@ pub enum Backend {
     Postgres,
 }
 
-pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
-
 /// Runs one story, `async fn story(backend: Backend)`, as tests named after
 /// the backend: `name::sqlite` and `name::postgres`, or only the one named
 /// (`on_backends!(name, story, postgres)`) for a story that is inherently
