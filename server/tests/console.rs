@@ -24,12 +24,8 @@ users:
     model_access: { whitelist: [dummy], graylist: [gray] }
 ";
 
-struct Console {
-    server: Server,
-    http: reqwest::Client,
-}
-
-impl Console {
+/// The console's server functions, called over HTTP as a browser form would.
+impl TestApp {
     /// Creates the first admin, `ada`, through the one-time setup token and
     /// returns the session cookie.
     async fn first_admin(&self, token: &str) -> String {
@@ -48,36 +44,14 @@ impl Console {
         session_cookie(&cookies)
     }
 
-    /// POSTs a server function the way a browser form would, from our origin.
+    /// POSTs a server function on this app's server.
     async fn call(
         &self,
         cookie: Option<&str>,
         name: &str,
         form: &[(&str, &str)],
     ) -> (u16, Value, Vec<String>) {
-        let mut req = self
-            .http
-            .post(format!("{}/api/{name}", self.server.url))
-            .header("Accept", "application/json")
-            .header("Origin", &self.server.url)
-            .form(form);
-        if let Some(c) = cookie {
-            req = req.header("Cookie", c);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let cookies = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_string())
-            .collect();
-        let text = resp.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-            cookies,
-        )
+        call_on(&self.http, self.url(), cookie, name, form).await
     }
 
     async fn sign_in(&self, user: &str, password: &str) -> String {
@@ -87,414 +61,7 @@ impl Console {
         assert_eq!(status, 200, "login {user}: {body}");
         session_cookie(&cookies)
     }
-}
 
-fn session_cookie(set_cookie: &[String]) -> String {
-    let c = set_cookie
-        .iter()
-        .find(|c| c.starts_with("tg_session="))
-        .expect("a session cookie");
-    assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax"), "{c}");
-    c.split(';').next().unwrap().to_string()
-}
-
-async fn start(backend: Backend) -> (TestDb, Console, String) {
-    let tdb = TestDb::new(backend).await;
-    let cfg = tdb.dir.path().join("tollgate.yaml");
-    write(&cfg, CONFIG);
-    let server = Server::spawn(&cfg, &tdb.url, &[]);
-    let console = Console {
-        server,
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-    };
-    let log = console.server.log();
-    let token = log
-        .lines()
-        .find_map(|l| l.split("setup?token=").nth(1))
-        .expect("the setup address is logged")
-        .trim()
-        .to_string();
-    (tdb, console, token)
-}
-
-#[tokio::test]
-async fn every_server_function_checks_the_callers_role() {
-    for backend in BACKENDS {
-        let (_tdb, c, token) = start(backend).await;
-        // First admin through the one-time token; a second use is refused.
-        let admin = c.first_admin(&token).await;
-        let (status, _, _) = c
-            .call(
-                None,
-                "setup_admin",
-                &[
-                    ("token", &token),
-                    ("username", "eve"),
-                    ("password", "evil password 1"),
-                ],
-            )
-            .await;
-        assert_eq!(status, 403, "the setup token works once");
-
-        for (name, role) in [("mia", "manager"), ("max", "manager"), ("ulla", "user")] {
-            let (s, b, _) = c
-                .call(
-                    Some(&admin),
-                    "create_user_account",
-                    &[
-                        ("username", name),
-                        ("role", role),
-                        ("password", "long enough pw"),
-                    ],
-                )
-                .await;
-            assert_eq!(s, 200, "{b}");
-        }
-        for client in ["alpha", "beta"] {
-            let (s, b, _) = c
-                .call(Some(&admin), "create_client", &[("name", client)])
-                .await;
-            assert_eq!(s, 200, "{b}");
-        }
-        for (client, manager) in [("alpha", "mia"), ("beta", "max")] {
-            let (s, b, _) = c
-                .call(
-                    Some(&admin),
-                    "add_manager",
-                    &[("client", client), ("username", manager)],
-                )
-                .await;
-            assert_eq!(s, 200, "{b}");
-        }
-        let mia = c.sign_in("mia", "long enough pw").await;
-        let max = c.sign_in("max", "long enough pw").await;
-        let ulla = c.sign_in("ulla", "long enough pw").await;
-        let (_, beta_key, _) = c
-            .call(
-                Some(&max),
-                "create_client_key",
-                &[("client", "beta"), ("label", "b"), ("expires_days", "")],
-            )
-            .await;
-        assert!(beta_key["secret"].as_str().unwrap().starts_with("tg_"));
-        let beta_key_id = {
-            let (_, d, _) = c
-                .call(Some(&admin), "client_detail", &[("name", "beta")])
-                .await;
-            d["keys"][0]["id"].as_i64().unwrap().to_string()
-        };
-
-        // (function, form, expected status for [anonymous, user, manager of alpha, admin])
-        type Row<'a> = (&'a str, Vec<(&'a str, &'a str)>, [u16; 4]);
-        let matrix: Vec<Row> = vec![
-            ("current_user", vec![], [200, 200, 200, 200]),
-            ("list_clients", vec![("page", "0")], [401, 200, 200, 200]),
-            (
-                "create_client",
-                vec![("name", "gamma")],
-                [401, 403, 403, 200],
-            ),
-            (
-                "client_detail",
-                vec![("name", "alpha")],
-                [401, 404, 200, 200],
-            ),
-            (
-                "client_detail",
-                vec![("name", "beta")],
-                [401, 404, 404, 200],
-            ),
-            (
-                "create_client_key",
-                vec![("client", "alpha"), ("label", "x"), ("expires_days", "30")],
-                [401, 404, 200, 200],
-            ),
-            (
-                "create_client_key",
-                vec![("client", "beta"), ("label", "x"), ("expires_days", "")],
-                [401, 404, 404, 200],
-            ),
-            (
-                "set_client_consent",
-                vec![("client", "alpha"), ("model", "gray"), ("consent", "true")],
-                [401, 404, 200, 200],
-            ),
-            (
-                "set_client_consent",
-                vec![("client", "beta"), ("model", "gray"), ("consent", "true")],
-                [401, 404, 404, 200],
-            ),
-            (
-                "add_manager",
-                vec![("client", "alpha"), ("username", "ulla")],
-                [401, 403, 403, 200],
-            ),
-            (
-                "remove_manager",
-                vec![("client", "alpha"), ("username", "ulla")],
-                [401, 403, 403, 200],
-            ),
-            ("my_account", vec![], [401, 200, 200, 200]),
-            (
-                "create_my_key",
-                vec![("label", "mine"), ("expires_days", "")],
-                [401, 200, 200, 200],
-            ),
-            (
-                "set_my_consent",
-                vec![("model", "gray"), ("consent", "true")],
-                [401, 200, 200, 200],
-            ),
-            ("list_users", vec![], [401, 403, 403, 200]),
-            (
-                "create_user_account",
-                vec![
-                    ("username", "newbie"),
-                    ("role", "user"),
-                    ("password", "long enough pw"),
-                ],
-                [401, 403, 403, 200],
-            ),
-            (
-                "set_user_role",
-                vec![("username", "newbie"), ("role", "manager")],
-                [401, 403, 403, 200],
-            ),
-            (
-                "reset_password",
-                vec![("username", "newbie"), ("password", "another long pw")],
-                [401, 403, 403, 200],
-            ),
-            (
-                "set_user_active",
-                vec![("username", "newbie"), ("active", "false")],
-                [401, 403, 403, 200],
-            ),
-            ("config_overview", vec![], [401, 403, 403, 200]),
-            ("config_status", vec![], [200, 200, 200, 200]),
-            ("setup_needed", vec![], [200, 200, 200, 200]),
-            (
-                "revoke_key",
-                vec![("key_id", &beta_key_id)],
-                [401, 404, 404, 200],
-            ),
-        ];
-        let callers = [
-            None,
-            Some(ulla.as_str()),
-            Some(mia.as_str()),
-            Some(admin.as_str()),
-        ];
-        let who = ["anonymous", "user", "manager of alpha", "admin"];
-        for (name, form, expected) in &matrix {
-            for (i, caller) in callers.iter().enumerate() {
-                // The admin column runs last, so the effects of allowed calls never mask a refusal.
-                let (status, body, _) = c.call(*caller, name, form).await;
-                assert_eq!(
-                    status, expected[i],
-                    "{backend:?}: {name} {form:?} as {}: {body}",
-                    who[i]
-                );
-            }
-        }
-
-        // What each may see, not only whether the call succeeds.
-        let (_, page, _) = c.call(Some(&mia), "list_clients", &[("page", "0")]).await;
-        let names: Vec<&str> = page["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["name"].as_str().unwrap())
-            .collect();
-        assert_eq!(names, ["alpha"], "a manager sees only their clients");
-        let (_, page, _) = c.call(Some(&ulla), "list_clients", &[("page", "0")]).await;
-        assert_eq!(page["rows"].as_array().unwrap().len(), 0);
-        let (_, page, _) = c.call(Some(&admin), "list_clients", &[("page", "0")]).await;
-        assert_eq!(page["total"], 3);
-    }
-}
-
-#[tokio::test]
-async fn sessions_origin_checks_and_throttling() {
-    for backend in BACKENDS {
-        let (tdb, c, token) = start(backend).await;
-        let admin = c.first_admin(&token).await;
-
-        // A foreign Origin is refused even with a valid session.
-        let resp = c
-            .http
-            .post(format!("{}/api/create_client", c.server.url))
-            .header("Accept", "application/json")
-            .header("Origin", "https://evil.example")
-            .header("Cookie", &admin)
-            .form(&[("name", "forged")])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 403);
-        let (_, page, _) = c.call(Some(&admin), "list_clients", &[("page", "0")]).await;
-        assert_eq!(page["total"], 0, "the forged request changed nothing");
-
-        // Logout deletes the session on the server: the old cookie stops working.
-        let second = c.sign_in("ada", "admin password 1").await;
-        let (status, _, cookies) = c.call(Some(&second), "logout", &[]).await;
-        assert_eq!(status, 200);
-        assert!(
-            cookies
-                .iter()
-                .any(|c| c.starts_with("tg_session=;") && c.contains("Max-Age=0")),
-            "{cookies:?}"
-        );
-        assert_eq!(c.call(Some(&second), "my_account", &[]).await.0, 401);
-        assert_eq!(
-            c.call(Some(&admin), "my_account", &[]).await.0,
-            200,
-            "other sessions live on"
-        );
-
-        // Deactivating a user ends their sessions at once.
-        c.call(
-            Some(&admin),
-            "create_user_account",
-            &[
-                ("username", "bob"),
-                ("role", "user"),
-                ("password", "bob password 1"),
-            ],
-        )
-        .await;
-        let bob = c.sign_in("bob", "bob password 1").await;
-        assert_eq!(c.call(Some(&bob), "my_account", &[]).await.0, 200);
-        c.call(
-            Some(&admin),
-            "set_user_active",
-            &[("username", "bob"), ("active", "false")],
-        )
-        .await;
-        assert_eq!(c.call(Some(&bob), "my_account", &[]).await.0, 401);
-        assert_eq!(
-            c.call(
-                None,
-                "login",
-                &[("username", "bob"), ("password", "bob password 1")]
-            )
-            .await
-            .0,
-            401
-        );
-
-        // Repeated failures throttle sign-in, even with the right password;
-        // failures older than the window are forgotten.
-        use app::ssr::entities::login_failure;
-        use sea_orm::{ActiveValue::Set, EntityTrait};
-        let db = tdb.connect().await;
-        login_failure::Entity::insert(login_failure::ActiveModel {
-            username: Set("someone-else".into()),
-            at: Set(app::ssr::now_ms() - 24 * 3_600_000),
-            ..Default::default()
-        })
-        .exec_without_returning(&db)
-        .await
-        .unwrap();
-        for _ in 0..5 {
-            assert_eq!(
-                c.call(None, "login", &[("username", "ada"), ("password", "wrong")])
-                    .await
-                    .0,
-                401
-            );
-        }
-        let (status, body, _) = c
-            .call(
-                None,
-                "login",
-                &[("username", "ada"), ("password", "admin password 1")],
-            )
-            .await;
-        assert_eq!(status, 429, "{backend:?}: {body}");
-        let left = login_failure::Entity::find().all(&db).await.unwrap();
-        assert!(
-            !left.iter().any(|f| f.username == "someone-else"),
-            "{backend:?}: old failures pruned: {left:?}"
-        );
-
-        // Pages render for signed-out visitors with a message, never a blank page.
-        for path in ["/clients", "/users", "/config", "/me", "/clients/nobody"] {
-            let html = c
-                .http
-                .get(format!("{}{path}", c.server.url))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            assert!(html.contains("<main"), "{path}");
-        }
-    }
-}
-
-#[tokio::test]
-async fn create_admin_from_the_host() {
-    for backend in BACKENDS {
-        let tdb = TestDb::new(backend).await;
-        let cfg = tdb.dir.path().join("tollgate.yaml");
-        write(&cfg, CONFIG);
-        let run = |password: &str| {
-            std::process::Command::new(bin())
-                .args(["create-admin", "root-admin", "--config"])
-                .arg(&cfg)
-                .args(["--database-url", &tdb.url])
-                .env("TOLLGATE_ADMIN_PASSWORD", password)
-                .output()
-                .unwrap()
-        };
-        let short = run("short");
-        assert!(!short.status.success());
-        assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10 characters"));
-        assert!(run("a long admin password").status.success());
-        assert!(
-            !run("a long admin password").status.success(),
-            "a second admin of the same name is refused"
-        );
-
-        let server = Server::spawn(&cfg, &tdb.url, &[]);
-        assert!(
-            !server.log().contains("setup?token="),
-            "no setup address once an admin exists"
-        );
-        let c = Console {
-            server,
-            http: reqwest::Client::new(),
-        };
-        let cookie = c.sign_in("root-admin", "a long admin password").await;
-        let (status, body, _) = c.call(Some(&cookie), "list_users", &[]).await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body[0]["role"], "admin");
-    }
-}
-
-/// Runs one story on SQLite and on PostgreSQL, as two tests named after the backend.
-macro_rules! on_both_backends {
-    ($name:ident, $story:ident) => {
-        mod $name {
-            use super::*;
-            #[tokio::test]
-            async fn sqlite() {
-                $story(Backend::Sqlite).await
-            }
-            #[tokio::test]
-            async fn postgres() {
-                $story(Backend::Postgres).await
-            }
-        }
-    };
-}
-
-impl Console {
     /// Creates a user with a role as `admin`; returns their session cookie.
     async fn user(&self, admin: &str, name: &str, role: &str) -> String {
         let (s, b, _) = self
@@ -513,7 +80,7 @@ impl Console {
     }
 
     async fn page_status(&self, cookie: Option<&str>, path: &str) -> u16 {
-        let mut req = self.http.get(format!("{}{path}", self.server.url));
+        let mut req = self.http.get(format!("{}{path}", self.url()));
         if let Some(c) = cookie {
             req = req.header("Cookie", c);
         }
@@ -522,18 +89,417 @@ impl Console {
         resp.bytes().await.unwrap();
         status
     }
+
+    async fn login_failures(&self) -> Vec<app::ssr::entities::login_failure::Model> {
+        use sea_orm::EntityTrait;
+        app::ssr::entities::login_failure::Entity::find()
+            .all(&self.db)
+            .await
+            .unwrap()
+    }
 }
 
-async fn login_failures(tdb: &TestDb) -> Vec<app::ssr::entities::login_failure::Model> {
-    use sea_orm::EntityTrait;
-    app::ssr::entities::login_failure::Entity::find()
-        .all(&tdb.connect().await)
+/// POSTs a server function at `url` the way a browser form would, from that origin.
+async fn call_on(
+    http: &reqwest::Client,
+    url: &str,
+    cookie: Option<&str>,
+    name: &str,
+    form: &[(&str, &str)],
+) -> (u16, Value, Vec<String>) {
+    let mut req = http
+        .post(format!("{url}/api/{name}"))
+        .header("Accept", "application/json")
+        .header("Origin", url)
+        .form(form);
+    if let Some(c) = cookie {
+        req = req.header("Cookie", c);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let cookies = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        cookies,
+    )
+}
+
+fn session_cookie(set_cookie: &[String]) -> String {
+    let c = set_cookie
+        .iter()
+        .find(|c| c.starts_with("tg_session="))
+        .expect("a session cookie");
+    assert!(c.contains("HttpOnly") && c.contains("SameSite=Lax"), "{c}");
+    c.split(';').next().unwrap().to_string()
+}
+
+/// A fresh console with no admin yet, and the setup token its server logged.
+async fn console(backend: Backend) -> (TestApp, String) {
+    let app = TestApp::builder(backend).config(CONFIG).spawn().await;
+    let token = app.setup_token().expect("the setup address is logged");
+    (app, token)
+}
+
+async fn role_matrix_story(backend: Backend) {
+    let (c, token) = console(backend).await;
+    // First admin through the one-time token; a second use is refused.
+    let admin = c.first_admin(&token).await;
+    let (status, _, _) = c
+        .call(
+            None,
+            "setup_admin",
+            &[
+                ("token", &token),
+                ("username", "eve"),
+                ("password", "evil password 1"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 403, "the setup token works once");
+
+    for (name, role) in [("mia", "manager"), ("max", "manager"), ("ulla", "user")] {
+        let (s, b, _) = c
+            .call(
+                Some(&admin),
+                "create_user_account",
+                &[
+                    ("username", name),
+                    ("role", role),
+                    ("password", "long enough pw"),
+                ],
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    for client in ["alpha", "beta"] {
+        let (s, b, _) = c
+            .call(Some(&admin), "create_client", &[("name", client)])
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    for (client, manager) in [("alpha", "mia"), ("beta", "max")] {
+        let (s, b, _) = c
+            .call(
+                Some(&admin),
+                "add_manager",
+                &[("client", client), ("username", manager)],
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let mia = c.sign_in("mia", "long enough pw").await;
+    let max = c.sign_in("max", "long enough pw").await;
+    let ulla = c.sign_in("ulla", "long enough pw").await;
+    let (_, beta_key, _) = c
+        .call(
+            Some(&max),
+            "create_client_key",
+            &[("client", "beta"), ("label", "b"), ("expires_days", "")],
+        )
+        .await;
+    assert!(beta_key["secret"].as_str().unwrap().starts_with("tg_"));
+    let beta_key_id = {
+        let (_, d, _) = c
+            .call(Some(&admin), "client_detail", &[("name", "beta")])
+            .await;
+        d["keys"][0]["id"].as_i64().unwrap().to_string()
+    };
+
+    // (function, form, expected status for [anonymous, user, manager of alpha, admin])
+    type Row<'a> = (&'a str, Vec<(&'a str, &'a str)>, [u16; 4]);
+    let matrix: Vec<Row> = vec![
+        ("current_user", vec![], [200, 200, 200, 200]),
+        ("list_clients", vec![("page", "0")], [401, 200, 200, 200]),
+        (
+            "create_client",
+            vec![("name", "gamma")],
+            [401, 403, 403, 200],
+        ),
+        (
+            "client_detail",
+            vec![("name", "alpha")],
+            [401, 404, 200, 200],
+        ),
+        (
+            "client_detail",
+            vec![("name", "beta")],
+            [401, 404, 404, 200],
+        ),
+        (
+            "create_client_key",
+            vec![("client", "alpha"), ("label", "x"), ("expires_days", "30")],
+            [401, 404, 200, 200],
+        ),
+        (
+            "create_client_key",
+            vec![("client", "beta"), ("label", "x"), ("expires_days", "")],
+            [401, 404, 404, 200],
+        ),
+        (
+            "set_client_consent",
+            vec![("client", "alpha"), ("model", "gray"), ("consent", "true")],
+            [401, 404, 200, 200],
+        ),
+        (
+            "set_client_consent",
+            vec![("client", "beta"), ("model", "gray"), ("consent", "true")],
+            [401, 404, 404, 200],
+        ),
+        (
+            "add_manager",
+            vec![("client", "alpha"), ("username", "ulla")],
+            [401, 403, 403, 200],
+        ),
+        (
+            "remove_manager",
+            vec![("client", "alpha"), ("username", "ulla")],
+            [401, 403, 403, 200],
+        ),
+        ("my_account", vec![], [401, 200, 200, 200]),
+        (
+            "create_my_key",
+            vec![("label", "mine"), ("expires_days", "")],
+            [401, 200, 200, 200],
+        ),
+        (
+            "set_my_consent",
+            vec![("model", "gray"), ("consent", "true")],
+            [401, 200, 200, 200],
+        ),
+        ("list_users", vec![], [401, 403, 403, 200]),
+        (
+            "create_user_account",
+            vec![
+                ("username", "newbie"),
+                ("role", "user"),
+                ("password", "long enough pw"),
+            ],
+            [401, 403, 403, 200],
+        ),
+        (
+            "set_user_role",
+            vec![("username", "newbie"), ("role", "manager")],
+            [401, 403, 403, 200],
+        ),
+        (
+            "reset_password",
+            vec![("username", "newbie"), ("password", "another long pw")],
+            [401, 403, 403, 200],
+        ),
+        (
+            "set_user_active",
+            vec![("username", "newbie"), ("active", "false")],
+            [401, 403, 403, 200],
+        ),
+        ("config_overview", vec![], [401, 403, 403, 200]),
+        ("config_status", vec![], [200, 200, 200, 200]),
+        ("setup_needed", vec![], [200, 200, 200, 200]),
+        (
+            "revoke_key",
+            vec![("key_id", &beta_key_id)],
+            [401, 404, 404, 200],
+        ),
+    ];
+    let callers = [
+        None,
+        Some(ulla.as_str()),
+        Some(mia.as_str()),
+        Some(admin.as_str()),
+    ];
+    let who = ["anonymous", "user", "manager of alpha", "admin"];
+    for (name, form, expected) in &matrix {
+        for (i, caller) in callers.iter().enumerate() {
+            // The admin column runs last, so the effects of allowed calls never mask a refusal.
+            let (status, body, _) = c.call(*caller, name, form).await;
+            assert_eq!(
+                status, expected[i],
+                "{backend:?}: {name} {form:?} as {}: {body}",
+                who[i]
+            );
+        }
+    }
+
+    // What each may see, not only whether the call succeeds.
+    let (_, page, _) = c.call(Some(&mia), "list_clients", &[("page", "0")]).await;
+    let names: Vec<&str> = page["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha"], "a manager sees only their clients");
+    let (_, page, _) = c.call(Some(&ulla), "list_clients", &[("page", "0")]).await;
+    assert_eq!(page["rows"].as_array().unwrap().len(), 0);
+    let (_, page, _) = c.call(Some(&admin), "list_clients", &[("page", "0")]).await;
+    assert_eq!(page["total"], 3);
+}
+on_backends!(
+    every_server_function_checks_the_callers_role,
+    role_matrix_story
+);
+
+async fn sessions_story(backend: Backend) {
+    let (c, token) = console(backend).await;
+    let admin = c.first_admin(&token).await;
+
+    // A foreign Origin is refused even with a valid session.
+    let resp = c
+        .http
+        .post(format!("{}/api/create_client", c.url()))
+        .header("Accept", "application/json")
+        .header("Origin", "https://evil.example")
+        .header("Cookie", &admin)
+        .form(&[("name", "forged")])
+        .send()
         .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    let (_, page, _) = c.call(Some(&admin), "list_clients", &[("page", "0")]).await;
+    assert_eq!(page["total"], 0, "the forged request changed nothing");
+
+    // Logout deletes the session on the server: the old cookie stops working.
+    let second = c.sign_in("ada", "admin password 1").await;
+    let (status, _, cookies) = c.call(Some(&second), "logout", &[]).await;
+    assert_eq!(status, 200);
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("tg_session=;") && c.contains("Max-Age=0")),
+        "{cookies:?}"
+    );
+    assert_eq!(c.call(Some(&second), "my_account", &[]).await.0, 401);
+    assert_eq!(
+        c.call(Some(&admin), "my_account", &[]).await.0,
+        200,
+        "other sessions live on"
+    );
+
+    // Deactivating a user ends their sessions at once.
+    c.call(
+        Some(&admin),
+        "create_user_account",
+        &[
+            ("username", "bob"),
+            ("role", "user"),
+            ("password", "bob password 1"),
+        ],
+    )
+    .await;
+    let bob = c.sign_in("bob", "bob password 1").await;
+    assert_eq!(c.call(Some(&bob), "my_account", &[]).await.0, 200);
+    c.call(
+        Some(&admin),
+        "set_user_active",
+        &[("username", "bob"), ("active", "false")],
+    )
+    .await;
+    assert_eq!(c.call(Some(&bob), "my_account", &[]).await.0, 401);
+    assert_eq!(
+        c.call(
+            None,
+            "login",
+            &[("username", "bob"), ("password", "bob password 1")]
+        )
+        .await
+        .0,
+        401
+    );
+
+    // Repeated failures throttle sign-in, even with the right password;
+    // failures older than the window are forgotten.
+    use app::ssr::entities::login_failure;
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let db = c.db.clone();
+    login_failure::Entity::insert(login_failure::ActiveModel {
+        username: Set("someone-else".into()),
+        at: Set(app::ssr::now_ms() - 24 * 3_600_000),
+        ..Default::default()
+    })
+    .exec_without_returning(&db)
+    .await
+    .unwrap();
+    for _ in 0..5 {
+        assert_eq!(
+            c.call(None, "login", &[("username", "ada"), ("password", "wrong")])
+                .await
+                .0,
+            401
+        );
+    }
+    let (status, body, _) = c
+        .call(
+            None,
+            "login",
+            &[("username", "ada"), ("password", "admin password 1")],
+        )
+        .await;
+    assert_eq!(status, 429, "{backend:?}: {body}");
+    let left = login_failure::Entity::find().all(&db).await.unwrap();
+    assert!(
+        !left.iter().any(|f| f.username == "someone-else"),
+        "{backend:?}: old failures pruned: {left:?}"
+    );
+
+    // Pages render for signed-out visitors with a message, never a blank page.
+    for path in ["/clients", "/users", "/config", "/me", "/clients/nobody"] {
+        let html = c
+            .http
+            .get(format!("{}{path}", c.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(html.contains("<main"), "{path}");
+    }
+}
+on_backends!(sessions_origin_checks_and_throttling, sessions_story);
+
+/// `tollgate create-admin root-admin` against the app's config and database.
+fn create_admin(app: &TestApp, password: &str) -> std::process::Output {
+    std::process::Command::new(bin())
+        .args(["create-admin", "root-admin", "--config"])
+        .arg(&app.config)
+        .args(["--database-url", &app.tdb.url])
+        .env("TOLLGATE_ADMIN_PASSWORD", password)
+        .output()
         .unwrap()
 }
 
+async fn create_admin_story(backend: Backend) {
+    let mut c = TestApp::builder(backend).config(CONFIG).build().await;
+    let run = |password: &str| create_admin(&c, password);
+    let short = run("short");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10 characters"));
+    assert!(run("a long admin password").status.success());
+    assert!(
+        !run("a long admin password").status.success(),
+        "a second admin of the same name is refused"
+    );
+
+    c.start();
+    assert!(
+        !c.log().contains("setup?token="),
+        "no setup address once an admin exists"
+    );
+    let cookie = c.sign_in("root-admin", "a long admin password").await;
+    let (status, body, _) = c.call(Some(&cookie), "list_users", &[]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["role"], "admin");
+}
+on_backends!(create_admin_from_the_host, create_admin_story);
+
 async fn oversized_bodies_story(backend: Backend) {
-    let (tdb, c, token) = start(backend).await;
+    let (c, token) = console(backend).await;
     let admin = c.first_admin(&token).await;
 
     // The flood from the report: a 2 MB username, with no session.
@@ -556,7 +522,7 @@ async fn oversized_bodies_story(backend: Backend) {
         .await;
     assert_eq!(status, 400, "{backend:?}: {body}");
     assert!(
-        login_failures(&tdb).await.is_empty(),
+        c.login_failures().await.is_empty(),
         "{backend:?}: nothing was stored"
     );
     // The same for a signed-in admin's forms.
@@ -597,7 +563,7 @@ async fn oversized_bodies_story(backend: Backend) {
         serde_json::json!({"model": "dummy", "messages": [{"role": "user", "content": content}]})
             .to_string()
     };
-    let url = format!("{}/v1/chat/completions", c.server.url);
+    let url = format!("{}/v1/chat/completions", c.url());
     let too_big = chat("x".repeat(9 * 1024 * 1024));
     let sized = c
         .http
@@ -645,13 +611,13 @@ async fn oversized_bodies_story(backend: Backend) {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200, "{backend:?}");
 }
-on_both_backends!(
+on_backends!(
     oversized_bodies_are_refused_before_anything_is_stored,
     oversized_bodies_story
 );
 
 async fn parallel_guesses_story(backend: Backend) {
-    let (tdb, c, token) = start(backend).await;
+    let (c, token) = console(backend).await;
     c.first_admin(&token).await;
     let c = std::sync::Arc::new(c);
     let guesses: Vec<_> = (0..30)
@@ -685,14 +651,14 @@ async fn parallel_guesses_story(backend: Backend) {
         status, 429,
         "{backend:?}: the right password waits too: {body}"
     );
-    let failures = login_failures(&tdb).await;
+    let failures = c.login_failures().await;
     assert_eq!(failures.len(), 5, "{backend:?}: {failures:?}");
     assert!(
         failures.iter().all(|f| f.addr == "127.0.0.1"),
         "{backend:?}: the address is recorded: {failures:?}"
     );
 }
-on_both_backends!(
+on_backends!(
     parallel_wrong_guesses_check_at_most_five,
     parallel_guesses_story
 );
@@ -701,10 +667,10 @@ async fn failures_per_address_story(backend: Backend) {
     use app::ssr::entities::login_failure;
     use app::ssr::session::MAX_FAILURES_PER_ADDR;
     use sea_orm::{ActiveValue::Set, EntityTrait};
-    let (tdb, c, token) = start(backend).await;
+    let (c, token) = console(backend).await;
     c.first_admin(&token).await;
     // As if this address had already guessed at many different names.
-    let db = tdb.connect().await;
+    let db = c.db.clone();
     let now = app::ssr::now_ms();
     login_failure::Entity::insert_many((0..MAX_FAILURES_PER_ADDR).map(|i| {
         login_failure::ActiveModel {
@@ -727,71 +693,42 @@ async fn failures_per_address_story(backend: Backend) {
     assert_eq!(status, 429, "{backend:?}: {body}");
     assert!(body.to_string().contains("address"), "{body}");
     assert_eq!(
-        login_failures(&tdb).await.len() as u64,
+        c.login_failures().await.len() as u64,
         MAX_FAILURES_PER_ADDR,
         "{backend:?}: the table does not grow"
     );
 }
-on_both_backends!(
+on_backends!(
     failed_sign_ins_are_bounded_per_address,
     failures_per_address_story
 );
 
 async fn setup_token_story(backend: Backend) {
     // A second instance on the same database, set up through the first.
-    let (tdb, first, token) = start(backend).await;
-    let cfg = tdb.dir.path().join("tollgate.yaml");
-    let second = Console {
-        server: Server::spawn(&cfg, &tdb.url, &[]),
-        http: reqwest::Client::new(),
-    };
-    let second_token = second
-        .server
-        .log()
-        .lines()
-        .find_map(|l| l.split("setup?token=").nth(1))
-        .expect("the second instance logs its own setup address")
-        .trim()
-        .to_string();
+    let (first, token) = console(backend).await;
+    let second = first.spawn_instance();
+    let second_token =
+        setup_token_in(&second.log()).expect("the second instance logs its own setup address");
     first.first_admin(&token).await;
-    let (status, body, _) = second
-        .call(
-            None,
-            "setup_admin",
-            &[
-                ("token", &second_token),
-                ("username", "eve"),
-                ("password", "evil password 1"),
-            ],
-        )
-        .await;
+    let (status, body, _) = call_on(
+        &first.http,
+        &second.url,
+        None,
+        "setup_admin",
+        &[
+            ("token", &second_token),
+            ("username", "eve"),
+            ("password", "evil password 1"),
+        ],
+    )
+    .await;
     assert_eq!(status, 403, "{backend:?}: {body}");
-    let (_, needed, _) = second.call(None, "setup_needed", &[]).await;
+    let (_, needed, _) = call_on(&first.http, &second.url, None, "setup_needed", &[]).await;
     assert_eq!(needed, Value::Bool(false), "{backend:?}");
 
     // `tollgate create-admin` from the host, while the server waits for setup.
-    let tdb2 = TestDb::new(backend).await;
-    let cfg2 = tdb2.dir.path().join("tollgate.yaml");
-    write(&cfg2, CONFIG);
-    let server = Server::spawn(&cfg2, &tdb2.url, &[]);
-    let token2 = server
-        .log()
-        .lines()
-        .find_map(|l| l.split("setup?token=").nth(1))
-        .unwrap()
-        .trim()
-        .to_string();
-    let c2 = Console {
-        server,
-        http: reqwest::Client::new(),
-    };
-    let out = std::process::Command::new(bin())
-        .args(["create-admin", "root-admin", "--config"])
-        .arg(&cfg2)
-        .args(["--database-url", &tdb2.url])
-        .env("TOLLGATE_ADMIN_PASSWORD", "a long admin password")
-        .output()
-        .unwrap();
+    let (c2, token2) = console(backend).await;
+    let out = create_admin(&c2, "a long admin password");
     assert!(out.status.success(), "{out:?}");
     let (status, body, _) = c2
         .call(
@@ -805,19 +742,18 @@ async fn setup_token_story(backend: Backend) {
         )
         .await;
     assert_eq!(status, 403, "{backend:?}: {body}");
-    let db = tdb2.connect().await;
     assert!(
-        app::ssr::owners::user_by_name(&db, "eve")
+        app::ssr::owners::user_by_name(&c2.db, "eve")
             .await
             .unwrap()
             .is_none(),
         "{backend:?}"
     );
 }
-on_both_backends!(setup_token_is_void_once_an_admin_exists, setup_token_story);
+on_backends!(setup_token_is_void_once_an_admin_exists, setup_token_story);
 
 async fn last_admin_story(backend: Backend) {
-    let (_tdb, c, token) = start(backend).await;
+    let (c, token) = console(backend).await;
     let ada = c.first_admin(&token).await;
     for role in ["manager", "user"] {
         let (status, body, _) = c
@@ -890,25 +826,24 @@ async fn last_admin_story(backend: Backend) {
         .count();
     assert_eq!(active_admins, 1, "{backend:?}: {users}");
 }
-on_both_backends!(the_last_active_admin_stays, last_admin_story);
+on_backends!(the_last_active_admin_stays, last_admin_story);
 
 async fn keys_revoke_story(backend: Backend) {
-    let (tdb, c, token) = start(backend).await;
+    let (c, token) = console(backend).await;
     let admin = c.first_admin(&token).await;
     let (s, b, _) = c
         .call(Some(&admin), "create_client", &[("name", "alpha")])
         .await;
     assert_eq!(s, 200, "{b}");
-    let cfg = tdb.dir.path().join("tollgate.yaml");
     let create = || {
-        let out = tollgate(&["keys", "create", "--client", "alpha"], &cfg, &tdb.url);
+        let out = c.tollgate(&["keys", "create", "--client", "alpha"]);
         assert!(out.status.success(), "{out:?}");
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     };
     let (k1, k2) = (create(), create());
     let prefix = |k: &str| app::domain::keys::display_prefix(k);
     let revoked = || async {
-        let db = tdb.connect().await;
+        let db = c.db.clone();
         let mut r: Vec<String> = app::ssr::keys::list(&db, None)
             .await
             .unwrap()
@@ -919,7 +854,7 @@ async fn keys_revoke_story(backend: Backend) {
         r.sort();
         r
     };
-    let revoke = |p: &str| tollgate(&["keys", "revoke", p], &cfg, &tdb.url);
+    let revoke = |p: &str| c.tollgate(&["keys", "revoke", p]);
 
     // Ambiguous: both listed, nothing revoked, non-zero exit.
     let out = revoke("tg_");
@@ -958,10 +893,10 @@ async fn keys_revoke_story(backend: Backend) {
     assert!(out.status.success(), "{backend:?}: {out:?}");
     assert_eq!(revoked().await, vec![prefix(&k1)], "{backend:?}");
 }
-on_both_backends!(keys_revoke_matches_prefixes_exactly, keys_revoke_story);
+on_backends!(keys_revoke_matches_prefixes_exactly, keys_revoke_story);
 
 async fn labels_and_managers_story(backend: Backend) {
-    let (_tdb, c, token) = start(backend).await;
+    let (c, token) = console(backend).await;
     let admin = c.first_admin(&token).await;
     c.user(&admin, "mia", "manager").await;
     c.call(Some(&admin), "create_client", &[("name", "alpha")])
@@ -1022,13 +957,13 @@ async fn labels_and_managers_story(backend: Backend) {
         );
     }
 }
-on_both_backends!(
+on_backends!(
     labels_are_short_and_plain_and_manager_names_normalised,
     labels_and_managers_story
 );
 
 async fn bearer_story(backend: Backend) {
-    let (_tdb, c, token) = start(backend).await;
+    let (c, token) = console(backend).await;
     let admin = c.first_admin(&token).await;
     let bob = c.user(&admin, "bob", "user").await;
     let (_, key, _) = c
@@ -1044,7 +979,7 @@ async fn bearer_story(backend: Backend) {
         async move {
             let resp = c
                 .http
-                .get(format!("{}/v1/balance", c.server.url))
+                .get(format!("{}/v1/balance", c.url()))
                 .header("Authorization", auth)
                 .send()
                 .await
@@ -1074,13 +1009,13 @@ async fn bearer_story(backend: Backend) {
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("deactivated"), "{backend:?}: {message}");
 }
-on_both_backends!(
+on_backends!(
     bearer_is_case_insensitive_and_deactivated_users_keys_say_so,
     bearer_story
 );
 
 async fn refused_pages_story(backend: Backend) {
-    let (_tdb, c, token) = start(backend).await;
+    let (c, token) = console(backend).await;
     let admin = c.first_admin(&token).await;
     let mia = c.user(&admin, "mia", "manager").await;
     for name in ["alpha", "beta"] {
@@ -1111,26 +1046,26 @@ async fn refused_pages_story(backend: Backend) {
         );
     }
 }
-on_both_backends!(
+on_backends!(
     refused_pages_answer_the_same_status_every_time,
     refused_pages_story
 );
 
 async fn no_js_key_story(backend: Backend) {
-    let (_tdb, c, token) = start(backend).await;
+    let (c, token) = console(backend).await;
     let admin = c.first_admin(&token).await;
     c.call(Some(&admin), "create_client", &[("name", "alpha")])
         .await;
     // What a browser sends for the key form before the page is hydrated.
     let plain_post = |path: &str, referer: &str, form: &[(&str, &str)]| {
         c.http
-            .post(format!("{}/api/{path}", c.server.url))
+            .post(format!("{}/api/{path}", c.url()))
             .header(
                 "Accept",
                 "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
             )
-            .header("Origin", &c.server.url)
-            .header("Referer", format!("{}{referer}", c.server.url))
+            .header("Origin", c.url())
+            .header("Referer", format!("{}{referer}", c.url()))
             .header("Cookie", &admin)
             .form(form)
     };
@@ -1159,22 +1094,18 @@ async fn no_js_key_story(backend: Backend) {
     let (_, me, _) = c.call(Some(&admin), "my_account", &[]).await;
     assert_eq!(me["keys"], serde_json::json!([]), "{backend:?}");
 }
-on_both_backends!(no_key_is_created_unseen_before_hydration, no_js_key_story);
+on_backends!(no_key_is_created_unseen_before_hydration, no_js_key_story);
 
 async fn public_url_origin_story(backend: Backend) {
-    let tdb = TestDb::new(backend).await;
-    let cfg = tdb.dir.path().join("tollgate.yaml");
-    write(
-        &cfg,
-        &format!("server:\n  public_url: https://gate.example.org\n{CONFIG}"),
-    );
-    let c = Console {
-        server: Server::spawn(&cfg, &tdb.url, &[]),
-        http: reqwest::Client::new(),
-    };
+    let c = TestApp::builder(backend)
+        .config(&format!(
+            "server:\n  public_url: https://gate.example.org\n{CONFIG}"
+        ))
+        .spawn()
+        .await;
     let post = |origin: &[u8]| {
         c.http
-            .post(format!("{}/api/login", c.server.url))
+            .post(format!("{}/api/login", c.url()))
             .header("Accept", "application/json")
             .header(
                 "Origin",
@@ -1184,7 +1115,7 @@ async fn public_url_origin_story(backend: Backend) {
             .send()
     };
     // The origin that matches Host is not the public URL: refused.
-    let own = c.server.url.clone();
+    let own = c.url().to_string();
     assert_eq!(
         post(own.as_bytes()).await.unwrap().status().as_u16(),
         403,
@@ -1214,4 +1145,4 @@ async fn public_url_origin_story(backend: Backend) {
         "{backend:?}"
     );
 }
-on_both_backends!(only_the_public_origin_is_accepted, public_url_origin_story);
+on_backends!(only_the_public_origin_is_accepted, public_url_origin_story);

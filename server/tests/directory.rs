@@ -54,7 +54,7 @@ async fn wait_status(server: &Server, key: &str, model: &str, want: u16, what: &
     }
 }
 
-async fn changes_reach_every_instance(backend: Backend, instances: usize) {
+async fn changes_reach(backend: Backend, instances: usize) {
     let tdb = TestDb::new(backend).await;
     let cfg = tdb.dir.path().join("tollgate.yaml");
     write(&cfg, CONFIG);
@@ -107,12 +107,13 @@ async fn changes_reach_every_instance(backend: Backend, instances: usize) {
     }
 }
 
-#[tokio::test]
-async fn changes_reach_the_instance_sqlite() {
-    changes_reach_every_instance(Backend::Sqlite, 1).await;
+/// One instance on SQLite; two sharing the database on PostgreSQL.
+async fn changes_reach_every_instance_story(backend: Backend) {
+    let instances = if backend == Backend::Postgres { 2 } else { 1 };
+    changes_reach(backend, instances).await;
 }
 
-#[tokio::test]
-async fn changes_reach_both_instances_postgres() {
-    changes_reach_every_instance(Backend::Postgres, 2).await;
-}
+on_backends!(
+    changes_reach_every_instance,
+    changes_reach_every_instance_story
+);

@@ -10,7 +10,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod test_app;
 pub mod upstream;
+
+#[allow(unused_imports)]
+pub use test_app::{chat_body, setup_token_in, wait_until, TestApp, WAIT_LIMIT};
 
 pub const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -20,7 +24,42 @@ pub enum Backend {
     Postgres,
 }
 
-pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+/// Runs one story, `async fn story(backend: Backend)`, as tests named after
+/// the backend: `name::sqlite` and `name::postgres`, or only the one named
+/// (`on_backends!(name, story, postgres)`) for a story that is inherently
+/// about one backend. A failure then says which database broke.
+macro_rules! on_backends {
+    ($name:ident, $story:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$story($crate::common::Backend::Sqlite).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$story($crate::common::Backend::Postgres).await
+            }
+        }
+    };
+    ($name:ident, $story:ident, sqlite) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$story($crate::common::Backend::Sqlite).await
+            }
+        }
+    };
+    ($name:ident, $story:ident, postgres) => {
+        mod $name {
+            #[tokio::test]
+            async fn postgres() {
+                super::$story($crate::common::Backend::Postgres).await
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_backends;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
