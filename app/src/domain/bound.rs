@@ -384,6 +384,68 @@ fn not_forwarded() -> &'static str {
     "is not a field this gateway forwards to this model, because it could change what the call costs; remove it, or ask an admin to list it under the model's `pass_through`"
 }
 
+/// What the fields of one request add up to, field by field.
+#[derive(Default)]
+struct Tally {
+    /// The smallest length any length field asked for.
+    asked: Option<u64>,
+    choices: u64,
+    prompts: u64,
+    input: u64,
+    /// Length fields given, to rewrite.
+    lengths: Vec<String>,
+    prompt_seen: bool,
+}
+
+impl Tally {
+    fn ask(&mut self, n: Option<u64>) {
+        if let Some(n) = n {
+            self.asked = Some(self.asked.map_or(n, |a| a.min(n)));
+        }
+    }
+
+    /// Counts one top-level field, or refuses it.
+    fn field(
+        &mut self,
+        kind: Kind,
+        k: &str,
+        v: &Value,
+        limits: &ModelLimits<'_>,
+    ) -> Result<(), Refused> {
+        let role = match role(kind, k) {
+            Some(r) => r,
+            None if limits.pass_through.contains(k) => Role::Harmless,
+            None => return refuse(k, not_forwarded()),
+        };
+        let bytes = k.len() as u64 + json_len(v);
+        match role {
+            Role::Prompt if kind == Kind::Chat => self.input += chat_input(v, limits.media)?,
+            Role::Prompt => {
+                let (tokens, n) = text_input(k, v)?;
+                self.input += tokens;
+                self.prompts = n;
+            }
+            Role::Length => {
+                let lenient = k == "n_predict" || k == "max_new_tokens";
+                self.ask(length_value(k, v, lenient)?);
+                self.lengths.push(k.to_string());
+                self.input += bytes;
+            }
+            Role::Choices => {
+                let most = if k == "n" { MAX_CHOICES } else { MAX_BEST_OF };
+                self.choices = self.choices.max(count_value(k, v, most)?);
+            }
+            Role::Options => {
+                self.ask(options_length(v, limits.pass_through)?);
+                self.input += bytes;
+            }
+            Role::Harmless => self.input += bytes,
+        }
+        self.prompt_seen |= role == Role::Prompt;
+        Ok(())
+    }
+}
+
 /// Checks and bounds a request body in place: unknown fields are refused,
 /// length fields are rewritten to the call's output limit (and `max_tokens`
 /// is added when the call set none), and the worst case is returned.
@@ -391,51 +453,16 @@ pub fn bound(kind: Kind, body: &mut Value, limits: ModelLimits<'_>) -> Result<Bo
     let Some(map) = body.as_object_mut() else {
         return refuse("body", "must be a JSON object");
     };
-    let mut asked: Option<u64> = None;
-    let mut choices = 1u64;
-    let mut prompts = 1u64;
-    let mut input = PER_MESSAGE;
-    let mut lengths: Vec<String> = Vec::new();
-    let mut prompt_seen = false;
+    let mut t = Tally {
+        choices: 1,
+        prompts: 1,
+        input: PER_MESSAGE,
+        ..Tally::default()
+    };
     for (k, v) in map.iter() {
-        let role = match role(kind, k) {
-            Some(r) => r,
-            None if limits.pass_through.contains(k) => Role::Harmless,
-            None => return refuse(k.as_str(), not_forwarded()),
-        };
-        match role {
-            Role::Prompt => {
-                prompt_seen = true;
-                if kind == Kind::Chat {
-                    input += chat_input(v, limits.media)?;
-                } else {
-                    let (tokens, n) = text_input(k, v)?;
-                    input += tokens;
-                    prompts = n;
-                }
-            }
-            Role::Length => {
-                let lenient = k == "n_predict" || k == "max_new_tokens";
-                if let Some(n) = length_value(k, v, lenient)? {
-                    asked = Some(asked.map_or(n, |a| a.min(n)));
-                }
-                lengths.push(k.clone());
-                input += k.len() as u64 + json_len(v);
-            }
-            Role::Choices => {
-                let most = if k == "n" { MAX_CHOICES } else { MAX_BEST_OF };
-                choices = choices.max(count_value(k, v, most)?);
-            }
-            Role::Options => {
-                if let Some(n) = options_length(v, limits.pass_through)? {
-                    asked = Some(asked.map_or(n, |a| a.min(n)));
-                }
-                input += k.len() as u64 + json_len(v);
-            }
-            Role::Harmless => input += k.len() as u64 + json_len(v),
-        }
+        t.field(kind, k, v, &limits)?;
     }
-    if !prompt_seen {
+    if !t.prompt_seen {
         let field = match kind {
             Kind::Chat => "messages",
             Kind::Completions => "prompt",
@@ -445,7 +472,7 @@ pub fn bound(kind: Kind, body: &mut Value, limits: ModelLimits<'_>) -> Result<Bo
     }
     if kind == Kind::Embeddings {
         return Ok(Bound {
-            input,
+            input: t.input,
             output: 0,
             per_choice: 0,
         });
@@ -453,11 +480,13 @@ pub fn bound(kind: Kind, body: &mut Value, limits: ModelLimits<'_>) -> Result<Bo
     let cap = limits
         .max_output_tokens
         .map_or(DEFAULT_MAX_OUTPUT_TOKENS, u64::from);
-    let per_choice = asked.map_or(cap, |a| a.min(cap));
-    write_lengths(map, &lengths, per_choice);
+    let per_choice = t.asked.map_or(cap, |a| a.min(cap));
+    write_lengths(map, &t.lengths, per_choice);
     Ok(Bound {
-        input,
-        output: per_choice.saturating_mul(choices).saturating_mul(prompts),
+        input: t.input,
+        output: per_choice
+            .saturating_mul(t.choices)
+            .saturating_mul(t.prompts),
         per_choice,
     })
 }

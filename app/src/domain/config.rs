@@ -442,57 +442,73 @@ pub struct RawModelFields {
     pub pass_through: Option<Vec<String>>,
 }
 
-impl TryFrom<RawModelFields> for RawModel {
-    type Error = String;
-    fn try_from(f: RawModelFields) -> Result<Self, String> {
-        let provider = match f.provider {
+impl RawModelFields {
+    /// The provider, with only the fields that provider takes.
+    fn provider(&mut self) -> Result<Provider, String> {
+        match self.provider {
             ProviderKind::Dummy => {
                 for (name, v) in [
-                    ("base_url", &f.base_url),
-                    ("api_key_env", &f.api_key_env),
-                    ("upstream_model", &f.upstream_model),
+                    ("base_url", &self.base_url),
+                    ("api_key_env", &self.api_key_env),
+                    ("upstream_model", &self.upstream_model),
                 ] {
                     if v.is_some() {
                         return Err(format!("`{name}` applies only to provider `openai`"));
                     }
                 }
-                Provider::Dummy
+                Ok(Provider::Dummy)
             }
             ProviderKind::Openai => {
-                let base_url = f
+                let base_url = self
                     .base_url
+                    .take()
                     .ok_or("provider `openai` needs `base_url`, e.g. https://api.openai.com/v1")?;
                 if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
                     return Err(format!(
                         "base_url `{base_url}` must start with http:// or https://"
                     ));
                 }
-                let upstream_model = f
+                let upstream_model = self
                     .upstream_model
+                    .take()
                     .ok_or("provider `openai` needs `upstream_model`, the model name upstream")?;
-                Provider::OpenAi {
+                Ok(Provider::OpenAi {
                     base_url: base_url.trim_end_matches('/').to_string(),
-                    api_key_env: f.api_key_env,
+                    api_key_env: self.api_key_env.take(),
                     upstream_model,
-                }
+                })
             }
-        };
+        }
+    }
+
+    fn pass_through(&mut self) -> Result<BTreeSet<String>, String> {
+        let set: BTreeSet<String> = self
+            .pass_through
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        match set.iter().find(|f| f.is_empty() || f.len() > 64) {
+            Some(field) => Err(format!(
+                "pass_through entry `{field}` must be a field name of 1 to 64 characters"
+            )),
+            None => Ok(set),
+        }
+    }
+}
+
+impl TryFrom<RawModelFields> for RawModel {
+    type Error = String;
+    fn try_from(mut f: RawModelFields) -> Result<Self, String> {
+        let provider = f.provider()?;
         if f.max_output_tokens == Some(0) {
             return Err("max_output_tokens must be at least 1".into());
         }
         if f.timeout_secs == Some(0) {
             return Err("timeout_secs must be at least 1".into());
         }
+        let pass_through = f.pass_through()?;
         let media = f.media.unwrap_or_default();
-        let pass_through: BTreeSet<String> =
-            f.pass_through.unwrap_or_default().into_iter().collect();
-        for field in &pass_through {
-            if field.is_empty() || field.len() > 64 {
-                return Err(format!(
-                    "pass_through entry `{field}` must be a field name of 1 to 64 characters"
-                ));
-            }
-        }
         Ok(RawModel {
             provider,
             price: Price {

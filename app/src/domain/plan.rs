@@ -84,79 +84,85 @@ fn verdict_text(policy: &AccessPolicy, model: &str) -> String {
     format!("{v} ({})", d.rule)
 }
 
+fn line(what: &str, before: String, after: String) -> Line {
+    Line {
+        what: what.into(),
+        before,
+        after,
+    }
+}
+
+/// Coins, max and refresh, before and after.
+fn pool_lines(current: Option<&PoolState>, settings: &OwnerSettings, now: i64) -> Vec<Line> {
+    let Some(st) = current else {
+        let absent = || "no pool yet".to_string();
+        let st = PoolState {
+            limit: settings.pool.limit,
+            refresh_micro: settings.pool.refresh_micro,
+            balance: initial_balance(&settings.pool),
+            refilled_at: now,
+            held: 0,
+        };
+        return vec![
+            line("coins available", absent(), coins_text(&st)),
+            line("max", absent(), limit_text(settings.pool.limit)),
+            line(
+                "refresh per hour",
+                absent(),
+                format_coins(settings.pool.refresh_micro),
+            ),
+        ];
+    };
+    let before = refilled(st, now);
+    let after = if before.limit == settings.pool.limit
+        && before.refresh_micro == settings.pool.refresh_micro
+    {
+        before
+    } else {
+        with_settings(&before, &settings.pool, now)
+    };
+    vec![
+        line("coins available", coins_text(&before), coins_text(&after)),
+        line("max", limit_text(before.limit), limit_text(after.limit)),
+        line(
+            "refresh per hour",
+            format_coins(before.refresh_micro),
+            format_coins(after.refresh_micro),
+        ),
+    ]
+}
+
 fn owner_plan(
-    now_: &Current,
+    current: &Current,
     settings: &OwnerSettings,
     source: SettingsSource,
     config: &Config,
     now: i64,
 ) -> OwnerPlan {
-    let mut lines = Vec::new();
-    let mut line = |what: &str, before: String, after: String| {
-        lines.push(Line {
-            what: what.into(),
-            before,
-            after,
-        })
-    };
-    line(
+    let nothing = || "nothing yet".to_string();
+    let mut lines = vec![line(
         "settings from",
-        now_.access
-            .as_ref()
-            .map_or("nothing yet".into(), |(_, s)| s.as_str().to_string()),
-        source.as_str().to_string(),
-    );
-    let absent = "no pool yet".to_string();
-    match &now_.pool {
-        None => {
-            let balance = initial_balance(&settings.pool);
-            let st = PoolState {
-                limit: settings.pool.limit,
-                refresh_micro: settings.pool.refresh_micro,
-                balance,
-                refilled_at: now,
-                held: 0,
-            };
-            line("coins available", absent.clone(), coins_text(&st));
-            line("max", absent.clone(), limit_text(settings.pool.limit));
-            line(
-                "refresh per hour",
-                absent,
-                format_coins(settings.pool.refresh_micro),
-            );
-        }
-        Some(st) => {
-            let before = refilled(st, now);
-            let after = if before.limit == settings.pool.limit
-                && before.refresh_micro == settings.pool.refresh_micro
-            {
-                before
-            } else {
-                with_settings(&before, &settings.pool, now)
-            };
-            line("coins available", coins_text(&before), coins_text(&after));
-            line("max", limit_text(before.limit), limit_text(after.limit));
-            line(
-                "refresh per hour",
-                format_coins(before.refresh_micro),
-                format_coins(after.refresh_micro),
-            );
-        }
-    }
-    for model in config.models.keys() {
-        let before = now_
+        current
             .access
             .as_ref()
-            .map_or("nothing yet".into(), |(p, _)| verdict_text(p, model));
-        line(
+            .map_or_else(nothing, |(_, s)| s.as_str().to_string()),
+        source.as_str().to_string(),
+    )];
+    lines.extend(pool_lines(current.pool.as_ref(), settings, now));
+    for model in config.models.keys() {
+        let before = current
+            .access
+            .as_ref()
+            .map_or_else(nothing, |(p, _)| verdict_text(p, model));
+        lines.push(line(
             &format!("model {model}"),
             before,
             verdict_text(&settings.access, model),
-        );
+        ));
     }
     OwnerPlan {
-        kind: now_.kind.to_string(),
-        name: now_.name.clone(),
+        kind: current.kind.to_string(),
+        name: current.name.clone(),
         lines,
     }
 }
