@@ -156,20 +156,17 @@ pub fn full_at(state: &PoolState, now: i64) -> Option<i64> {
     )
 }
 
-/// Whether `cost` can be reserved from this (already refilled) state.
-pub fn can_afford(state: &PoolState, cost: i64) -> bool {
-    match state.limit {
-        PoolLimit::Unlimited => true,
-        PoolLimit::Limited(0) => false,
-        PoolLimit::Limited(_) => state.balance >= cost,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::lease::{grant, Grant};
     use crate::domain::money::MICRO;
     use proptest::prelude::*;
+
+    /// Whether a call of `cost` is admitted, by the rule leases use.
+    fn affordable(st: &PoolState, cost: i64) -> bool {
+        matches!(grant(st.limit, st.balance, cost, cost, cost), Grant::Take { .. })
+    }
 
     fn limited(max: i64, refresh: i64, balance: i64) -> PoolState {
         PoolState {
@@ -223,11 +220,11 @@ mod tests {
             refilled_at: 0,
             held: 0,
         };
-        assert!(can_afford(&unlimited, i64::MAX));
+        assert!(affordable(&unlimited, i64::MAX));
         assert_eq!(refilled(&unlimited, 10 * MS_PER_HOUR).balance, 0);
         assert_eq!(full_at(&unlimited, 0), None);
         let blocked = limited(0, MICRO, 0);
-        assert!(!can_afford(&blocked, 0));
+        assert!(!affordable(&blocked, 0));
         assert_eq!(refilled(&blocked, MS_PER_HOUR).balance, 0);
     }
 
@@ -300,7 +297,7 @@ mod tests {
                 st = refilled(&st, now);
                 prop_assert!(st.balance >= before, "refill is monotone");
                 prop_assert!(st.balance >= 0 && st.balance <= max);
-                if can_afford(&st, spend) {
+                if affordable(&st, spend) {
                     st.balance -= spend;
                 }
                 prop_assert!(st.balance >= 0 && st.balance <= max);
