@@ -77,7 +77,7 @@ pub async fn clients_page(
     for k in api_key::Entity::find()
         .select_only()
         .column(api_key::Column::OwnerId)
-        .filter(api_key::Column::OwnerKind.eq("client"))
+        .filter(api_key::Column::OwnerKind.eq(OwnerKind::Client.as_str()))
         .filter(api_key::Column::OwnerId.is_in(ids.clone()))
         .filter(api_key::Column::RevokedAt.is_null())
         .into_tuple::<i64>()
@@ -211,7 +211,7 @@ pub async fn owner_detail(
         None => (Vec::new(), Vec::new()),
     };
     Ok(OwnerDetail {
-        kind: kind.as_str().into(),
+        kind,
         name: name.into(),
         source: source_label(source),
         pool: pool_view(db, ctx, kind, id, name).await?,

@@ -4,33 +4,12 @@ use super::entities::{client, client_manager, user};
 use super::sync::apply_owner;
 use crate::domain::config::Config;
 use crate::domain::names::validate_owner_name;
+pub use crate::domain::owner::{OwnerKind, Role};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
     QueryFilter, QueryOrder,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum OwnerKind {
-    Client,
-    User,
-}
-
-impl OwnerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OwnerKind::Client => "client",
-            OwnerKind::User => "user",
-        }
-    }
-    pub fn parse(s: &str) -> Option<OwnerKind> {
-        match s {
-            "client" => Some(OwnerKind::Client),
-            "user" => Some(OwnerKind::User),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OwnerError {
@@ -138,7 +117,16 @@ pub async fn create_first_admin(
     password_hash: &str,
     now: i64,
 ) -> Result<user::Model, OwnerError> {
-    insert_user(db, config, username, password_hash, "admin", now, true).await
+    insert_user(
+        db,
+        config,
+        username,
+        password_hash,
+        Role::Admin.as_str(),
+        now,
+        true,
+    )
+    .await
 }
 
 async fn insert_user(
@@ -206,11 +194,12 @@ pub async fn update_role_or_active(
     };
     let new_role = role.unwrap_or(&current.role).to_string();
     let new_active = active.unwrap_or(current.active);
-    let was_admin = current.role == "admin" && current.active;
-    let stays_admin = new_role == "admin" && new_active;
+    let admin = Role::Admin.as_str();
+    let was_admin = current.role == admin && current.active;
+    let stays_admin = new_role == admin && new_active;
     if was_admin && !stays_admin {
         let others = user::Entity::find()
-            .filter(user::Column::Role.eq("admin"))
+            .filter(user::Column::Role.eq(Role::Admin.as_str()))
             .filter(user::Column::Active.eq(true))
             .filter(user::Column::Id.ne(user_id))
             .count(&txn)
@@ -230,7 +219,7 @@ pub async fn update_role_or_active(
 /// Whether an active admin exists.
 pub async fn admin_exists<C: ConnectionTrait>(c: &C) -> Result<bool, DbErr> {
     Ok(user::Entity::find()
-        .filter(user::Column::Role.eq("admin"))
+        .filter(user::Column::Role.eq(Role::Admin.as_str()))
         .filter(user::Column::Active.eq(true))
         .one(c)
         .await?

@@ -103,7 +103,7 @@ pub async fn current_user() -> Result<Option<Me>, ServerFnError> {
     let (_, u) = optional_user().await?;
     Ok(u.map(|u| Me {
         username: u.username,
-        role: u.role.as_str().into(),
+        role: u.role,
     }))
 }
 
@@ -242,7 +242,7 @@ pub async fn login(username: String, password: String) -> Result<(), ServerFnErr
         http::header::SET_COOKIE,
         &session::set_cookie(&token, ctx.secure_cookies()),
     );
-    leptos_axum::redirect(if user.role == "user" {
+    leptos_axum::redirect(if Role::parse(&user.role) == Some(Role::User) {
         "/me"
     } else {
         "/clients"
@@ -490,7 +490,8 @@ pub async fn list_users() -> Result<Vec<UserRow>, ServerFnError> {
         .into_iter()
         .map(|u| UserRow {
             username: u.username,
-            role: u.role,
+            // Roles are written only from `Role`; an unknown one shows least privilege.
+            role: Role::parse(&u.role).unwrap_or(Role::User),
             active: u.active,
         })
         .collect())

@@ -156,7 +156,7 @@ pub fn UsersPage() -> impl IntoView {
                             <h2>"New user"</h2>
                             <ActionForm action=create attr:class="inline-form">
                                 <label>"Username" <input name="username" required/></label>
-                                <label>"Role" <select name="role"><option value="user">"user"</option><option value="manager">"manager"</option><option value="admin">"admin"</option></select></label>
+                                <label>"Role" <select name="role">{Role::ALL.into_iter().map(|r| view! { <option value=r.as_str()>{r.as_str()}</option> }).collect_view()}</select></label>
                                 <label>"Initial password" <input name="password" type="password" required minlength="10" autocomplete="new-password"/></label>
                                 <button type="submit">"Create user"</button>
                             </ActionForm>
@@ -180,7 +180,7 @@ pub fn UsersPage() -> impl IntoView {
                                                 <ActionForm action=role attr:class="inline">
                                                     <input type="hidden" name="username" value=n1/>
                                                     <select name="role" aria-label=role_label>
-                                                        {["user", "manager", "admin"].into_iter().map(|r| view! { <option value=r selected=u.role == r>{r}</option> }).collect_view()}
+                                                        {Role::ALL.into_iter().map(|r| view! { <option value=r.as_str() selected=u.role == r>{r.as_str()}</option> }).collect_view()}
                                                     </select>
                                                     <button type="submit">"Set role"</button>
                                                 </ActionForm>

@@ -1,11 +1,12 @@
 //! Data the server functions send to the pages. Money is micro-coins.
 
+pub use crate::domain::owner::{OwnerKind, Role};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Me {
     pub username: String,
-    pub role: String,
+    pub role: Role,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +92,7 @@ pub struct DayUsage {
 /// A client's or user's page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerDetail {
-    pub kind: String,
+    pub kind: OwnerKind,
     pub name: String,
     pub source: String,
     pub pool: Option<PoolView>,
@@ -112,7 +113,7 @@ pub struct NewKeyShown {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRow {
     pub username: String,
-    pub role: String,
+    pub role: Role,
     pub active: bool,
 }
 
