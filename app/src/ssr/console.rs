@@ -8,7 +8,7 @@ use crate::domain::config::{PoolLimit, SettingsSource};
 use crate::domain::policy::Verdict;
 use crate::domain::pool::full_at;
 use crate::domain::time::rfc3339;
-use crate::ui::types::*;
+use crate::view::*;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,

@@ -1,7 +1,7 @@
 //! Server functions. Every one checks the caller's role on the server before
 //! doing anything; state changes are POSTs (the server also checks Origin).
 
-use super::types::*;
+use crate::view::*;
 use leptos::prelude::*;
 
 #[cfg(feature = "ssr")]

@@ -7,7 +7,6 @@ mod home;
 mod owner;
 mod pages;
 pub mod status;
-pub mod types;
 mod widgets;
 
 use crate::domain::owner::Role;

@@ -1,8 +1,8 @@
 //! The page of one owner: a client (`/clients/{name}`) or the signed-in user (`/me`).
 
 use super::api::*;
-use super::types::*;
 use super::widgets::*;
+use crate::view::*;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 

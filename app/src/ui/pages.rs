@@ -1,10 +1,10 @@
 //! Sign-in, setup, the clients list, users and config pages.
 
 use super::api::*;
-use super::types::*;
 use super::widgets::*;
 use crate::domain::money::format_coins;
 use crate::domain::time::short;
+use crate::view::*;
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;

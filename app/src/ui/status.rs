@@ -1,15 +1,7 @@
 //! The config status shown on the start page.
 
+pub use crate::view::ConfigSummary;
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigSummary {
-    pub generation: i64,
-    pub applied_at: i64,
-    pub last_reload_ok: bool,
-    pub models: Vec<String>,
-}
 
 /// Public: the same facts `/healthz` reports, without the error text.
 #[server(prefix = "/api", endpoint = "config_status")]

@@ -1,4 +1,5 @@
-//! Data the server functions send to the pages. Money is micro-coins.
+//! What the server functions send to the pages: built on the server (in
+//! `ssr`), shown in the browser (in `ui`). Plain serde types. Money is micro-coins.
 
 pub use crate::domain::owner::{OwnerKind, Role};
 use serde::{Deserialize, Serialize};
@@ -128,4 +129,13 @@ pub struct ConfigReport {
     pub unmatched: Vec<String>,
     pub warnings: Vec<String>,
     pub path: String,
+}
+
+/// The config status shown on the start page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigSummary {
+    pub generation: i64,
+    pub applied_at: i64,
+    pub last_reload_ok: bool,
+    pub models: Vec<String>,
 }
