@@ -2,9 +2,9 @@
 //! function takes already-authorised arguments and does one thing.
 
 use super::entities::{api_key, client, client_manager, ledger, user};
-use super::owners::OwnerKind;
 use super::{consents, keys, now_ms, pools, sync, AppContext};
 use crate::domain::config::{PoolLimit, SettingsSource};
+use crate::domain::owner::OwnerKind;
 use crate::domain::policy::Verdict;
 use crate::domain::pool::full_at;
 use crate::domain::time::rfc3339;

@@ -2,9 +2,9 @@
 //! shown once, listed by display prefix, revocable, optionally expiring.
 
 use super::entities::{api_key, pool};
-use super::owners::OwnerKind;
 use super::sha256_hex;
 use crate::domain::keys::{check_format, display_prefix, encode, KeyFormatError};
+use crate::domain::owner::OwnerKind;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,

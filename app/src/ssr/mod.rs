@@ -10,6 +10,7 @@ pub mod db;
 pub mod entities;
 pub mod keys;
 pub mod ledger;
+pub mod owner_settings;
 pub mod owners;
 pub mod pools;
 pub mod session;

@@ -1,7 +1,7 @@
 //! Clients and users as owners of pools, keys, policies and consents.
 
 use super::entities::{client, client_manager, user};
-use super::sync::apply_owner;
+use super::owner_settings::apply_owner;
 use crate::domain::config::Config;
 use crate::domain::names::validate_owner_name;
 pub use crate::domain::owner::{OwnerKind, Role};
