@@ -39,23 +39,28 @@ fn plain_form_post() -> bool {
     })
 }
 
+/// The longest lifetime a key created in the console may have.
+#[cfg(feature = "ssr")]
+const MAX_KEY_DAYS: i64 = 3650;
+
+/// When a key created now with the form's lifetime (days, or `12h` and the
+/// like) expires; `None` when the field is empty.
 #[cfg(feature = "ssr")]
 fn parse_days(expires_days: &str) -> Result<Option<i64>, ServerFnError> {
+    use crate::domain::time::{parse_duration_ms, DAY_MS};
     let s = expires_days.trim();
     if s.is_empty() {
         return Ok(None);
     }
-    let days: i64 = s
-        .parse()
-        .ok()
-        .filter(|d| (1..=3650).contains(d))
+    let ms = parse_duration_ms(s)
+        .filter(|ms| *ms <= MAX_KEY_DAYS * DAY_MS)
         .ok_or_else(|| {
             deny(
                 StatusCode::BAD_REQUEST,
                 "Expiry must be a number of days between 1 and 3650, or empty.",
             )
         })?;
-    Ok(Some(crate::ssr::now_ms() + days * 86_400_000))
+    Ok(Some(crate::ssr::now_ms() + ms))
 }
 
 /// Creates a key for an owner the caller may issue keys for (checked by the
