@@ -1,10 +1,13 @@
-//! What the web console shows and does, below the server functions: each
-//! function takes already-authorised arguments and does one thing.
+//! What the web console shows, below the server functions: each function
+//! takes already-authorised arguments and builds one page's data. What the
+//! console changes is in `actions` and `accounts`.
 
 use super::entities::{api_key, client, client_manager, ledger, user};
+use super::session::SessionUser;
 use super::{consents, keys, now_ms, pools, sync, AppContext};
 use crate::domain::config::{PoolLimit, SettingsSource};
 use crate::domain::owner::OwnerKind;
+use crate::domain::owner::Role;
 use crate::domain::policy::Verdict;
 use crate::domain::pool::full_at;
 use crate::domain::time::rfc3339;
@@ -147,6 +150,34 @@ pub async fn managed_client_ids<C: ConnectionTrait>(
         .into_iter()
         .map(|l| l.client_id)
         .collect())
+}
+
+/// Whether `u` may manage the client `client_id`: admins any, managers
+/// those assigned to them.
+pub async fn may_manage<C: ConnectionTrait>(
+    c: &C,
+    u: &SessionUser,
+    client_id: i64,
+) -> Result<bool, DbErr> {
+    Ok(match u.role {
+        Role::Admin => true,
+        Role::Manager => managed_client_ids(c, u.id).await?.contains(&client_id),
+        Role::User => false,
+    })
+}
+
+/// The clients list as `u` may see it: admins every client, managers theirs.
+pub async fn clients_for(
+    ctx: &AppContext,
+    u: &SessionUser,
+    page: u64,
+) -> Result<ClientsPage, DbErr> {
+    let only = match u.role {
+        Role::Admin => None,
+        Role::Manager => Some(managed_client_ids(&ctx.db, u.id).await?),
+        Role::User => Some(Vec::new()),
+    };
+    clients_page(ctx, only, page, u.role == Role::Admin).await
 }
 
 pub async fn owner_detail(
@@ -300,5 +331,31 @@ pub async fn config_overview(ctx: &AppContext) -> Result<ConfigReport, DbErr> {
         unmatched,
         warnings: snapshot.warnings.iter().map(|w| w.to_string()).collect(),
         path: ctx.config_path.display().to_string(),
+    })
+}
+
+/// Every user, for the Users page.
+pub async fn users(ctx: &AppContext) -> Result<Vec<UserRow>, DbErr> {
+    Ok(super::owners::all_users(&ctx.db)
+        .await?
+        .into_iter()
+        .map(|u| UserRow {
+            username: u.username,
+            // Roles are written only from `Role`; an unknown one shows least privilege.
+            role: Role::parse(&u.role).unwrap_or(Role::User),
+            active: u.active,
+        })
+        .collect())
+}
+
+/// The config status on the start page: what `/healthz` reports, without the error text.
+pub async fn config_summary(ctx: &AppContext) -> Result<ConfigSummary, DbErr> {
+    let row = super::config_state::get(&ctx.db).await?;
+    let snapshot = ctx.config.load();
+    Ok(ConfigSummary {
+        generation: row.as_ref().map_or(0, |r| r.generation),
+        applied_at: row.as_ref().map_or(0, |r| r.applied_at),
+        last_reload_ok: row.as_ref().is_none_or(|r| r.last_reload_ok),
+        models: snapshot.config.models.keys().cloned().collect(),
     })
 }

@@ -216,6 +216,17 @@ pub async fn update_role_or_active(
     Ok(model)
 }
 
+/// Stores a new password hash for a user.
+pub async fn set_password_hash<C: ConnectionTrait>(
+    c: &C,
+    user: user::Model,
+    password_hash: String,
+) -> Result<user::Model, DbErr> {
+    let mut am = user.into_active_model();
+    am.password_hash = Set(password_hash);
+    am.update(c).await
+}
+
 /// Whether an active admin exists.
 pub async fn admin_exists<C: ConnectionTrait>(c: &C) -> Result<bool, DbErr> {
     Ok(user::Entity::find()

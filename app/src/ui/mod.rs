@@ -1,8 +1,6 @@
 //! The web UI: the HTML shell, the router and the pages.
 
 pub mod api;
-#[cfg(feature = "ssr")]
-mod guard;
 mod home;
 mod owner;
 mod pages;
