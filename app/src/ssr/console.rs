@@ -5,10 +5,10 @@
 use super::entities::{api_key, client, client_manager, ledger, user};
 use super::session::SessionUser;
 use super::{consents, keys, now_ms, pools, sync, AppContext};
-use crate::domain::config::{PoolLimit, SettingsSource};
+use crate::domain::config::{Config, PoolLimit, SettingsSource};
 use crate::domain::owner::OwnerKind;
 use crate::domain::owner::Role;
-use crate::domain::policy::Verdict;
+use crate::domain::policy::{AccessPolicy, Verdict};
 use crate::domain::pool::full_at;
 use crate::domain::time::rfc3339;
 use crate::view::*;
@@ -16,7 +16,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub const PAGE_SIZE: u64 = 50;
 
@@ -195,41 +195,8 @@ pub async fn owner_detail(
     };
     let (settings, source) = section.settings_for(name);
     let consented = consents::consented_models(db, kind, id).await?;
-    let models = snapshot
-        .config
-        .models
-        .values()
-        .map(|m| {
-            let d = settings.access.decide(&m.name, consented.contains(&m.name));
-            let undecided = settings.access.decide(&m.name, false);
-            ModelAccessRow {
-                model: m.name.clone(),
-                verdict: match d.verdict {
-                    Verdict::Allowed => "allowed",
-                    Verdict::Denied => "denied",
-                    Verdict::ConsentRequired => "consent needed",
-                }
-                .into(),
-                rule: d.rule.to_string(),
-                consent_applies: undecided.verdict == Verdict::ConsentRequired,
-                consented: consented.contains(&m.name),
-                consent_notice: m.consent_notice.clone(),
-            }
-        })
-        .collect();
-    let keys = keys::list(db, Some((kind, id)))
-        .await?
-        .into_iter()
-        .map(|k| KeyRow {
-            id: k.id,
-            prefix: k.prefix,
-            label: k.label,
-            created_at: k.created_at,
-            last_used_at: k.last_used_at,
-            expires_at: k.expires_at,
-            revoked_at: k.revoked_at,
-        })
-        .collect();
+    let models = model_access(&snapshot.config, &settings.access, &consented);
+    let keys = key_rows(db, kind, id).await?;
     let managers = match kind {
         OwnerKind::Client => managers_of(db, &[id])
             .await?
@@ -253,6 +220,55 @@ pub async fn owner_detail(
         recent,
         usage,
     })
+}
+
+/// How the owner's access policy decides each catalog model.
+fn model_access(
+    config: &Config,
+    access: &AccessPolicy,
+    consented: &BTreeSet<String>,
+) -> Vec<ModelAccessRow> {
+    config
+        .models
+        .values()
+        .map(|m| {
+            let d = access.decide(&m.name, consented.contains(&m.name));
+            let undecided = access.decide(&m.name, false);
+            ModelAccessRow {
+                model: m.name.clone(),
+                verdict: match d.verdict {
+                    Verdict::Allowed => "allowed",
+                    Verdict::Denied => "denied",
+                    Verdict::ConsentRequired => "consent needed",
+                }
+                .into(),
+                rule: d.rule.to_string(),
+                consent_applies: undecided.verdict == Verdict::ConsentRequired,
+                consented: consented.contains(&m.name),
+                consent_notice: m.consent_notice.clone(),
+            }
+        })
+        .collect()
+}
+
+async fn key_rows<C: ConnectionTrait>(
+    c: &C,
+    kind: OwnerKind,
+    id: i64,
+) -> Result<Vec<KeyRow>, DbErr> {
+    Ok(keys::list(c, Some((kind, id)))
+        .await?
+        .into_iter()
+        .map(|k| KeyRow {
+            id: k.id,
+            prefix: k.prefix,
+            label: k.label,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+        })
+        .collect())
 }
 
 async fn usage<C: ConnectionTrait>(
