@@ -1,9 +1,13 @@
-//! Tollgate's shared crate: pure domain logic, the Leptos UI and its server
-//! functions (shared by the server and the browser), and, behind the `ssr`
-//! feature, the storage and services the server uses.
+//! Tollgate's shared crate: pure domain logic, the data pages are sent
+//! (`view`), the Leptos UI and its server functions (shared by the server and
+//! the browser), and, behind the `ssr` feature, the storage and services the
+//! server uses. Dependencies point one way: `ui` → `view`, `domain` (and
+//! `ssr`, inside server-function bodies only); `ssr` → `view`, `domain`;
+//! nothing in `ssr`, `view` or `domain` imports `ui`.
 
 pub mod domain;
 pub mod ui;
+pub mod view;
 
 #[cfg(feature = "ssr")]
 pub mod ssr;

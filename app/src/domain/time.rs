@@ -1,4 +1,4 @@
-//! Formatting Unix-millisecond times without a date library.
+//! Formatting Unix-millisecond times, and reading durations, without a date library.
 
 /// `2026-11-28T07:33:42.123Z` for Unix milliseconds.
 pub fn rfc3339(ms: i64) -> String {
@@ -19,6 +19,24 @@ pub fn rfc3339(ms: i64) -> String {
 pub fn short(ms: i64) -> String {
     let full = rfc3339(ms);
     format!("{} {} UTC", &full[..10], &full[11..16])
+}
+
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Parses a duration such as a key's lifetime into milliseconds: `30d`,
+/// `12h`, `45m` or `90s`; a bare number counts days (`30` is `30d`). Zero,
+/// negative, fractional and overflowing values are refused.
+pub fn parse_duration_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (num, unit_ms) = match s.char_indices().last()? {
+        (i, 'd') => (&s[..i], DAY_MS),
+        (i, 'h') => (&s[..i], 3_600_000),
+        (i, 'm') => (&s[..i], 60_000),
+        (i, 's') => (&s[..i], 1_000),
+        _ => (s, DAY_MS),
+    };
+    let n: i64 = num.parse().ok().filter(|n| *n > 0)?;
+    n.checked_mul(unit_ms)
 }
 
 // Howard Hinnant's days-to-civil algorithm.
@@ -46,5 +64,28 @@ mod tests {
         );
         assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(super::short(1_795_851_222_123), "2026-11-28 07:33 UTC");
+    }
+
+    #[test]
+    fn durations() {
+        use super::{parse_duration_ms as p, DAY_MS};
+        for (text, ms) in [
+            ("30d", Some(30 * DAY_MS)),
+            (" 30 ", Some(30 * DAY_MS)),
+            ("12h", Some(12 * 3_600_000)),
+            ("45m", Some(45 * 60_000)),
+            ("90s", Some(90_000)),
+            ("0", None),
+            ("0d", None),
+            ("-1d", None),
+            ("1.5", None),
+            ("d", None),
+            ("", None),
+            ("30w", None),
+            ("30 d", None),
+            ("9999999999999999d", None),
+        ] {
+            assert_eq!(p(text), ms, "{text:?}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! a graylisted model.
 
 use super::entities::consent;
-use super::owners::OwnerKind;
+use crate::domain::owner::OwnerKind;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,

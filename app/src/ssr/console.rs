@@ -1,19 +1,22 @@
-//! What the web console shows and does, below the server functions: each
-//! function takes already-authorised arguments and does one thing.
+//! What the web console shows, below the server functions: each function
+//! takes already-authorised arguments and builds one page's data. What the
+//! console changes is in `actions` and `accounts`.
 
 use super::entities::{api_key, client, client_manager, ledger, user};
-use super::owners::OwnerKind;
+use super::session::SessionUser;
 use super::{consents, keys, now_ms, pools, sync, AppContext};
-use crate::domain::config::{PoolLimit, SettingsSource};
-use crate::domain::policy::Verdict;
+use crate::domain::config::{Config, PoolLimit, SettingsSource};
+use crate::domain::owner::OwnerKind;
+use crate::domain::owner::Role;
+use crate::domain::policy::{AccessPolicy, Verdict};
 use crate::domain::pool::full_at;
 use crate::domain::time::rfc3339;
-use crate::ui::types::*;
+use crate::view::*;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub const PAGE_SIZE: u64 = 50;
 
@@ -77,7 +80,7 @@ pub async fn clients_page(
     for k in api_key::Entity::find()
         .select_only()
         .column(api_key::Column::OwnerId)
-        .filter(api_key::Column::OwnerKind.eq("client"))
+        .filter(api_key::Column::OwnerKind.eq(OwnerKind::Client.as_str()))
         .filter(api_key::Column::OwnerId.is_in(ids.clone()))
         .filter(api_key::Column::RevokedAt.is_null())
         .into_tuple::<i64>()
@@ -149,6 +152,34 @@ pub async fn managed_client_ids<C: ConnectionTrait>(
         .collect())
 }
 
+/// Whether `u` may manage the client `client_id`: admins any, managers
+/// those assigned to them.
+pub async fn may_manage<C: ConnectionTrait>(
+    c: &C,
+    u: &SessionUser,
+    client_id: i64,
+) -> Result<bool, DbErr> {
+    Ok(match u.role {
+        Role::Admin => true,
+        Role::Manager => managed_client_ids(c, u.id).await?.contains(&client_id),
+        Role::User => false,
+    })
+}
+
+/// The clients list as `u` may see it: admins every client, managers theirs.
+pub async fn clients_for(
+    ctx: &AppContext,
+    u: &SessionUser,
+    page: u64,
+) -> Result<ClientsPage, DbErr> {
+    let only = match u.role {
+        Role::Admin => None,
+        Role::Manager => Some(managed_client_ids(&ctx.db, u.id).await?),
+        Role::User => Some(Vec::new()),
+    };
+    clients_page(ctx, only, page, u.role == Role::Admin).await
+}
+
 pub async fn owner_detail(
     ctx: &AppContext,
     kind: OwnerKind,
@@ -164,13 +195,45 @@ pub async fn owner_detail(
     };
     let (settings, source) = section.settings_for(name);
     let consented = consents::consented_models(db, kind, id).await?;
-    let models = snapshot
-        .config
+    let models = model_access(&snapshot.config, &settings.access, &consented);
+    let keys = key_rows(db, kind, id).await?;
+    let managers = match kind {
+        OwnerKind::Client => managers_of(db, &[id])
+            .await?
+            .remove(&id)
+            .unwrap_or_default(),
+        OwnerKind::User => Vec::new(),
+    };
+    let (recent, usage) = match pools::find(db, kind, id).await? {
+        Some(p) => usage(db, p.id).await?,
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(OwnerDetail {
+        kind,
+        name: name.into(),
+        source: source_label(source),
+        pool: pool_view(db, ctx, kind, id, name).await?,
+        models,
+        keys,
+        managers,
+        can_edit_managers,
+        recent,
+        usage,
+    })
+}
+
+/// How the owner's access policy decides each catalog model.
+fn model_access(
+    config: &Config,
+    access: &AccessPolicy,
+    consented: &BTreeSet<String>,
+) -> Vec<ModelAccessRow> {
+    config
         .models
         .values()
         .map(|m| {
-            let d = settings.access.decide(&m.name, consented.contains(&m.name));
-            let undecided = settings.access.decide(&m.name, false);
+            let d = access.decide(&m.name, consented.contains(&m.name));
+            let undecided = access.decide(&m.name, false);
             ModelAccessRow {
                 model: m.name.clone(),
                 verdict: match d.verdict {
@@ -185,8 +248,15 @@ pub async fn owner_detail(
                 consent_notice: m.consent_notice.clone(),
             }
         })
-        .collect();
-    let keys = keys::list(db, Some((kind, id)))
+        .collect()
+}
+
+async fn key_rows<C: ConnectionTrait>(
+    c: &C,
+    kind: OwnerKind,
+    id: i64,
+) -> Result<Vec<KeyRow>, DbErr> {
+    Ok(keys::list(c, Some((kind, id)))
         .await?
         .into_iter()
         .map(|k| KeyRow {
@@ -198,30 +268,7 @@ pub async fn owner_detail(
             expires_at: k.expires_at,
             revoked_at: k.revoked_at,
         })
-        .collect();
-    let managers = match kind {
-        OwnerKind::Client => managers_of(db, &[id])
-            .await?
-            .remove(&id)
-            .unwrap_or_default(),
-        OwnerKind::User => Vec::new(),
-    };
-    let (recent, usage) = match pools::find(db, kind, id).await? {
-        Some(p) => usage(db, p.id).await?,
-        None => (Vec::new(), Vec::new()),
-    };
-    Ok(OwnerDetail {
-        kind: kind.as_str().into(),
-        name: name.into(),
-        source: source_label(source),
-        pool: pool_view(db, ctx, kind, id, name).await?,
-        models,
-        keys,
-        managers,
-        can_edit_managers,
-        recent,
-        usage,
-    })
+        .collect())
 }
 
 async fn usage<C: ConnectionTrait>(
@@ -300,5 +347,31 @@ pub async fn config_overview(ctx: &AppContext) -> Result<ConfigReport, DbErr> {
         unmatched,
         warnings: snapshot.warnings.iter().map(|w| w.to_string()).collect(),
         path: ctx.config_path.display().to_string(),
+    })
+}
+
+/// Every user, for the Users page.
+pub async fn users(ctx: &AppContext) -> Result<Vec<UserRow>, DbErr> {
+    Ok(super::owners::all_users(&ctx.db)
+        .await?
+        .into_iter()
+        .map(|u| UserRow {
+            username: u.username,
+            // Roles are written only from `Role`; an unknown one shows least privilege.
+            role: Role::parse(&u.role).unwrap_or(Role::User),
+            active: u.active,
+        })
+        .collect())
+}
+
+/// The config status on the start page: what `/healthz` reports, without the error text.
+pub async fn config_summary(ctx: &AppContext) -> Result<ConfigSummary, DbErr> {
+    let row = super::config_state::get(&ctx.db).await?;
+    let snapshot = ctx.config.load();
+    Ok(ConfigSummary {
+        generation: row.as_ref().map_or(0, |r| r.generation),
+        applied_at: row.as_ref().map_or(0, |r| r.applied_at),
+        last_reload_ok: row.as_ref().is_none_or(|r| r.last_reload_ok),
+        models: snapshot.config.models.keys().cloned().collect(),
     })
 }

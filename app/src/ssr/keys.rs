@@ -2,9 +2,11 @@
 //! shown once, listed by display prefix, revocable, optionally expiring.
 
 use super::entities::{api_key, pool};
-use super::owners::OwnerKind;
 use super::sha256_hex;
 use crate::domain::keys::{check_format, display_prefix, encode, KeyFormatError};
+use crate::domain::owner::OwnerKind;
+/// The one duration parser; re-exported where the CLI has always found it.
+pub use crate::domain::time::parse_duration_ms;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
@@ -265,19 +267,4 @@ pub async fn authenticate<C: ConnectionTrait>(
         touch_due: last_used_at.is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS),
         expires_at,
     })
-}
-
-/// Parses `30d`, `12h`, `45m` or `90s` into milliseconds.
-pub fn parse_duration_ms(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.len().checked_sub(1)?);
-    let n: i64 = num.parse().ok().filter(|n| *n > 0)?;
-    let ms = match unit {
-        "d" => 86_400_000,
-        "h" => 3_600_000,
-        "m" => 60_000,
-        "s" => 1_000,
-        _ => return None,
-    };
-    n.checked_mul(ms)
 }

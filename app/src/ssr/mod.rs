@@ -1,6 +1,8 @@
 //! Server-only code: storage, config loading and the services that server
 //! functions and the JSON API call. Compiled only with the `ssr` feature.
 
+pub mod accounts;
+pub mod actions;
 pub mod auth;
 pub mod changes;
 pub mod config_file;
@@ -9,8 +11,10 @@ pub mod consents;
 pub mod console;
 pub mod db;
 pub mod entities;
+pub mod guard;
 pub mod keys;
 pub mod ledger;
+pub mod owner_settings;
 pub mod owners;
 pub mod pools;
 pub mod session;

@@ -1,36 +1,15 @@
 //! Clients and users as owners of pools, keys, policies and consents.
 
 use super::entities::{client, client_manager, user};
-use super::sync::apply_owner;
+use super::owner_settings::apply_owner;
 use crate::domain::config::Config;
 use crate::domain::names::validate_owner_name;
+pub use crate::domain::owner::{OwnerKind, Role};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait,
     QueryFilter, QueryOrder,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum OwnerKind {
-    Client,
-    User,
-}
-
-impl OwnerKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OwnerKind::Client => "client",
-            OwnerKind::User => "user",
-        }
-    }
-    pub fn parse(s: &str) -> Option<OwnerKind> {
-        match s {
-            "client" => Some(OwnerKind::Client),
-            "user" => Some(OwnerKind::User),
-            _ => None,
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OwnerError {
@@ -139,7 +118,16 @@ pub async fn create_first_admin(
     password_hash: &str,
     now: i64,
 ) -> Result<user::Model, OwnerError> {
-    insert_user(db, config, username, password_hash, "admin", now, true).await
+    insert_user(
+        db,
+        config,
+        username,
+        password_hash,
+        Role::Admin.as_str(),
+        now,
+        true,
+    )
+    .await
 }
 
 async fn insert_user(
@@ -207,11 +195,12 @@ pub async fn update_role_or_active(
     };
     let new_role = role.unwrap_or(&current.role).to_string();
     let new_active = active.unwrap_or(current.active);
-    let was_admin = current.role == "admin" && current.active;
-    let stays_admin = new_role == "admin" && new_active;
+    let admin = Role::Admin.as_str();
+    let was_admin = current.role == admin && current.active;
+    let stays_admin = new_role == admin && new_active;
     if was_admin && !stays_admin {
         let others = user::Entity::find()
-            .filter(user::Column::Role.eq("admin"))
+            .filter(user::Column::Role.eq(Role::Admin.as_str()))
             .filter(user::Column::Active.eq(true))
             .filter(user::Column::Id.ne(user_id))
             .count(&txn)
@@ -229,10 +218,21 @@ pub async fn update_role_or_active(
     Ok(model)
 }
 
+/// Stores a new password hash for a user.
+pub async fn set_password_hash<C: ConnectionTrait>(
+    c: &C,
+    user: user::Model,
+    password_hash: String,
+) -> Result<user::Model, DbErr> {
+    let mut am = user.into_active_model();
+    am.password_hash = Set(password_hash);
+    am.update(c).await
+}
+
 /// Whether an active admin exists.
 pub async fn admin_exists<C: ConnectionTrait>(c: &C) -> Result<bool, DbErr> {
     Ok(user::Entity::find()
-        .filter(user::Column::Role.eq("admin"))
+        .filter(user::Column::Role.eq(Role::Admin.as_str()))
         .filter(user::Column::Active.eq(true))
         .one(c)
         .await?

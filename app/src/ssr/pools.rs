@@ -3,8 +3,8 @@
 //! cannot overspend: a debit only happens `WHERE balance_micro >= cost`.
 
 use super::entities::pool;
-use super::owners::OwnerKind;
 use crate::domain::config::{PoolLimit, PoolSettings};
+use crate::domain::owner::OwnerKind;
 use crate::domain::pool::{initial_balance, refill_due, refilled, PoolState};
 use sea_orm::sea_query::{Expr, OnConflict, SimpleExpr};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};

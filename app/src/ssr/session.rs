@@ -4,6 +4,7 @@
 
 use super::entities::{login_failure, session, user};
 use super::{now_ms, sha256_hex};
+pub use crate::domain::owner::Role;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
@@ -21,31 +22,6 @@ pub const MAX_FAILURES: u64 = 5;
 /// it is refused. Behind a reverse proxy every client shares its address.
 pub const MAX_FAILURES_PER_ADDR: u64 = 100;
 pub const FAILURE_WINDOW_MS: i64 = 15 * 60 * 1000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Role {
-    Admin,
-    Manager,
-    User,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "manager" => Some(Role::Manager),
-            "user" => Some(Role::User),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Manager => "manager",
-            Role::User => "user",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionUser {

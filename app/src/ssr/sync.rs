@@ -4,13 +4,13 @@
 //! Idempotent: a second run with the same config writes nothing.
 
 use super::entities::access_policy;
+use super::owner_settings::apply_owner;
 use super::owners::{all_clients, all_users, OwnerKind};
 use super::pools;
-use crate::domain::config::{Config, OwnerSettings, Section, SettingsSource};
+use crate::domain::config::{Config, Section, SettingsSource};
 use crate::domain::plan::{self, Current};
 use crate::domain::policy::{AccessMode, AccessPolicy};
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use sea_orm::{ConnectionTrait, DbErr, EntityTrait};
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -20,86 +20,6 @@ pub struct SyncReport {
     pub policies_written: usize,
     /// `clients.NAME` / `users.NAME` entries that match nobody yet.
     pub unmatched: Vec<String>,
-}
-
-fn list_json(set: &BTreeSet<String>) -> String {
-    serde_json::to_string(set).unwrap_or_else(|_| "[]".into())
-}
-
-/// Applies one owner's settings. Returns (pool created, pool updated, policy written).
-pub async fn apply_owner<C: ConnectionTrait>(
-    c: &C,
-    kind: OwnerKind,
-    owner_id: i64,
-    settings: &OwnerSettings,
-    source: SettingsSource,
-    now: i64,
-) -> Result<(bool, bool, bool), DbErr> {
-    let (created, updated) = match pools::find(c, kind, owner_id).await? {
-        None => (
-            pools::create_if_missing(c, kind, owner_id, &settings.pool, now).await?,
-            false,
-        ),
-        Some(m) => (
-            false,
-            pools::apply_settings(c, &m, &settings.pool, now).await?,
-        ),
-    };
-
-    let a = &settings.access;
-    let wanted = (
-        source.as_str().to_string(),
-        a.default.as_str().to_string(),
-        list_json(&a.whitelist),
-        list_json(&a.blacklist),
-        list_json(&a.graylist),
-    );
-    let existing = access_policy::Entity::find()
-        .filter(access_policy::Column::OwnerKind.eq(kind.as_str()))
-        .filter(access_policy::Column::OwnerId.eq(owner_id))
-        .one(c)
-        .await?;
-    let same = existing.as_ref().is_some_and(|r| {
-        (
-            r.source.clone(),
-            r.default_mode.clone(),
-            r.whitelist.clone(),
-            r.blacklist.clone(),
-            r.graylist.clone(),
-        ) == wanted
-    });
-    if !same {
-        let row = access_policy::ActiveModel {
-            owner_kind: Set(kind.as_str().to_string()),
-            owner_id: Set(owner_id),
-            source: Set(wanted.0),
-            default_mode: Set(wanted.1),
-            whitelist: Set(wanted.2),
-            blacklist: Set(wanted.3),
-            graylist: Set(wanted.4),
-            updated_at: Set(now),
-            ..Default::default()
-        };
-        access_policy::Entity::insert(row)
-            .on_conflict(
-                OnConflict::columns([
-                    access_policy::Column::OwnerKind,
-                    access_policy::Column::OwnerId,
-                ])
-                .update_columns([
-                    access_policy::Column::Source,
-                    access_policy::Column::DefaultMode,
-                    access_policy::Column::Whitelist,
-                    access_policy::Column::Blacklist,
-                    access_policy::Column::Graylist,
-                    access_policy::Column::UpdatedAt,
-                ])
-                .to_owned(),
-            )
-            .exec_without_returning(c)
-            .await?;
-    }
-    Ok((created, updated, !same))
 }
 
 /// Named entries (`clients.NAME`, `users.NAME`) that match none of `existing`.

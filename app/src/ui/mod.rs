@@ -1,15 +1,13 @@
 //! The web UI: the HTML shell, the router and the pages.
 
 pub mod api;
-#[cfg(feature = "ssr")]
-mod guard;
 mod home;
 mod owner;
 mod pages;
 pub mod status;
-pub mod types;
 mod widgets;
 
+use crate::domain::owner::Role;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags};
 use leptos_router::components::{Route, Router, Routes, A};
@@ -82,13 +80,13 @@ fn Nav() -> impl IntoView {
                     {move || Suspend::new(async move {
                         match me.await {
                             Ok(Some(u)) => {
-                                let admin = u.role == "admin";
-                                let manager = u.role != "user";
+                                let admin = u.role == Role::Admin;
+                                let manager = u.role.manages_clients();
                                 view! {
                                     {manager.then(|| view! { <A href="/clients">"Clients"</A> })}
                                     <A href="/me">"Me"</A>
                                     {admin.then(|| view! { <A href="/users">"Users"</A><A href="/config">"Config"</A> })}
-                                    <span class="who" data-testid="signed-in-as">{format!("{} ({})", u.username, u.role)}</span>
+                                    <span class="who" data-testid="signed-in-as">{format!("{} ({})", u.username, u.role.as_str())}</span>
                                     <ActionForm action=logout attr:class="inline">
                                         <button type="submit" class="link">"Sign out"</button>
                                     </ActionForm>

@@ -1,8 +1,8 @@
 //! The page of one owner: a client (`/clients/{name}`) or the signed-in user (`/me`).
 
 use super::api::*;
-use super::types::*;
 use super::widgets::*;
+use crate::view::*;
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
@@ -81,12 +81,11 @@ fn OwnerView(
 
 #[component]
 fn OwnerBody(d: OwnerDetail, actions: Actions, client: Signal<Option<String>>) -> impl IntoView {
-    let title = if d.kind == "client" {
-        format!("Client {}", d.name)
-    } else {
-        format!("My account ({})", d.name)
+    let is_client = d.kind == OwnerKind::Client;
+    let title = match d.kind {
+        OwnerKind::Client => format!("Client {}", d.name),
+        OwnerKind::User => format!("My account ({})", d.name),
     };
-    let is_client = d.kind == "client";
     view! {
         <h1>{title}</h1>
         <div class="grid">

@@ -1,10 +1,10 @@
 //! Sign-in, setup, the clients list, users and config pages.
 
 use super::api::*;
-use super::types::*;
 use super::widgets::*;
 use crate::domain::money::format_coins;
 use crate::domain::time::short;
+use crate::view::*;
 use leptos::prelude::*;
 use leptos_router::components::A;
 use leptos_router::hooks::use_query_map;
@@ -152,16 +152,7 @@ pub fn UsersPage() -> impl IntoView {
                 match users.await {
                     Err(e) => view! { <section class="card"><ErrorNote message=server_error_text(&e)/></section> }.into_any(),
                     Ok(list) => view! {
-                        <section class="card">
-                            <h2>"New user"</h2>
-                            <ActionForm action=create attr:class="inline-form">
-                                <label>"Username" <input name="username" required/></label>
-                                <label>"Role" <select name="role"><option value="user">"user"</option><option value="manager">"manager"</option><option value="admin">"admin"</option></select></label>
-                                <label>"Initial password" <input name="password" type="password" required minlength="10" autocomplete="new-password"/></label>
-                                <button type="submit">"Create user"</button>
-                            </ActionForm>
-                            {action_result(create.value(), "User created.")}
-                        </section>
+                        <NewUser create/>
                         <section class="card">
                             {action_result(role.value(), "")}
                             {action_result(active.value(), "")}
@@ -169,39 +160,7 @@ pub fn UsersPage() -> impl IntoView {
                             <table>
                                 <thead><tr><th>"User"</th><th>"Role"</th><th>"Status"</th><th>"Password"</th></tr></thead>
                                 <tbody>
-                                    {list.into_iter().map(|u| {
-                                        let role_label = format!("Role of {}", u.username);
-                                        let pw_label = format!("New password for {}", u.username);
-                                        let (n1, n2, n3) = (u.username.clone(), u.username.clone(), u.username.clone());
-                                        view! {
-                                        <tr data-user=u.username.clone()>
-                                            <td>{u.username.clone()}</td>
-                                            <td>
-                                                <ActionForm action=role attr:class="inline">
-                                                    <input type="hidden" name="username" value=n1/>
-                                                    <select name="role" aria-label=role_label>
-                                                        {["user", "manager", "admin"].into_iter().map(|r| view! { <option value=r selected=u.role == r>{r}</option> }).collect_view()}
-                                                    </select>
-                                                    <button type="submit">"Set role"</button>
-                                                </ActionForm>
-                                            </td>
-                                            <td>
-                                                <ActionForm action=active attr:class="inline">
-                                                    <input type="hidden" name="username" value=n2/>
-                                                    <input type="hidden" name="active" value=(!u.active).to_string()/>
-                                                    <span>{if u.active { "active " } else { "deactivated " }}</span>
-                                                    <button type="submit" class=if u.active { "danger" } else { "" }>{if u.active { "Deactivate" } else { "Reactivate" }}</button>
-                                                </ActionForm>
-                                            </td>
-                                            <td>
-                                                <ActionForm action=reset attr:class="inline">
-                                                    <input type="hidden" name="username" value=n3/>
-                                                    <input name="password" type="password" minlength="10" required aria-label=pw_label autocomplete="new-password"/>
-                                                    <button type="submit">"Reset"</button>
-                                                </ActionForm>
-                                            </td>
-                                        </tr>
-                                    }}).collect_view()}
+                                    {list.into_iter().map(|u| view! { <UserLine u role active reset/> }).collect_view()}
                                 </tbody>
                             </table>
                         </section>
@@ -209,6 +168,64 @@ pub fn UsersPage() -> impl IntoView {
                 }
             })}
         </Suspense>
+    }
+}
+
+#[component]
+fn NewUser(create: ServerAction<CreateUserAccount>) -> impl IntoView {
+    view! {
+        <section class="card">
+            <h2>"New user"</h2>
+            <ActionForm action=create attr:class="inline-form">
+                <label>"Username" <input name="username" required/></label>
+                <label>"Role" <select name="role">{Role::ALL.into_iter().map(|r| view! { <option value=r.as_str()>{r.as_str()}</option> }).collect_view()}</select></label>
+                <label>"Initial password" <input name="password" type="password" required minlength="10" autocomplete="new-password"/></label>
+                <button type="submit">"Create user"</button>
+            </ActionForm>
+            {action_result(create.value(), "User created.")}
+        </section>
+    }
+}
+
+/// One user's row on the Users page, with its forms.
+#[component]
+fn UserLine(
+    u: UserRow,
+    role: ServerAction<SetUserRole>,
+    active: ServerAction<SetUserActive>,
+    reset: ServerAction<ResetPassword>,
+) -> impl IntoView {
+    let role_label = format!("Role of {}", u.username);
+    let pw_label = format!("New password for {}", u.username);
+    let (n1, n2, n3) = (u.username.clone(), u.username.clone(), u.username.clone());
+    view! {
+        <tr data-user=u.username.clone()>
+            <td>{u.username.clone()}</td>
+            <td>
+                <ActionForm action=role attr:class="inline">
+                    <input type="hidden" name="username" value=n1/>
+                    <select name="role" aria-label=role_label>
+                        {Role::ALL.into_iter().map(|r| view! { <option value=r.as_str() selected=u.role == r>{r.as_str()}</option> }).collect_view()}
+                    </select>
+                    <button type="submit">"Set role"</button>
+                </ActionForm>
+            </td>
+            <td>
+                <ActionForm action=active attr:class="inline">
+                    <input type="hidden" name="username" value=n2/>
+                    <input type="hidden" name="active" value=(!u.active).to_string()/>
+                    <span>{if u.active { "active " } else { "deactivated " }}</span>
+                    <button type="submit" class=if u.active { "danger" } else { "" }>{if u.active { "Deactivate" } else { "Reactivate" }}</button>
+                </ActionForm>
+            </td>
+            <td>
+                <ActionForm action=reset attr:class="inline">
+                    <input type="hidden" name="username" value=n3/>
+                    <input name="password" type="password" minlength="10" required aria-label=pw_label autocomplete="new-password"/>
+                    <button type="submit">"Reset"</button>
+                </ActionForm>
+            </td>
+        </tr>
     }
 }
 

@@ -1,8 +1,8 @@
 //! Small pieces shared by the pages.
 
-use super::types::*;
 use crate::domain::money::format_coins;
 use crate::domain::time::short;
+use crate::view::*;
 use leptos::prelude::*;
 
 /// An inline error from a server function.

@@ -1,11 +1,13 @@
-//! Data the server functions send to the pages. Money is micro-coins.
+//! What the server functions send to the pages: built on the server (in
+//! `ssr`), shown in the browser (in `ui`). Plain serde types. Money is micro-coins.
 
+pub use crate::domain::owner::{OwnerKind, Role};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Me {
     pub username: String,
-    pub role: String,
+    pub role: Role,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +93,7 @@ pub struct DayUsage {
 /// A client's or user's page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerDetail {
-    pub kind: String,
+    pub kind: OwnerKind,
     pub name: String,
     pub source: String,
     pub pool: Option<PoolView>,
@@ -112,7 +114,7 @@ pub struct NewKeyShown {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRow {
     pub username: String,
-    pub role: String,
+    pub role: Role,
     pub active: bool,
 }
 
@@ -127,4 +129,13 @@ pub struct ConfigReport {
     pub unmatched: Vec<String>,
     pub warnings: Vec<String>,
     pub path: String,
+}
+
+/// The config status shown on the start page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigSummary {
+    pub generation: i64,
+    pub applied_at: i64,
+    pub last_reload_ok: bool,
+    pub models: Vec<String>,
 }

@@ -1,10 +1,13 @@
-//! Server-side checks shared by every server function: who is calling, and
-//! may they do this. Failures set the HTTP status and say what to do.
+//! The edge of every server function: who is calling, and may they do this;
+//! turning a console action's refusal into the HTTP status and message the
+//! caller sees; cookies and the request's headers.
 
-use crate::ssr::entities::client;
-use crate::ssr::owners::client_by_name;
-use crate::ssr::session::{self, Role, SessionUser};
-use crate::ssr::{console, AppContext};
+use super::actions::ConsoleError;
+use super::console::may_manage;
+use super::entities::client;
+use super::owners::client_by_name;
+use super::session::{self, Role, SessionUser};
+use super::AppContext;
 use http::StatusCode;
 use leptos::prelude::*;
 
@@ -22,6 +25,14 @@ pub fn internal(e: impl std::fmt::Display) -> ServerFnError {
         StatusCode::INTERNAL_SERVER_ERROR,
         "Something went wrong on the server; the details are in its log.",
     )
+}
+
+/// What the caller is told when a console action fails.
+pub fn refuse(e: ConsoleError) -> ServerFnError {
+    match e {
+        ConsoleError::Refused { status, message } => deny(status, &message),
+        ConsoleError::Internal(detail) => internal(detail),
+    }
 }
 
 pub fn ctx() -> Result<AppContext, ServerFnError> {
@@ -87,18 +98,29 @@ pub async fn managed_client(
     let Some(c) = client_by_name(&ctx.db, name).await.map_err(internal)? else {
         return Err(not_found());
     };
-    let allowed = match u.role {
-        Role::Admin => true,
-        Role::Manager => console::managed_client_ids(&ctx.db, u.id)
-            .await
-            .map_err(internal)?
-            .contains(&c.id),
-        Role::User => false,
-    };
-    if !allowed {
+    if !may_manage(&ctx.db, &u, c.id).await.map_err(internal)? {
         return Err(not_found());
     }
     Ok((ctx, u, c))
+}
+
+/// Refuses a plain HTML form post (the page is not hydrated yet, or
+/// JavaScript is off): the browser then follows a redirect back to the page
+/// and never sees what the server function returned, such as a key shown once.
+pub fn require_script_for_key() -> Result<(), ServerFnError> {
+    let plain = use_context::<http::request::Parts>().is_some_and(|p| {
+        p.headers
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+    });
+    if plain {
+        return Err(deny(
+            StatusCode::BAD_REQUEST,
+            "Creating a key needs JavaScript, so that the key can be shown to you once. Wait for the page to finish loading (or turn JavaScript on) and try again; no key was created.",
+        ));
+    }
+    Ok(())
 }
 
 pub fn set_header(name: http::HeaderName, value: &str) {
@@ -108,4 +130,20 @@ pub fn set_header(name: http::HeaderName, value: &str) {
     ) {
         r.append_header(name, v);
     }
+}
+
+/// Sends the cookie that signs the browser in with this session token.
+pub fn set_session_cookie(ctx: &AppContext, token: &str) {
+    set_header(
+        http::header::SET_COOKIE,
+        &session::set_cookie(token, ctx.secure_cookies()),
+    );
+}
+
+/// Sends the cookie that signs the browser out.
+pub fn clear_session_cookie(ctx: &AppContext) {
+    set_header(
+        http::header::SET_COOKIE,
+        &session::clear_cookie(ctx.secure_cookies()),
+    );
 }

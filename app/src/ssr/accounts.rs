@@ -1,0 +1,235 @@
+//! What the web console does with accounts: the first admin, signing in,
+//! and the admin's changes to users. Each action takes arguments the server
+//! function has already authorised and returns what to tell the caller when
+//! it refuses (see `actions::ConsoleError`).
+
+use super::actions::{check_name_length, owner_refusal, ConsoleError};
+use super::entities::user;
+use super::owners::{self, OwnerError};
+use super::session::{self, Attempt, SessionUser};
+use super::{auth, constant_time_eq, dummy_hash, now_ms, AppContext};
+use crate::domain::names::validate_owner_name;
+use crate::domain::owner::Role;
+use http::StatusCode;
+
+/// Whether the first admin still has to be created through `/setup`.
+pub async fn setup_needed(ctx: &AppContext) -> Result<bool, ConsoleError> {
+    let token_held = ctx.setup_token.lock().map(|t| t.is_some()).unwrap_or(false);
+    Ok(token_held && !owners::admin_exists(&ctx.db).await?)
+}
+
+fn setup_done() -> ConsoleError {
+    ConsoleError::refused(
+        StatusCode::FORBIDDEN,
+        "Setup is already done; sign in instead.",
+    )
+}
+
+/// The setup token is good only until an admin exists.
+fn forget_setup_token(ctx: &AppContext) {
+    if let Ok(mut t) = ctx.setup_token.lock() {
+        *t = None;
+    }
+}
+
+/// A valid new account name and the hash of a password that meets the policy.
+async fn new_credentials(username: &str, password: String) -> Result<String, ConsoleError> {
+    validate_owner_name(username).map_err(ConsoleError::bad_request)?;
+    auth::check_password_policy(&password).map_err(ConsoleError::bad_request)?;
+    auth::hash_password_async(password)
+        .await
+        .map_err(ConsoleError::internal)
+}
+
+/// Creates the first admin with the setup token from the server log, and
+/// signs them in: returns the new session's token.
+pub async fn setup_admin(
+    ctx: &AppContext,
+    token: &str,
+    username: &str,
+    password: String,
+) -> Result<String, ConsoleError> {
+    let expected = ctx.setup_token.lock().map(|t| t.clone()).unwrap_or(None);
+    let Some(expected) = expected else {
+        return Err(setup_done());
+    };
+    if token.len() > 128 || !constant_time_eq(token.as_bytes(), expected.as_bytes()) {
+        return Err(ConsoleError::refused(
+            StatusCode::FORBIDDEN,
+            "The setup token is wrong; use the address from the server log.",
+        ));
+    }
+    // Another instance, or `tollgate create-admin`, may have made an admin
+    // since this process started.
+    if owners::admin_exists(&ctx.db).await? {
+        forget_setup_token(ctx);
+        return Err(setup_done());
+    }
+    let username = username.trim();
+    let hash = new_credentials(username, password).await?;
+    let config = ctx.config.load_full();
+    let user = owners::create_first_admin(&ctx.db, &config.config, username, &hash, now_ms())
+        .await
+        .map_err(|e| match e {
+            OwnerError::AdminExists => {
+                forget_setup_token(ctx);
+                setup_done()
+            }
+            e => owner_refusal(e),
+        })?;
+    forget_setup_token(ctx);
+    Ok(session::create(&ctx.db, user.id).await?)
+}
+
+/// Counts a sign-in attempt before the password is checked, so parallel
+/// guesses cannot get more checks than the limit.
+async fn reserve_attempt(ctx: &AppContext, username: &str, addr: &str) -> Result<(), ConsoleError> {
+    let throttled = |m: &str| ConsoleError::refused(StatusCode::TOO_MANY_REQUESTS, m);
+    match session::reserve_attempt(&ctx.db, username, addr, now_ms()).await? {
+        Attempt::Reserved => Ok(()),
+        Attempt::NameThrottled => Err(throttled(
+            "Too many failed sign-ins for this name; wait 15 minutes and try again.",
+        )),
+        Attempt::AddrThrottled => Err(throttled(
+            "Too many failed sign-ins from your address; wait 15 minutes and try again.",
+        )),
+    }
+}
+
+/// Whether `password` is the active user's. Without a user it spends the
+/// same time as a real check, so names cannot be probed.
+async fn password_matches(user: Option<&user::Model>, password: String) -> bool {
+    match user {
+        Some(u) => auth::verify_password_async(password, u.password_hash.clone()).await && u.active,
+        None => {
+            let _ = auth::verify_password_async(password, dummy_hash().to_string()).await;
+            false
+        }
+    }
+}
+
+/// Signs a user in from `addr`: returns the new session's token and their role.
+pub async fn login(
+    ctx: &AppContext,
+    username: &str,
+    password: String,
+    addr: &str,
+) -> Result<(String, Role), ConsoleError> {
+    let username = username.trim();
+    check_name_length(username)?;
+    auth::check_password_length(&password).map_err(ConsoleError::bad_request)?;
+    reserve_attempt(ctx, username, addr).await?;
+    let user = owners::user_by_name(&ctx.db, username).await?;
+    let ok = password_matches(user.as_ref(), password).await;
+    let Some(user) = user.filter(|_| ok) else {
+        return Err(ConsoleError::refused(
+            StatusCode::UNAUTHORIZED,
+            "Wrong username or password.",
+        ));
+    };
+    session::clear_failures(&ctx.db, username).await?;
+    let token = session::create(&ctx.db, user.id).await?;
+    // Roles are written only from `Role`; an unknown one gets least privilege.
+    Ok((token, Role::parse(&user.role).unwrap_or(Role::User)))
+}
+
+fn parse_role(role: &str) -> Result<Role, ConsoleError> {
+    Role::parse(role)
+        .ok_or_else(|| ConsoleError::bad_request("Role must be admin, manager or user."))
+}
+
+/// Creates a user with a role and an initial password.
+pub async fn create_user(
+    ctx: &AppContext,
+    username: &str,
+    role: &str,
+    password: String,
+) -> Result<(), ConsoleError> {
+    let role = parse_role(role)?;
+    let username = username.trim();
+    let hash = new_credentials(username, password).await?;
+    let _guard = ctx.apply_lock.lock().await;
+    let config = ctx.config.load_full();
+    owners::create_user(
+        &ctx.db,
+        &config.config,
+        username,
+        &hash,
+        role.as_str(),
+        now_ms(),
+    )
+    .await
+    .map_err(owner_refusal)?;
+    Ok(())
+}
+
+/// The user named `username`, for admin-only actions.
+async fn existing_user(ctx: &AppContext, username: &str) -> Result<user::Model, ConsoleError> {
+    check_name_length(username)?;
+    owners::user_by_name(&ctx.db, username)
+        .await?
+        .ok_or_else(|| ConsoleError::refused(StatusCode::NOT_FOUND, "No such user."))
+}
+
+/// Changes a role or the active flag; never leaves zero active admins.
+async fn change_user(
+    ctx: &AppContext,
+    username: &str,
+    role: Option<Role>,
+    active: Option<bool>,
+) -> Result<user::Model, ConsoleError> {
+    let user = existing_user(ctx, username).await?;
+    owners::update_role_or_active(&ctx.db, user.id, role.map(Role::as_str), active)
+        .await
+        .map_err(|e| match e {
+            OwnerError::LastAdmin => ConsoleError::refused(
+                StatusCode::CONFLICT,
+                "This is the last active admin; make another user an admin first.",
+            ),
+            e => ConsoleError::internal(e),
+        })
+}
+
+pub async fn set_user_role(
+    ctx: &AppContext,
+    username: &str,
+    role: &str,
+) -> Result<(), ConsoleError> {
+    let role = parse_role(role)?;
+    change_user(ctx, username, Some(role), None).await?;
+    Ok(())
+}
+
+/// Deactivates (ending their sessions) or reactivates a user; `me` cannot
+/// deactivate themselves.
+pub async fn set_user_active(
+    ctx: &AppContext,
+    me: &SessionUser,
+    username: &str,
+    active: bool,
+) -> Result<(), ConsoleError> {
+    if me.username == username && !active {
+        return Err(ConsoleError::bad_request("You cannot deactivate yourself."));
+    }
+    let user = change_user(ctx, username, None, Some(active)).await?;
+    if !active {
+        session::delete_for_user(&ctx.db, user.id).await?;
+    }
+    Ok(())
+}
+
+/// Sets a new password and ends the user's sessions.
+pub async fn reset_password(
+    ctx: &AppContext,
+    username: &str,
+    password: String,
+) -> Result<(), ConsoleError> {
+    let user = existing_user(ctx, username).await?;
+    auth::check_password_policy(&password).map_err(ConsoleError::bad_request)?;
+    let hash = auth::hash_password_async(password)
+        .await
+        .map_err(ConsoleError::internal)?;
+    let user = owners::set_password_hash(&ctx.db, user, hash).await?;
+    session::delete_for_user(&ctx.db, user.id).await?;
+    Ok(())
+}
