@@ -56,12 +56,19 @@ load() { # url extra-oha-args...
     -H "Authorization: Bearer $key" -H "Content-Type: application/json" -d "$body" "$@" "$url"
 }
 
+# Fixed-rate phases: the mock directly, then through Tollgate, at a low and
+# at the configured rate, back to back so both see the same machine.
+direct_low=$(load "http://$up_addr/v1/chat/completions" -q 100 -c 16)
+through_low=$(load "http://$tg_addr/v1/chat/completions" -q 100 -c 16)
 direct=$(load "http://$up_addr/v1/chat/completions" -q "$rate" -c 16)
 through=$(load "http://$tg_addr/v1/chat/completions" -q "$rate" -c 16)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$tg_pid/stat"; }
 count_rows() { python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from ledger').fetchone()[0])" "$work/bench.db"; }
 sleep 1 # ledger rows are committed just behind the responses
 rows_before=$(count_rows)
+cpu_before=$(cpu_ticks)
 max=$(load "http://$tg_addr/v1/chat/completions" -c "$conns")
+cpu_after=$(cpu_ticks)
 rows_at_end=$(count_rows) # committed by the time the load stopped
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$tg_pid/status")
 sleep 3 # the last rows, and idle leases going back to the pool
@@ -92,9 +99,11 @@ render=$(printf '%s\n' "${render_ms[@]}" | sort -n | sed -n 4p)
 wasm_raw=$(stat -c %s target/site/pkg/tollgate.wasm 2>/dev/null || echo 0)
 wasm_gz=$(gzip -9 -c target/site/pkg/tollgate.wasm 2>/dev/null | wc -c)
 
-python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" "$books" "$rows_at_end" <<'PY'
+python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" "$books" "$rows_at_end" "$direct_low" "$through_low" "$((cpu_after - cpu_before))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 direct, through, peak = (json.loads(a) for a in sys.argv[1:4])
+direct_low, through_low = (json.loads(a) for a in sys.argv[16:18])
+cpu_s = int(sys.argv[18]) / int(sys.argv[19])
 rows_before, rows_after, rss_kb, secs, rate, conns = map(int, sys.argv[4:10])
 render_s, page_rows, wasm_raw, wasm_gz = float(sys.argv[10]), int(sys.argv[11]), int(sys.argv[12]), int(sys.argv[13])
 def pct(r, p): return r["latencyPercentiles"][p] * 1000
@@ -104,6 +113,9 @@ served = ok(peak)
 print(f"## Benchmark ({secs} s per phase, one run)\n")
 print("| measure | direct to mock | through Tollgate | overhead |")
 print("|---|---|---|---|")
+l50, l99, m50, m99 = pct(direct_low, "p50"), pct(direct_low, "p99"), pct(through_low, "p50"), pct(through_low, "p99")
+print(f"| p50 latency at 100 req/s | {l50:.3f} ms | {m50:.3f} ms | {m50 - l50:+.3f} ms ({m50 / l50:.2f}x) |")
+print(f"| p99 latency at 100 req/s | {l99:.3f} ms | {m99:.3f} ms | {m99 - l99:+.3f} ms ({m99 / l99:.2f}x) |")
 print(f"| p50 latency at {rate} req/s | {d50:.3f} ms | {t50:.3f} ms | {t50 - d50:+.3f} ms ({t50 / d50:.2f}x) |")
 print(f"| p99 latency at {rate} req/s | {d99:.3f} ms | {t99:.3f} ms | {t99 - d99:+.3f} ms ({t99 / d99:.2f}x) |")
 print(f"| successful at {rate} req/s | {ok(direct)} | {ok(through)} | |")
@@ -111,6 +123,7 @@ print()
 print(f"| throughput, {conns} connections, no rate limit | value |")
 print("|---|---|")
 print(f"| requests/s through Tollgate | {peak['summary']['requestsPerSec']:.0f} |")
+print(f"| CPU time of tollgate per call (user + system) | {cpu_s / max(served, 1) * 1e6:.1f} µs |")
 print(f"| 200 responses | {served} (of {sum(peak['statusCodeDistribution'].values())}) |")
 print(f"| ledger rows written in that phase | {rows_after - rows_before} |")
 print(f"| ledger rows committed when the load stopped | {int(sys.argv[15]) - rows_before} |")

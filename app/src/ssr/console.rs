@@ -338,12 +338,14 @@ pub async fn config_overview(ctx: &AppContext) -> Result<ConfigReport, DbErr> {
         &snapshot.config.users,
         users.iter().map(String::as_str),
     ));
+    // Reload status from the same place `/healthz` reads it: this instance's.
+    let reload = ctx.reload.load();
     Ok(ConfigReport {
-        generation: state.as_ref().map_or(0, |s| s.generation),
-        applied_at: state.as_ref().map_or(0, |s| s.applied_at),
-        last_reload_ok: state.as_ref().is_none_or(|s| s.last_reload_ok),
-        last_plan: state.as_ref().and_then(|s| s.last_plan.clone()),
-        last_error: state.and_then(|s| s.last_error),
+        generation: reload.generation,
+        applied_at: reload.applied_at,
+        last_reload_ok: reload.last_reload_ok,
+        last_error: reload.last_error.clone(),
+        last_plan: state.and_then(|s| s.last_plan),
         unmatched,
         warnings: snapshot.warnings.iter().map(|w| w.to_string()).collect(),
         path: ctx.config_path.display().to_string(),
@@ -366,12 +368,12 @@ pub async fn users(ctx: &AppContext) -> Result<Vec<UserRow>, DbErr> {
 
 /// The config status on the start page: what `/healthz` reports, without the error text.
 pub async fn config_summary(ctx: &AppContext) -> Result<ConfigSummary, DbErr> {
-    let row = super::config_state::get(&ctx.db).await?;
+    let reload = ctx.reload.load();
     let snapshot = ctx.config.load();
     Ok(ConfigSummary {
-        generation: row.as_ref().map_or(0, |r| r.generation),
-        applied_at: row.as_ref().map_or(0, |r| r.applied_at),
-        last_reload_ok: row.as_ref().is_none_or(|r| r.last_reload_ok),
+        generation: reload.generation,
+        applied_at: reload.applied_at,
+        last_reload_ok: reload.last_reload_ok,
         models: snapshot.config.models.keys().cloned().collect(),
     })
 }
