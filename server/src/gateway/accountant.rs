@@ -835,3 +835,6 @@ async fn apply(
     txn.commit().await?;
     Ok(outcomes)
 }
+
+#[cfg(test)]
+mod tests;
