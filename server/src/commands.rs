@@ -1,94 +1,104 @@
 //! The one-shot commands, and `serve`. The top of the crate: it uses every
 //! other module and nothing uses it.
 
-use crate::args::{config_path, resolve, Cli, Command};
+use crate::args::{config_path, resolve, Cli, Command, KeysCommand};
 use crate::error::CliError;
 use crate::startup::prepare_database;
 use app::ssr::config_file;
 use app::ssr::{db, now_ms, sync};
+use std::path::Path;
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let path = config_path(&cli);
-    match cli.command {
-        Command::CheckConfig { plan } => {
-            let loaded = config_file::load(&path)?;
-            for w in &loaded.warnings {
-                eprintln!("warning: {}: {w}", path.display());
-            }
-            if plan {
-                let settings = resolve(&cli, &loaded);
-                let conn = db::connect(&settings.database_url).await?;
-                db::migrate(&conn).await?;
-                let text = sync::plan_text(&conn, &loaded.config, now_ms()).await?;
-                conn.close().await?;
-                use std::io::Write;
-                std::io::stdout()
-                    .write_all(text.as_bytes())
-                    .map_err(|e| CliError::Other(format!("cannot print the plan: {e}")))?;
-            }
-            eprintln!(
-                "{}: ok ({} models, {} named clients, {} named users)",
-                path.display(),
-                loaded.config.models.len(),
-                loaded.config.clients.named.len(),
-                loaded.config.users.named.len()
-            );
-            Ok(())
-        }
-        Command::InitDb => {
-            let loaded = config_file::load(&path)?;
-            for w in &loaded.warnings {
-                tracing::warn!("{}: {w}", path.display());
-            }
-            let settings = resolve(&cli, &loaded);
-            let (conn, generation) = prepare_database(&settings.database_url, &loaded).await?;
-            conn.close().await?;
-            eprintln!("database ready; config generation {generation}");
-            Ok(())
-        }
-        Command::Keys { ref command } => {
-            let loaded = config_file::load(&path)?;
-            let settings = resolve(&cli, &loaded);
-            let conn = db::connect(&settings.database_url).await?;
-            db::migrate(&conn).await?;
-            let result = crate::keys_cli::run(&conn, command).await;
-            conn.close().await?;
-            result
-        }
-        Command::CreateAdmin { ref username } => {
-            let loaded = config_file::load(&path)?;
-            let settings = resolve(&cli, &loaded);
-            let password = match std::env::var("TOLLGATE_ADMIN_PASSWORD") {
-                Ok(p) => p,
-                Err(_) => {
-                    let mut line = String::new();
-                    std::io::stdin().read_line(&mut line).map_err(|e| {
-                        CliError::Other(format!("cannot read the password from stdin: {e}"))
-                    })?;
-                    line.trim_end_matches(['\r', '\n']).to_string()
-                }
-            };
-            app::ssr::auth::check_password_policy(&password).map_err(CliError::Other)?;
-            let hash = app::ssr::auth::hash_password(&password).map_err(CliError::Other)?;
-            let (conn, _) = prepare_database(&settings.database_url, &loaded).await?;
-            let user = app::ssr::owners::create_user(
-                &conn,
-                &loaded.config,
-                username,
-                &hash,
-                "admin",
-                now_ms(),
-            )
-            .await
-            .map_err(|e| CliError::Other(e.to_string()))?;
-            conn.close().await?;
-            eprintln!("created admin `{}`", user.username);
-            Ok(())
-        }
+    match &cli.command {
+        Command::CheckConfig { plan } => check_config(&cli, &path, *plan).await,
+        Command::InitDb => init_db(&cli, &path).await,
+        Command::Keys { command } => keys(&cli, &path, command).await,
+        Command::CreateAdmin { username } => create_admin(&cli, &path, username).await,
         Command::Serve => {
             let loaded = config_file::load(&path)?;
             let settings = resolve(&cli, &loaded);
             crate::serve::serve(settings, loaded).await
         }
     }
+}
+
+/// `check-config [--plan]`: validates the file and, with `--plan`, prints
+/// what syncing it would change.
+async fn check_config(cli: &Cli, path: &Path, plan: bool) -> Result<(), CliError> {
+    let loaded = config_file::load(path)?;
+    for w in &loaded.warnings {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+    if plan {
+        let settings = resolve(cli, &loaded);
+        let conn = db::connect(&settings.database_url).await?;
+        db::migrate(&conn).await?;
+        let text = sync::plan_text(&conn, &loaded.config, now_ms()).await?;
+        conn.close().await?;
+        use std::io::Write;
+        std::io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(|e| CliError::Other(format!("cannot print the plan: {e}")))?;
+    }
+    eprintln!(
+        "{}: ok ({} models, {} named clients, {} named users)",
+        path.display(),
+        loaded.config.models.len(),
+        loaded.config.clients.named.len(),
+        loaded.config.users.named.len()
+    );
+    Ok(())
+}
+
+/// `init-db`: creates or migrates the database and syncs the config into it.
+async fn init_db(cli: &Cli, path: &Path) -> Result<(), CliError> {
+    let loaded = config_file::load(path)?;
+    for w in &loaded.warnings {
+        tracing::warn!("{}: {w}", path.display());
+    }
+    let settings = resolve(cli, &loaded);
+    let (conn, generation) = prepare_database(&settings.database_url, &loaded).await?;
+    conn.close().await?;
+    eprintln!("database ready; config generation {generation}");
+    Ok(())
+}
+
+/// `keys …`
+async fn keys(cli: &Cli, path: &Path, command: &KeysCommand) -> Result<(), CliError> {
+    let loaded = config_file::load(path)?;
+    let settings = resolve(cli, &loaded);
+    let conn = db::connect(&settings.database_url).await?;
+    db::migrate(&conn).await?;
+    let result = crate::keys_cli::run(&conn, command).await;
+    conn.close().await?;
+    result
+}
+
+/// `create-admin USERNAME`, the password from `TOLLGATE_ADMIN_PASSWORD` or stdin.
+async fn create_admin(cli: &Cli, path: &Path, username: &str) -> Result<(), CliError> {
+    let loaded = config_file::load(path)?;
+    let settings = resolve(cli, &loaded);
+    let password = admin_password()?;
+    app::ssr::auth::check_password_policy(&password).map_err(CliError::Other)?;
+    let hash = app::ssr::auth::hash_password(&password).map_err(CliError::Other)?;
+    let (conn, _) = prepare_database(&settings.database_url, &loaded).await?;
+    let user =
+        app::ssr::owners::create_user(&conn, &loaded.config, username, &hash, "admin", now_ms())
+            .await
+            .map_err(|e| CliError::Other(e.to_string()))?;
+    conn.close().await?;
+    eprintln!("created admin `{}`", user.username);
+    Ok(())
+}
+
+fn admin_password() -> Result<String, CliError> {
+    if let Ok(p) = std::env::var("TOLLGATE_ADMIN_PASSWORD") {
+        return Ok(p);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| CliError::Other(format!("cannot read the password from stdin: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }

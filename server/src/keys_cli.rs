@@ -36,57 +36,8 @@ pub async fn run(db: &DatabaseConnection, command: &KeysCommand) -> Result<(), C
             user,
             label,
             expires_in,
-        } => {
-            let expires_at = match expires_in {
-                None => None,
-                Some(d) => Some(
-                    now + parse_duration_ms(d).ok_or_else(|| {
-                        CliError::Other(format!(
-                            "--expires-in `{d}`: use a number and d, h, m or s, e.g. 30d"
-                        ))
-                    })?,
-                ),
-            };
-            let Some((kind, id)) = owner(db, client, user).await? else {
-                return Err(CliError::Other(
-                    "name the owner with --client NAME or --user USERNAME".into(),
-                ));
-            };
-            let new = keys::create(db, kind, id, label, expires_at, None, now)
-                .await
-                .map_err(|e| CliError::Other(e.to_string()))?;
-            eprintln!(
-                "Created key {} — it is shown only this once:",
-                new.record.prefix
-            );
-            println!("{}", new.secret);
-            Ok(())
-        }
-        KeysCommand::List { client, user } => {
-            let filter = owner(db, client, user).await?;
-            println!(
-                "{:<12} {:<7} {:<8} {:<24} {:<24} {:<24} label",
-                "prefix", "owner", "id", "created", "last used", "expires/revoked"
-            );
-            for k in keys::list(db, filter).await? {
-                let state = match (k.revoked_at, k.expires_at) {
-                    (Some(t), _) => format!("revoked {}", rfc3339(t)),
-                    (None, Some(t)) => format!("expires {}", rfc3339(t)),
-                    (None, None) => "-".into(),
-                };
-                println!(
-                    "{:<12} {:<7} {:<8} {:<24} {:<24} {:<24} {}",
-                    k.prefix,
-                    k.owner_kind,
-                    k.owner_id,
-                    rfc3339(k.created_at),
-                    k.last_used_at.map_or("never".into(), rfc3339),
-                    state,
-                    k.label
-                );
-            }
-            Ok(())
-        }
+        } => create(db, client, user, label, expires_in.as_deref(), now).await,
+        KeysCommand::List { client, user } => list(db, client, user).await,
         KeysCommand::Revoke { prefix } => {
             let k = keys::revoke_by_prefix(db, prefix, now)
                 .await
@@ -95,4 +46,70 @@ pub async fn run(db: &DatabaseConnection, command: &KeysCommand) -> Result<(), C
             Ok(())
         }
     }
+}
+
+/// `keys create`: prints the secret, the only time it is shown.
+async fn create(
+    db: &DatabaseConnection,
+    client: &Option<String>,
+    user: &Option<String>,
+    label: &str,
+    expires_in: Option<&str>,
+    now: i64,
+) -> Result<(), CliError> {
+    let expires_at = match expires_in {
+        None => None,
+        Some(d) => Some(
+            now + parse_duration_ms(d).ok_or_else(|| {
+                CliError::Other(format!(
+                    "--expires-in `{d}`: use a number and d, h, m or s, e.g. 30d"
+                ))
+            })?,
+        ),
+    };
+    let Some((kind, id)) = owner(db, client, user).await? else {
+        return Err(CliError::Other(
+            "name the owner with --client NAME or --user USERNAME".into(),
+        ));
+    };
+    let new = keys::create(db, kind, id, label, expires_at, None, now)
+        .await
+        .map_err(|e| CliError::Other(e.to_string()))?;
+    eprintln!(
+        "Created key {} — it is shown only this once:",
+        new.record.prefix
+    );
+    println!("{}", new.secret);
+    Ok(())
+}
+
+/// `keys list`: a table of keys, of one owner or all.
+async fn list(
+    db: &DatabaseConnection,
+    client: &Option<String>,
+    user: &Option<String>,
+) -> Result<(), CliError> {
+    let filter = owner(db, client, user).await?;
+    println!(
+        "{:<12} {:<7} {:<8} {:<24} {:<24} {:<24} label",
+        "prefix", "owner", "id", "created", "last used", "expires/revoked"
+    );
+    for k in keys::list(db, filter).await? {
+        let state = match (k.revoked_at, k.expires_at) {
+            (Some(t), _) => format!("revoked {}", rfc3339(t)),
+            (None, Some(t)) => format!("expires {}", rfc3339(t)),
+            (None, None) => "-".into(),
+        };
+        println!(
+            "{:<12} {:<7} {:<8} {:<24} {:<24} {:<24} {}",
+            k.prefix,
+            k.owner_kind,
+            k.owner_id,
+            rfc3339(k.created_at),
+            k.last_used_at.map_or("never".into(), rfc3339),
+            state,
+            k.label
+        );
+    }
+    Ok(())
 }

@@ -87,41 +87,10 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
     let local = listener
         .local_addr()
         .map_err(|e| CliError::Other(format!("cannot read the listening address: {e}")))?;
-
-    let ctx = AppContext {
-        leptos_options: leptos_options(&local.to_string()),
-        db,
-        config: Arc::new(ArcSwap::from_pointee(loaded)),
-        config_path: settings.config_path.clone(),
-        public_url: settings
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{local}")),
-        reload: Arc::new(ArcSwap::from_pointee(ReloadStatus {
-            generation,
-            applied_at: now_ms(),
-            last_reload_ok: true,
-            last_error: None,
-        })),
-        apply_lock: Arc::new(tokio::sync::Mutex::new(())),
-        setup_token: Arc::new(std::sync::Mutex::new(None)),
-    };
-    if !app::ssr::owners::admin_exists(&ctx.db).await? {
-        let token = app::ssr::session::new_token().map_err(CliError::Other)?;
-        let url = format!("{}/setup?token={token}", ctx.public_url);
-        tracing::warn!("no admin exists yet; create the first one at {url}");
-        eprintln!("tollgate setup address: {url}");
-        if let Ok(mut t) = ctx.setup_token.lock() {
-            *t = Some(token);
-        }
-    }
+    let ctx = context(&settings, loaded, db, generation, local);
+    offer_setup(&ctx).await?;
     let _watcher = reconciler::spawn(ctx.clone())?;
-    let http = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(10))
-        .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| CliError::Other(format!("cannot build the HTTP client: {e}")))?;
+    let http = http_client()?;
     let gw = Gateway {
         ctx: ctx.clone(),
         accountant: Accountant::start(ctx.db.clone()),
@@ -155,6 +124,57 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
     // Give unspent leases back and write the last ledger rows.
     accountant.close(std::time::Duration::from_secs(5)).await;
     served
+}
+
+fn context(
+    settings: &Resolved,
+    loaded: LoadedConfig,
+    db: sea_orm::DatabaseConnection,
+    generation: i64,
+    local: std::net::SocketAddr,
+) -> AppContext {
+    AppContext {
+        leptos_options: leptos_options(&local.to_string()),
+        db,
+        config: Arc::new(ArcSwap::from_pointee(loaded)),
+        config_path: settings.config_path.clone(),
+        public_url: settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}")),
+        reload: Arc::new(ArcSwap::from_pointee(ReloadStatus {
+            generation,
+            applied_at: now_ms(),
+            last_reload_ok: true,
+            last_error: None,
+        })),
+        apply_lock: Arc::new(tokio::sync::Mutex::new(())),
+        setup_token: Arc::new(std::sync::Mutex::new(None)),
+    }
+}
+
+/// With no admin yet, prints a one-time address for creating the first.
+async fn offer_setup(ctx: &AppContext) -> Result<(), CliError> {
+    if !app::ssr::owners::admin_exists(&ctx.db).await? {
+        let token = app::ssr::session::new_token().map_err(CliError::Other)?;
+        let url = format!("{}/setup?token={token}", ctx.public_url);
+        tracing::warn!("no admin exists yet; create the first one at {url}");
+        eprintln!("tollgate setup address: {url}");
+        if let Ok(mut t) = ctx.setup_token.lock() {
+            *t = Some(token);
+        }
+    }
+    Ok(())
+}
+
+/// The client for upstream model servers.
+fn http_client() -> Result<reqwest::Client, CliError> {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot build the HTTP client: {e}")))
 }
 
 /// Charges leases left by a process that stopped without returning them: at

@@ -21,7 +21,7 @@
 use super::entities::{api_key, lease, ledger, pool};
 use super::pools;
 use crate::domain::lease::{grant, Grant};
-use crate::domain::pool::refilled;
+use crate::domain::pool::{refilled, PoolState};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
@@ -170,9 +170,36 @@ pub async fn apply_batch<C: ConnectionTrait>(
     batch: &Batch,
     now: i64,
 ) -> Result<Vec<TopUpOutcome>, DbErr> {
-    let backend = c.get_database_backend();
+    let alive = take_from_leases(c, holder, batch, now).await?;
+    let mut settled = settle_pools(c, batch, &alive, now).await?;
+    insert_rows(c, batch, &alive, &settled.from_pool, now).await?;
+    grant_leases(c, holder, batch, &mut settled, now).await?;
+    close_leases(c, batch, &alive).await?;
+    touch_keys(c, &batch.touched, now).await?;
+    if batch.renew {
+        lease::Entity::update_many()
+            .col_expr(lease::Column::RenewedAt, Expr::value(now))
+            .filter(lease::Column::Holder.eq(holder))
+            .exec(c)
+            .await?;
+    }
+    settled
+        .outcomes
+        .into_iter()
+        .map(|o| o.ok_or_else(|| DbErr::Custom("a top-up got no outcome".into())))
+        .collect()
+}
 
-    // 1. Own leases: take what was charged or returned off each.
+/// Step 1, own leases: takes what was charged or returned off each, and
+/// locks the leases top-ups ask to add to. Returns the holder's leases that
+/// still exist (not swept), each with whether it is unlimited (for a lease
+/// only charged or returned to, `false`: only top-ups read it).
+async fn take_from_leases<C: ConnectionTrait>(
+    c: &C,
+    holder: &str,
+    batch: &Batch,
+    now: i64,
+) -> Result<HashMap<i64, bool>, DbErr> {
     let mut taken: BTreeMap<i64, i64> = BTreeMap::new();
     for ch in &batch.charges {
         if let Some(id) = ch.lease_id {
@@ -182,7 +209,7 @@ pub async fn apply_batch<C: ConnectionTrait>(
     for r in &batch.returns {
         *taken.entry(r.lease_id).or_default() += r.amount;
     }
-    let mut alive: HashMap<i64, bool> = HashMap::new(); // lease id -> unlimited
+    let mut alive: HashMap<i64, bool> = HashMap::new();
     for (&id, &amount) in &taken {
         let res = lease::Entity::update_many()
             .col_expr(
@@ -205,110 +232,83 @@ pub async fn apply_batch<C: ConnectionTrait>(
             .columns([lease::Column::Id, lease::Column::Unlimited])
             .filter(lease::Column::Id.is_in(asked))
             .filter(lease::Column::Holder.eq(holder));
+        let backend = c.get_database_backend();
         for (id, unlimited) in lock(q, backend).into_tuple::<(i64, bool)>().all(c).await? {
             alive.insert(id, unlimited);
         }
     }
+    Ok(alive)
+}
 
-    // 2. Pools, in id order: credits from returns, then what leases could
-    // not cover of calls already served, then top-ups.
-    let mut from_pool: Vec<i64> = vec![0; batch.charges.len()];
-    let mut short: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+/// What step 2 has to do on one pool.
+#[derive(Default)]
+struct PoolWork {
+    /// Coins returned by live leases, to credit.
+    credit: i64,
+    /// Indexes of the top-ups on this pool.
+    asks: Vec<usize>,
+    /// Indexes of the charges their lease did not cover.
+    shortfalls: Vec<usize>,
+}
+
+/// Groups the batch's work by pool, in id order.
+fn pool_work(batch: &Batch, alive: &HashMap<i64, bool>) -> BTreeMap<i64, PoolWork> {
+    let mut work: BTreeMap<i64, PoolWork> = BTreeMap::new();
     for (i, ch) in batch.charges.iter().enumerate() {
         if ch.uncovered() > 0 {
-            short.entry(ch.pool_id).or_default().push(i);
+            work.entry(ch.pool_id).or_default().shortfalls.push(i);
         }
     }
-    let mut credits: BTreeMap<i64, i64> = BTreeMap::new();
     for r in &batch.returns {
         if r.credit && r.amount > 0 && alive.contains_key(&r.lease_id) {
-            *credits.entry(r.pool_id).or_default() += r.amount;
+            work.entry(r.pool_id).or_default().credit += r.amount;
         }
     }
-    let mut by_pool: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
     for (i, t) in batch.top_ups.iter().enumerate() {
-        by_pool.entry(t.pool_id).or_default().push(i);
+        work.entry(t.pool_id).or_default().asks.push(i);
     }
-    let mut outcomes: Vec<Option<TopUpOutcome>> = vec![None; batch.top_ups.len()];
-    let mut grants: Vec<(usize, i64)> = Vec::new(); // top-up index, amount
-    let pool_ids: BTreeSet<i64> = credits
-        .keys()
-        .chain(by_pool.keys())
-        .chain(short.keys())
-        .copied()
-        .collect();
-    let none: Vec<usize> = Vec::new();
-    for pool_id in pool_ids {
-        let credit = credits.get(&pool_id).copied().unwrap_or(0);
-        let asks = by_pool.get(&pool_id).unwrap_or(&none);
-        let shortfalls = short.get(&pool_id).unwrap_or(&none);
-        if asks.is_empty() && shortfalls.is_empty() {
-            pools::credit(c, pool_id, credit).await?;
+    work
+}
+
+/// What step 2 decided.
+struct Settlement {
+    /// Per charge: what the pool paid beyond what its lease covered.
+    from_pool: Vec<i64>,
+    /// Per top-up; a grant's lease id is filled in by step 4.
+    outcomes: Vec<Option<TopUpOutcome>>,
+    /// Top-up index and amount of each grant.
+    grants: Vec<(usize, i64)>,
+}
+
+/// Step 2, pools in id order: credits from returns, then what leases could
+/// not cover of calls already served, then top-ups.
+async fn settle_pools<C: ConnectionTrait>(
+    c: &C,
+    batch: &Batch,
+    alive: &HashMap<i64, bool>,
+    now: i64,
+) -> Result<Settlement, DbErr> {
+    let backend = c.get_database_backend();
+    let mut s = Settlement {
+        from_pool: vec![0; batch.charges.len()],
+        outcomes: vec![None; batch.top_ups.len()],
+        grants: Vec::new(),
+    };
+    for (pool_id, work) in pool_work(batch, alive) {
+        if work.asks.is_empty() && work.shortfalls.is_empty() {
+            pools::credit(c, pool_id, work.credit).await?;
             continue;
         }
         let q = pool::Entity::find().filter(pool::Column::Id.eq(pool_id));
         let Some(p) = lock(q, backend).one(c).await? else {
-            for &i in asks {
-                outcomes[i] = Some(TopUpOutcome::NoPool);
+            for &i in &work.asks {
+                s.outcomes[i] = Some(TopUpOutcome::NoPool);
             }
             continue;
         };
-        let limit = pools::limit(&p);
-        let mut st = refilled(&pools::state(&p), now);
-        if !p.unlimited {
-            // Above a max lowered while the lease was out: held, not lost.
-            let sum = st.balance + credit;
-            st.balance = sum.min(p.max_micro.max(st.balance));
-            st.held += sum - st.balance;
-        }
-        for &i in shortfalls {
-            let want = batch.charges[i].uncovered();
-            let take = if p.unlimited {
-                want
-            } else {
-                want.min(st.balance.max(0))
-            };
-            if !p.unlimited {
-                st.balance -= take;
-            }
-            from_pool[i] = take;
-        }
-        for &i in asks {
-            let t = &batch.top_ups[i];
-            if let Some(id) = t.lease_id {
-                match alive.get(&id) {
-                    None => {
-                        outcomes[i] = Some(TopUpOutcome::LeaseGone);
-                        continue;
-                    }
-                    Some(&u) if u != p.unlimited => {
-                        outcomes[i] = Some(TopUpOutcome::Stale);
-                        continue;
-                    }
-                    Some(_) => {}
-                }
-            } else if t.unlimited != p.unlimited {
-                outcomes[i] = Some(TopUpOutcome::Stale);
-                continue;
-            }
-            match grant(limit, st.balance, t.needed, t.per_call, t.want) {
-                Grant::Blocked => outcomes[i] = Some(TopUpOutcome::Blocked),
-                Grant::Insufficient { available } => {
-                    outcomes[i] = Some(TopUpOutcome::Insufficient { balance: available })
-                }
-                Grant::Take { amount, exact } => {
-                    if !p.unlimited {
-                        st.balance -= amount;
-                    }
-                    grants.push((i, amount));
-                    outcomes[i] = Some(TopUpOutcome::Granted {
-                        lease_id: 0,
-                        amount,
-                        exact,
-                    });
-                }
-            }
-        }
+        let mut st = credited(&p, work.credit, now);
+        s.cover_shortfalls(&p, &mut st, &work.shortfalls, &batch.charges);
+        s.decide_top_ups(&p, &mut st, &work.asks, &batch.top_ups, alive);
         pool::Entity::update_many()
             .col_expr(pool::Column::BalanceMicro, Expr::value(st.balance))
             .col_expr(pool::Column::HeldMicro, Expr::value(st.held))
@@ -317,13 +317,114 @@ pub async fn apply_batch<C: ConnectionTrait>(
             .exec(c)
             .await?;
     }
+    Ok(s)
+}
 
-    // 3. Ledger rows. A lease swept meanwhile was charged in full already;
-    // what a lease could not cover was taken from the pool above.
+/// The pool's state refilled to `now` with `credit` returned to it.
+fn credited(p: &pool::Model, credit: i64, now: i64) -> PoolState {
+    let mut st = refilled(&pools::state(p), now);
+    if !p.unlimited {
+        // Above a max lowered while the lease was out: held, not lost.
+        let sum = st.balance + credit;
+        st.balance = sum.min(p.max_micro.max(st.balance));
+        st.held += sum - st.balance;
+    }
+    st
+}
+
+impl Settlement {
+    /// Takes what leases did not cover from the pool, as far as it goes.
+    fn cover_shortfalls(
+        &mut self,
+        p: &pool::Model,
+        st: &mut PoolState,
+        shortfalls: &[usize],
+        charges: &[Charge],
+    ) {
+        for &i in shortfalls {
+            let want = charges[i].uncovered();
+            let take = if p.unlimited {
+                want
+            } else {
+                want.min(st.balance.max(0))
+            };
+            if !p.unlimited {
+                st.balance -= take;
+            }
+            self.from_pool[i] = take;
+        }
+    }
+
+    /// Grants or refuses each top-up on the pool, in order.
+    fn decide_top_ups(
+        &mut self,
+        p: &pool::Model,
+        st: &mut PoolState,
+        asks: &[usize],
+        top_ups: &[TopUp],
+        alive: &HashMap<i64, bool>,
+    ) {
+        let limit = pools::limit(p);
+        for &i in asks {
+            let t = &top_ups[i];
+            if let Some(refused) = lease_mismatch(t, p.unlimited, alive) {
+                self.outcomes[i] = Some(refused);
+                continue;
+            }
+            self.outcomes[i] = Some(
+                match grant(limit, st.balance, t.needed, t.per_call, t.want) {
+                    Grant::Blocked => TopUpOutcome::Blocked,
+                    Grant::Insufficient { available } => {
+                        TopUpOutcome::Insufficient { balance: available }
+                    }
+                    Grant::Take { amount, exact } => {
+                        if !p.unlimited {
+                            st.balance -= amount;
+                        }
+                        self.grants.push((i, amount));
+                        TopUpOutcome::Granted {
+                            lease_id: 0,
+                            amount,
+                            exact,
+                        }
+                    }
+                },
+            );
+        }
+    }
+}
+
+/// Why a top-up cannot go on the lease it names (or on a new one): the lease
+/// was swept, or it is of the other kind (limited/unlimited) than the pool.
+fn lease_mismatch(
+    t: &TopUp,
+    pool_unlimited: bool,
+    alive: &HashMap<i64, bool>,
+) -> Option<TopUpOutcome> {
+    match t.lease_id {
+        Some(id) => match alive.get(&id) {
+            None => Some(TopUpOutcome::LeaseGone),
+            Some(&u) if u != pool_unlimited => Some(TopUpOutcome::Stale),
+            Some(_) => None,
+        },
+        None if t.unlimited != pool_unlimited => Some(TopUpOutcome::Stale),
+        None => None,
+    }
+}
+
+/// Step 3, ledger rows. A lease swept meanwhile was charged in full already;
+/// what a lease could not cover was taken from the pool in step 2.
+async fn insert_rows<C: ConnectionTrait>(
+    c: &C,
+    batch: &Batch,
+    alive: &HashMap<i64, bool>,
+    from_pool: &[i64],
+    now: i64,
+) -> Result<(), DbErr> {
     let rows: Vec<ledger::ActiveModel> = batch
         .charges
         .iter()
-        .zip(&from_pool)
+        .zip(from_pool)
         .map(|(ch, &extra)| match ch.lease_id {
             Some(id) if ch.coins > 0 && !alive.contains_key(&id) => ledger_row(
                 ch,
@@ -338,8 +439,8 @@ pub async fn apply_batch<C: ConnectionTrait>(
     // multi-row INSERT's text depends on its row count. So rows go in
     // power-of-two groups of at most 256: a handful of distinct statements in
     // all, whatever the batch sizes (and well under SQLite's parameter limit).
+    let mut left = rows.len();
     let mut rows = rows.into_iter().peekable();
-    let mut left = batch.charges.len();
     while rows.peek().is_some() {
         let group = 1usize << left.min(256).ilog2();
         ledger::Entity::insert_many(rows.by_ref().take(group))
@@ -347,11 +448,21 @@ pub async fn apply_batch<C: ConnectionTrait>(
             .await?;
         left -= group;
     }
+    Ok(())
+}
 
-    // 4. Put what was granted on the leases; one new lease per pool at most.
+/// Step 4: puts what was granted on the leases, opening one new lease per
+/// pool at most, and fills each grant's lease id in.
+async fn grant_leases<C: ConnectionTrait>(
+    c: &C,
+    holder: &str,
+    batch: &Batch,
+    s: &mut Settlement,
+    now: i64,
+) -> Result<(), DbErr> {
     let mut opened: HashMap<i64, i64> = HashMap::new(); // pool id -> new lease id
     let mut added: BTreeMap<i64, i64> = BTreeMap::new();
-    for (i, amount) in grants {
+    for &(i, amount) in &s.grants {
         let t = &batch.top_ups[i];
         let id = match t.lease_id.or_else(|| opened.get(&t.pool_id).copied()) {
             Some(id) => {
@@ -359,22 +470,12 @@ pub async fn apply_batch<C: ConnectionTrait>(
                 id
             }
             None => {
-                let res = lease::Entity::insert(lease::ActiveModel {
-                    pool_id: Set(t.pool_id),
-                    holder: Set(holder.to_string()),
-                    unlimited: Set(t.unlimited),
-                    amount_micro: Set(amount),
-                    created_at: Set(now),
-                    renewed_at: Set(now),
-                    ..Default::default()
-                })
-                .exec(c)
-                .await?;
-                opened.insert(t.pool_id, res.last_insert_id);
-                res.last_insert_id
+                let id = open_lease(c, holder, t, amount, now).await?;
+                opened.insert(t.pool_id, id);
+                id
             }
         };
-        if let Some(TopUpOutcome::Granted { lease_id, .. }) = outcomes[i].as_mut() {
+        if let Some(TopUpOutcome::Granted { lease_id, .. }) = s.outcomes[i].as_mut() {
             *lease_id = id;
         }
     }
@@ -389,8 +490,37 @@ pub async fn apply_batch<C: ConnectionTrait>(
             .exec(c)
             .await?;
     }
+    Ok(())
+}
 
-    // 5. Close leases the holder is done with, once they hold nothing.
+/// Opens a lease holding `amount` for a top-up; returns its id.
+async fn open_lease<C: ConnectionTrait>(
+    c: &C,
+    holder: &str,
+    t: &TopUp,
+    amount: i64,
+    now: i64,
+) -> Result<i64, DbErr> {
+    let res = lease::Entity::insert(lease::ActiveModel {
+        pool_id: Set(t.pool_id),
+        holder: Set(holder.to_string()),
+        unlimited: Set(t.unlimited),
+        amount_micro: Set(amount),
+        created_at: Set(now),
+        renewed_at: Set(now),
+        ..Default::default()
+    })
+    .exec(c)
+    .await?;
+    Ok(res.last_insert_id)
+}
+
+/// Step 5: deletes the leases the holder is done with, once they hold nothing.
+async fn close_leases<C: ConnectionTrait>(
+    c: &C,
+    batch: &Batch,
+    alive: &HashMap<i64, bool>,
+) -> Result<(), DbErr> {
     let closing: BTreeSet<i64> = batch
         .returns
         .iter()
@@ -404,24 +534,19 @@ pub async fn apply_batch<C: ConnectionTrait>(
             .exec(c)
             .await?;
     }
-    for &id in &batch.touched {
+    Ok(())
+}
+
+/// Marks API keys as used at `now`.
+async fn touch_keys<C: ConnectionTrait>(c: &C, keys: &[i64], now: i64) -> Result<(), DbErr> {
+    for &id in keys {
         api_key::Entity::update_many()
             .col_expr(api_key::Column::LastUsedAt, Expr::value(Some(now)))
             .filter(api_key::Column::Id.eq(id))
             .exec(c)
             .await?;
     }
-    if batch.renew {
-        lease::Entity::update_many()
-            .col_expr(lease::Column::RenewedAt, Expr::value(now))
-            .filter(lease::Column::Holder.eq(holder))
-            .exec(c)
-            .await?;
-    }
-    outcomes
-        .into_iter()
-        .map(|o| o.ok_or_else(|| DbErr::Custom("a top-up got no outcome".into())))
-        .collect()
+    Ok(())
 }
 
 /// Charges leases that have not been renewed for [`ORPHAN_AFTER_MS`]: their

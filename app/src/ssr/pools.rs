@@ -169,8 +169,6 @@ pub async fn apply_settings<C: ConnectionTrait>(
         return Ok(false);
     }
     credit_refill(c, m, now).await?;
-    let balance = || Expr::col(pool::Column::BalanceMicro);
-    let held = || Expr::col(pool::Column::HeldMicro);
     let mut update = pool::Entity::update_many()
         .col_expr(pool::Column::MaxMicro, Expr::value(max_micro))
         .col_expr(pool::Column::Unlimited, Expr::value(unlimited))
@@ -179,13 +177,42 @@ pub async fn apply_settings<C: ConnectionTrait>(
             Expr::value(settings.refresh_micro),
         )
         .col_expr(pool::Column::UpdatedAt, Expr::value(now));
-    let moves: Option<(SimpleExpr, SimpleExpr)> = match (m.unlimited, unlimited) {
+    if m.unlimited && !unlimited {
+        // Leaving "unlimited": refill starts counting from now.
+        update = update.col_expr(pool::Column::RefilledAt, Expr::value(now));
+    }
+    if let Some((new_balance, new_held)) = limit_moves(m, max_micro, unlimited) {
+        update = update
+            .col_expr(pool::Column::BalanceMicro, new_balance)
+            .col_expr(pool::Column::HeldMicro, new_held);
+    }
+    // The moves are relative to the limit read above; a concurrent apply of
+    // another limit makes this a no-op rather than a wrong move.
+    update
+        .filter(pool::Column::Id.eq(m.id))
+        .filter(pool::Column::MaxMicro.eq(m.max_micro))
+        .filter(pool::Column::Unlimited.eq(m.unlimited))
+        .exec(c)
+        .await?;
+    Ok(true)
+}
+
+/// The new `(balance, held)` of a pool whose limit changes from `m`'s to
+/// `max_micro`/`unlimited`, as expressions over the current row; `None` when
+/// no coins move.
+fn limit_moves(
+    m: &pool::Model,
+    max_micro: i64,
+    unlimited: bool,
+) -> Option<(SimpleExpr, SimpleExpr)> {
+    let balance = || Expr::col(pool::Column::BalanceMicro);
+    let held = || Expr::col(pool::Column::HeldMicro);
+    match (m.unlimited, unlimited) {
         (_, true) => None,
         (true, false) => {
             // Leaving "unlimited": everything comes within the new max.
             let total = || Expr::expr(balance().add(held()));
             let over = || total().gt(max_micro);
-            update = update.col_expr(pool::Column::RefilledAt, Expr::value(now));
             Some((
                 Expr::case(over(), Expr::value(max_micro))
                     .finally(total())
@@ -221,21 +248,7 @@ pub async fn apply_settings<C: ConnectionTrait>(
             ))
         }
         (false, false) => None,
-    };
-    if let Some((new_balance, new_held)) = moves {
-        update = update
-            .col_expr(pool::Column::BalanceMicro, new_balance)
-            .col_expr(pool::Column::HeldMicro, new_held);
     }
-    // The moves are relative to the limit read above; a concurrent apply of
-    // another limit makes this a no-op rather than a wrong move.
-    update
-        .filter(pool::Column::Id.eq(m.id))
-        .filter(pool::Column::MaxMicro.eq(m.max_micro))
-        .filter(pool::Column::Unlimited.eq(m.unlimited))
-        .exec(c)
-        .await?;
-    Ok(true)
 }
 
 /// Credits `amount` back (coins a lease returns). What would rise above the

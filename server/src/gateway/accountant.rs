@@ -178,6 +178,28 @@ struct Pending {
     touched: std::collections::BTreeSet<i64>,
 }
 
+/// Whether a lease covers a call once its top-up turn comes.
+enum LeaseCheck {
+    Covered {
+        lease_id: Option<i64>,
+    },
+    /// The lease held only `have`, taken for the call; `request` asks for the rest.
+    Short {
+        have: i64,
+        request: TopUp,
+    },
+}
+
+/// What a call waiting on a top-up does next.
+enum AfterTopUp {
+    Admitted {
+        lease_id: Option<i64>,
+    },
+    Refused(Admission),
+    /// The lease was swept or of the wrong kind: ask again on a new one.
+    Retry,
+}
+
 enum Job {
     TopUp(
         TopUp,
@@ -245,17 +267,6 @@ impl Accountant {
         amount: i64,
         call: &CallInfo,
     ) -> Result<Admission, AccountingError> {
-        let ticket = |lease_id: Option<i64>, reserved: i64| {
-            Admission::Admitted(Ticket {
-                accountant: self.clone(),
-                call: call.clone(),
-                pool_id: pool.id,
-                lease_id,
-                reserved,
-                unlimited: pool.unlimited,
-                settled: false,
-            })
-        };
         if !self.inner.healthy.load(Ordering::Acquire) {
             return Err(AccountingError(
                 "the ledger could not be written; calls resume once it can".into(),
@@ -265,7 +276,7 @@ impl Accountant {
             return Ok(Admission::Blocked);
         }
         if amount <= 0 {
-            return Ok(ticket(None, 0));
+            return Ok(self.ticket(pool, call, None, 0));
         }
         let topping = {
             let mut budgets = locked(&self.inner.budgets);
@@ -273,81 +284,133 @@ impl Accountant {
             if b.remaining >= amount {
                 let lease = b.admit(amount);
                 self.refill_early(b, pool, amount);
-                return Ok(ticket(lease, amount));
+                return Ok(self.ticket(pool, call, lease, amount));
             }
             b.topping.clone()
         };
         let _turn = topping.lock().await;
         for _ in 0..3 {
-            let (have, request) = {
-                let mut budgets = locked(&self.inner.budgets);
-                let b = self.budget(&mut budgets, pool);
-                if b.remaining >= amount {
-                    return Ok(ticket(b.admit(amount), amount));
+            let (have, request) = match self.admit_or_ask(pool, amount) {
+                LeaseCheck::Covered { lease_id } => {
+                    return Ok(self.ticket(pool, call, lease_id, amount))
                 }
-                let have = std::mem::take(&mut b.remaining);
-                let request = TopUp {
-                    pool_id: pool.id,
-                    lease_id: b.lease_id,
-                    needed: amount - have,
-                    per_call: amount,
-                    want: wanted(amount, b.in_flight),
-                    unlimited: b.unlimited,
-                };
-                (have, request)
+                LeaseCheck::Short { have, request } => (have, request),
             };
             let outcome = self.top_up(request).await;
-            let mut budgets = locked(&self.inner.budgets);
-            let b = self.budget(&mut budgets, pool);
-            match outcome {
-                Err(e) => {
-                    b.remaining += have;
-                    return Err(e);
+            match self.after_top_up(pool, amount, have, outcome)? {
+                AfterTopUp::Admitted { lease_id } => {
+                    return Ok(self.ticket(pool, call, lease_id, amount))
                 }
-                Ok(TopUpOutcome::Granted {
-                    lease_id,
-                    amount: granted,
-                    exact,
-                }) => {
-                    b.lease_id = Some(lease_id);
-                    b.exact = exact;
-                    b.remaining += have + granted;
-                    return Ok(ticket(b.admit(amount), amount));
-                }
-                Ok(TopUpOutcome::Insufficient { balance }) => {
-                    b.remaining += have;
-                    return Ok(Admission::Insufficient {
-                        balance: balance + b.remaining,
-                    });
-                }
-                Ok(TopUpOutcome::Blocked) => {
-                    b.remaining += have;
-                    return Ok(Admission::Blocked);
-                }
-                Ok(TopUpOutcome::LeaseGone) => {
-                    // Swept as orphaned: what it held, `have` included, is
-                    // already charged. Start a new lease.
-                    b.lease_id = None;
-                    b.remaining = 0;
-                    b.in_flight = 0;
-                }
-                Ok(TopUpOutcome::Stale) => {
-                    b.remaining = have;
-                    let mut returns = Vec::new();
-                    b.retire(pool.id, &mut returns);
-                    b.unlimited = !b.unlimited;
-                    drop(budgets);
-                    self.queue(Vec::new(), returns);
-                }
-                Ok(TopUpOutcome::NoPool) => {
-                    b.remaining += have;
-                    return Err(AccountingError("the pool no longer exists".into()));
-                }
+                AfterTopUp::Refused(refused) => return Ok(refused),
+                AfterTopUp::Retry => {}
             }
         }
         Err(AccountingError(
             "could not lease coins for this call; retry".into(),
         ))
+    }
+
+    fn ticket(
+        &self,
+        pool: &pool::Model,
+        call: &CallInfo,
+        lease_id: Option<i64>,
+        reserved: i64,
+    ) -> Admission {
+        Admission::Admitted(Ticket {
+            accountant: self.clone(),
+            call: call.clone(),
+            pool_id: pool.id,
+            lease_id,
+            reserved,
+            unlimited: pool.unlimited,
+            settled: false,
+        })
+    }
+
+    /// Admits the call on the lease if it covers it now (another call's
+    /// top-up may have landed); otherwise takes what the lease holds and
+    /// says what to ask for.
+    fn admit_or_ask(&self, pool: &pool::Model, amount: i64) -> LeaseCheck {
+        let mut budgets = locked(&self.inner.budgets);
+        let b = self.budget(&mut budgets, pool);
+        if b.remaining >= amount {
+            return LeaseCheck::Covered {
+                lease_id: b.admit(amount),
+            };
+        }
+        let have = std::mem::take(&mut b.remaining);
+        let request = TopUp {
+            pool_id: pool.id,
+            lease_id: b.lease_id,
+            needed: amount - have,
+            per_call: amount,
+            want: wanted(amount, b.in_flight),
+            unlimited: b.unlimited,
+        };
+        LeaseCheck::Short { have, request }
+    }
+
+    /// Applies a top-up's outcome to the budget, `have` (what the lease held
+    /// before) included, and admits the call if it was granted.
+    fn after_top_up(
+        &self,
+        pool: &pool::Model,
+        amount: i64,
+        have: i64,
+        outcome: Result<TopUpOutcome, AccountingError>,
+    ) -> Result<AfterTopUp, AccountingError> {
+        let mut budgets = locked(&self.inner.budgets);
+        let b = self.budget(&mut budgets, pool);
+        match outcome {
+            Err(e) => {
+                b.remaining += have;
+                Err(e)
+            }
+            Ok(TopUpOutcome::Granted {
+                lease_id,
+                amount: granted,
+                exact,
+            }) => {
+                b.lease_id = Some(lease_id);
+                b.exact = exact;
+                b.remaining += have + granted;
+                Ok(AfterTopUp::Admitted {
+                    lease_id: b.admit(amount),
+                })
+            }
+            Ok(TopUpOutcome::Insufficient { balance }) => {
+                b.remaining += have;
+                Ok(AfterTopUp::Refused(Admission::Insufficient {
+                    balance: balance + b.remaining,
+                }))
+            }
+            Ok(TopUpOutcome::Blocked) => {
+                b.remaining += have;
+                Ok(AfterTopUp::Refused(Admission::Blocked))
+            }
+            Ok(TopUpOutcome::LeaseGone) => {
+                // Swept as orphaned: what it held, `have` included, is
+                // already charged. Start a new lease.
+                b.lease_id = None;
+                b.remaining = 0;
+                b.in_flight = 0;
+                Ok(AfterTopUp::Retry)
+            }
+            Ok(TopUpOutcome::Stale) => {
+                b.remaining = have;
+                let mut returns = Vec::new();
+                b.retire(pool.id, &mut returns);
+                b.unlimited = !b.unlimited;
+                drop(budgets);
+                self.queue(Vec::new(), returns);
+                Ok(AfterTopUp::Retry)
+            }
+            Ok(TopUpOutcome::NoPool) => {
+                b.remaining += have;
+                Err(AccountingError("the pool no longer exists".into()))
+            }
+        }
     }
 
     fn budget<'a>(
@@ -426,58 +489,12 @@ impl Accountant {
         let call = &t.call;
         let cost = o.cost.max(0);
         let base = cost.min(t.reserved);
-        let mut charged = base;
-        let mut returns = Vec::new();
-        {
-            let mut budgets = locked(&self.inner.budgets);
-            match (t.lease_id, budgets.get_mut(&t.pool_id)) {
-                (Some(lease), Some(b)) if b.lease_id == Some(lease) => {
-                    let extra = (cost - t.reserved).clamp(0, b.remaining.max(0));
-                    charged += extra;
-                    b.remaining += t.reserved - base - extra;
-                    b.in_flight = b.in_flight.saturating_sub(1);
-                    b.last_used = Instant::now();
-                    if b.exact {
-                        // A nearly empty pool: give back at once what no call holds.
-                        let close = b.in_flight == 0;
-                        returns.push(Return {
-                            lease_id: lease,
-                            pool_id: t.pool_id,
-                            amount: std::mem::take(&mut b.remaining),
-                            credit: !b.unlimited,
-                            close,
-                        });
-                        if close {
-                            b.lease_id = None;
-                        }
-                    }
-                }
-                (Some(lease), _) => returns.push(Return {
-                    lease_id: lease,
-                    pool_id: t.pool_id,
-                    amount: t.reserved - base,
-                    credit: !t.unlimited,
-                    close: true,
-                }),
-                (None, _) => {}
-            }
-        }
+        let (extra, returns) = self.release(t, cost, base);
         let overage = (cost - t.reserved).max(0);
         if overage > 0 {
-            // The reservation is meant to be a true upper bound: this is an
-            // upstream that did more than it was asked, or a bound to fix.
-            self.inner.overage_calls.fetch_add(1, Ordering::Relaxed);
-            self.inner
-                .overage_micro
-                .fetch_add(overage.try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
-            tracing::warn!(
-                request_id = %call.request_id,
-                model = %call.model,
-                reserved = t.reserved,
-                cost,
-                "the upstream reported more usage than was reserved; the excess is taken from the pool as far as it goes and recorded as overage"
-            );
+            self.record_overage(call, t.reserved, cost, overage);
         }
+        let charged = base + extra;
         let charge = Charge {
             pool_id: t.pool_id,
             lease_id: t.lease_id,
@@ -493,6 +510,62 @@ impl Accountant {
         };
         self.queue(vec![charge], returns);
         charged
+    }
+
+    /// Ends a settled call's hold on its lease: what it reserved beyond
+    /// `base` goes back, less what the lease can spare of a `cost` above the
+    /// reservation. Returns that extra charge and the returns to queue.
+    fn release(&self, t: &Ticket, cost: i64, base: i64) -> (i64, Vec<Return>) {
+        let mut extra = 0;
+        let mut returns = Vec::new();
+        let mut budgets = locked(&self.inner.budgets);
+        match (t.lease_id, budgets.get_mut(&t.pool_id)) {
+            (Some(lease), Some(b)) if b.lease_id == Some(lease) => {
+                extra = (cost - t.reserved).clamp(0, b.remaining.max(0));
+                b.remaining += t.reserved - base - extra;
+                b.in_flight = b.in_flight.saturating_sub(1);
+                b.last_used = Instant::now();
+                if b.exact {
+                    // A nearly empty pool: give back at once what no call holds.
+                    let close = b.in_flight == 0;
+                    returns.push(Return {
+                        lease_id: lease,
+                        pool_id: t.pool_id,
+                        amount: std::mem::take(&mut b.remaining),
+                        credit: !b.unlimited,
+                        close,
+                    });
+                    if close {
+                        b.lease_id = None;
+                    }
+                }
+            }
+            (Some(lease), _) => returns.push(Return {
+                lease_id: lease,
+                pool_id: t.pool_id,
+                amount: t.reserved - base,
+                credit: !t.unlimited,
+                close: true,
+            }),
+            (None, _) => {}
+        }
+        (extra, returns)
+    }
+
+    /// The reservation is meant to be a true upper bound: usage above it is
+    /// an upstream that did more than it was asked, or a bound to fix.
+    fn record_overage(&self, call: &CallInfo, reserved: i64, cost: i64, overage: i64) {
+        self.inner.overage_calls.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .overage_micro
+            .fetch_add(overage.try_into().unwrap_or(u64::MAX), Ordering::Relaxed);
+        tracing::warn!(
+            request_id = %call.request_id,
+            model = %call.model,
+            reserved,
+            cost,
+            "the upstream reported more usage than was reserved; the excess is taken from the pool as far as it goes and recorded as overage"
+        );
     }
 
     /// Records a call refused before admission: a ledger row with no coins.
@@ -601,34 +674,75 @@ impl Inner {
     }
 }
 
-async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
-    let mut last_renew = Instant::now();
-    let mut last_idle_check = Instant::now();
-    let mut retrying = false;
-    let mut jobs: Vec<Job> = Vec::new();
-    loop {
-        if retrying {
+/// The writer task: turns what calls queued, and the jobs sent to it, into
+/// one transaction at a time.
+async fn run(inner: Arc<Inner>, rx: mpsc::UnboundedReceiver<Job>) {
+    let mut w = Writer {
+        inner,
+        rx,
+        jobs: Vec::new(),
+        last_renew: Instant::now(),
+        last_idle_check: Instant::now(),
+        retrying: false,
+    };
+    while w.wait_for_work().await {
+        if w.last_idle_check.elapsed() >= Duration::from_secs(1) {
+            w.last_idle_check = Instant::now();
+            w.inner.return_idle();
+        }
+        let renew = w.last_renew.elapsed() >= RENEW_EVERY;
+        let (batch, writes) = w.next_batch(renew);
+        let result = if batch.is_empty() {
+            Ok(Vec::new())
+        } else {
+            apply(&w.inner.db, &w.inner.holder, &batch).await
+        };
+        match result {
+            Ok(outcomes) => w.committed(outcomes, writes, renew),
+            Err(e) => w.failed(batch, &e, writes),
+        }
+    }
+}
+
+struct Writer {
+    inner: Arc<Inner>,
+    rx: mpsc::UnboundedReceiver<Job>,
+    /// Jobs taken off the channel and not answered yet.
+    jobs: Vec<Job>,
+    last_renew: Instant,
+    last_idle_check: Instant,
+    /// The last batch with writes failed: try again soon, whatever comes.
+    retrying: bool,
+}
+
+impl Writer {
+    /// Waits until there may be something to do (at most a second, so idle
+    /// leases are returned and renewals made) and takes every job sent so
+    /// far. False once every sender is gone.
+    async fn wait_for_work(&mut self) -> bool {
+        if self.retrying {
             tokio::time::sleep(RETRY_AFTER).await;
-        } else if jobs.is_empty() {
+        } else if self.jobs.is_empty() {
             tokio::select! {
-                job = rx.recv() => match job {
-                    Some(j) => jobs.push(j),
-                    None => return,
+                job = self.rx.recv() => match job {
+                    Some(j) => self.jobs.push(j),
+                    None => return false,
                 },
-                _ = inner.wake.notified() => {}
+                _ = self.inner.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
-        while let Ok(j) = rx.try_recv() {
-            jobs.push(j);
+        while let Ok(j) = self.rx.try_recv() {
+            self.jobs.push(j);
         }
-        if last_idle_check.elapsed() >= Duration::from_secs(1) {
-            last_idle_check = Instant::now();
-            inner.return_idle();
-        }
-        let renew = last_renew.elapsed() >= RENEW_EVERY;
+        true
+    }
+
+    /// Everything queued so far and the waiting top-ups, as one batch, and
+    /// whether it writes ledger rows or returns.
+    fn next_batch(&self, renew: bool) -> (Batch, bool) {
         let (charges, returns, touched) = {
-            let mut p = locked(&inner.pending);
+            let mut p = locked(&self.inner.pending);
             (
                 std::mem::take(&mut p.charges),
                 std::mem::take(&mut p.returns),
@@ -636,76 +750,78 @@ async fn run(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Job>) {
             )
         };
         let writes = !charges.is_empty() || !returns.is_empty();
-        let mut batch = Batch {
-            top_ups: Vec::new(),
+        let top_ups = self
+            .jobs
+            .iter()
+            .filter_map(|j| match j {
+                Job::TopUp(t, _) => Some(t.clone()),
+                Job::Flush(_) => None,
+            })
+            .collect();
+        let batch = Batch {
+            top_ups,
             charges,
             returns,
             renew,
             touched: touched.into_iter().collect(),
         };
-        for j in &jobs {
-            if let Job::TopUp(t, _) = j {
-                batch.top_ups.push(t.clone());
+        (batch, writes)
+    }
+
+    /// A batch committed: opens the gate and answers every job.
+    fn committed(&mut self, outcomes: Vec<TopUpOutcome>, writes: bool, renew: bool) {
+        if writes {
+            self.inner.healthy.store(true, Ordering::Release);
+        }
+        if renew {
+            self.last_renew = Instant::now();
+        }
+        self.retrying = false;
+        let mut outcomes = outcomes.into_iter();
+        for j in self.jobs.drain(..) {
+            match j {
+                Job::TopUp(_, reply) => {
+                    let o = outcomes
+                        .next()
+                        .ok_or_else(|| AccountingError("a top-up got no outcome".into()));
+                    let _ = reply.send(o);
+                }
+                Job::Flush(reply) => {
+                    let _ = reply.send(());
+                }
             }
         }
-        let result = if batch.is_empty() {
-            Ok(Vec::new())
-        } else {
-            apply(&inner.db, &inner.holder, &batch).await
-        };
-        match result {
-            Ok(outcomes) => {
-                if writes {
-                    inner.healthy.store(true, Ordering::Release);
+    }
+
+    /// A batch failed: keeps its rows and returns for the next try, oldest
+    /// first, closes the gate if it had any, and refuses the top-ups.
+    /// Flushes wait for a batch that commits.
+    fn failed(&mut self, mut batch: Batch, e: &DbErr, writes: bool) {
+        tracing::error!(
+            "accounting batch failed ({} ledger rows kept for retry): {e}",
+            batch.charges.len()
+        );
+        {
+            let mut p = locked(&self.inner.pending);
+            batch.charges.append(&mut p.charges);
+            batch.returns.append(&mut p.returns);
+            p.charges = batch.charges;
+            p.returns = batch.returns;
+        }
+        if writes {
+            self.inner.healthy.store(false, Ordering::Release);
+            self.retrying = true;
+        }
+        let mut kept = Vec::new();
+        for j in self.jobs.drain(..) {
+            match j {
+                Job::TopUp(_, reply) => {
+                    let _ = reply.send(Err(AccountingError(e.to_string())));
                 }
-                if renew {
-                    last_renew = Instant::now();
-                }
-                retrying = false;
-                let mut outcomes = outcomes.into_iter();
-                for j in jobs.drain(..) {
-                    match j {
-                        Job::TopUp(_, reply) => {
-                            let o = outcomes
-                                .next()
-                                .ok_or_else(|| AccountingError("a top-up got no outcome".into()));
-                            let _ = reply.send(o);
-                        }
-                        Job::Flush(reply) => {
-                            let _ = reply.send(());
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::error!(
-                    "accounting batch failed ({} ledger rows kept for retry): {e}",
-                    batch.charges.len()
-                );
-                // Keep the rows and returns, oldest first; refuse the top-ups.
-                {
-                    let mut p = locked(&inner.pending);
-                    batch.charges.append(&mut p.charges);
-                    batch.returns.append(&mut p.returns);
-                    p.charges = batch.charges;
-                    p.returns = batch.returns;
-                }
-                if writes {
-                    inner.healthy.store(false, Ordering::Release);
-                    retrying = true;
-                }
-                let mut kept = Vec::new();
-                for j in jobs.drain(..) {
-                    match j {
-                        Job::TopUp(_, reply) => {
-                            let _ = reply.send(Err(AccountingError(e.to_string())));
-                        }
-                        flush @ Job::Flush(_) => kept.push(flush),
-                    }
-                }
-                jobs = kept;
+                flush @ Job::Flush(_) => kept.push(flush),
             }
         }
+        self.jobs = kept;
     }
 }
 
@@ -719,3 +835,6 @@ async fn apply(
     txn.commit().await?;
     Ok(outcomes)
 }
+
+#[cfg(test)]
+mod tests;

@@ -85,109 +85,138 @@ pub fn call(
     include_usage: bool,
 ) -> Reply {
     let prompts = prompt_text(kind, body);
+    if kind == Kind::Embeddings {
+        return embeddings(&prompts, model);
+    }
     let prompt_tokens: u64 = prompts.iter().map(|p| words(p)).sum::<u64>()
         + if kind == Kind::Chat {
             3 * prompts.len() as u64
         } else {
             0
         };
-    let created = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-
-    if kind == Kind::Embeddings {
-        let data: Vec<Value> = prompts
-            .iter()
-            .enumerate()
-            .map(|(i, p)| json!({"object": "embedding", "index": i, "embedding": embedding(p)}))
-            .collect();
-        let usage = Usage {
-            prompt: prompts.iter().map(|p| words(p)).sum(),
-            completion: 0,
-        };
-        let body = json!({
-            "object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": usage.prompt, "total_tokens": usage.prompt}
-        });
-        return Reply::Json { body, usage };
-    }
-
     let (reply, finish) = reply_words(&prompts, max_tokens);
     let usage = Usage {
         prompt: prompt_tokens,
         completion: reply.len() as u64,
     };
-    let usage_json = json!({
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let head = Head {
+        kind,
+        id,
+        model,
+        created,
+    };
+    if stream {
+        Reply::Stream(stream_reply(&head, reply, finish, usage, include_usage))
+    } else {
+        completion_reply(&head, &reply, finish, usage)
+    }
+}
+
+/// One vector per input.
+fn embeddings(prompts: &[String], model: &str) -> Reply {
+    let data: Vec<Value> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| json!({"object": "embedding", "index": i, "embedding": embedding(p)}))
+        .collect();
+    let usage = Usage {
+        prompt: prompts.iter().map(|p| words(p)).sum(),
+        completion: 0,
+    };
+    let body = json!({
+        "object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": usage.prompt, "total_tokens": usage.prompt}
+    });
+    Reply::Json { body, usage }
+}
+
+/// What every completion body and chunk names.
+struct Head<'a> {
+    kind: Kind,
+    id: &'a str,
+    model: &'a str,
+    created: u64,
+}
+
+impl Head<'_> {
+    /// A body (or a chunk, when `chunk`) with these choices.
+    fn body(&self, chunk: bool, choices: Value) -> Value {
+        let object = match (self.kind, chunk) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            _ => "text_completion",
+        };
+        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices})
+    }
+}
+
+fn usage_json(usage: Usage) -> Value {
+    json!({
         "prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
         "total_tokens": usage.prompt + usage.completion
-    });
-    let (object, chunk_object) = match kind {
-        Kind::Chat => ("chat.completion", "chat.completion.chunk"),
-        _ => ("text_completion", "text_completion"),
-    };
+    })
+}
 
-    if !stream {
-        let text = reply.join(" ");
-        let choice = match kind {
-            Kind::Chat => {
-                json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
-            }
-            _ => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish}),
-        };
-        let body = json!({
-            "id": id, "object": object, "created": created, "model": model,
-            "choices": [choice], "usage": usage_json
-        });
-        return Reply::Json { body, usage };
-    }
-
-    let chunk = |choices: Value, usage: Option<&Value>| {
-        let mut v = json!({"id": id, "object": chunk_object, "created": created, "model": model, "choices": choices});
-        if let Some(u) = usage {
-            v["usage"] = u.clone();
+fn completion_reply(head: &Head<'_>, reply: &[String], finish: &str, usage: Usage) -> Reply {
+    let text = reply.join(" ");
+    let choice = match head.kind {
+        Kind::Chat => {
+            json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish})
         }
-        v.to_string()
+        _ => json!({"index": 0, "text": text, "logprobs": null, "finish_reason": finish}),
+    };
+    let mut body = head.body(false, json!([choice]));
+    body["usage"] = usage_json(usage);
+    Reply::Json { body, usage }
+}
+
+/// The reply a word a chunk, then the finish, then usage (shown to the
+/// client only when it asked for it).
+fn stream_reply(
+    head: &Head<'_>,
+    reply: Vec<String>,
+    finish: &str,
+    usage: Usage,
+    include_usage: bool,
+) -> ChunkStream {
+    let chunk = |choices: Value, tokens: u64| Chunk {
+        data: head.body(true, choices).to_string(),
+        usage: None,
+        tokens,
+        forward: true,
     };
     let mut chunks = Vec::new();
-    if kind == Kind::Chat {
-        chunks.push(Chunk {
-            data: chunk(json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]), None),
-            usage: None,
-            tokens: 0,
-            forward: true,
-        });
+    if head.kind == Kind::Chat {
+        chunks.push(chunk(
+            json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]),
+            0,
+        ));
     }
     let n = reply.len();
     for (i, w) in reply.into_iter().enumerate() {
         let piece = if i + 1 < n { format!("{w} ") } else { w };
-        let choice = match kind {
+        let choice = match head.kind {
             Kind::Chat => json!([{"index": 0, "delta": {"content": piece}, "finish_reason": null}]),
             _ => json!([{"index": 0, "text": piece, "logprobs": null, "finish_reason": null}]),
         };
-        chunks.push(Chunk {
-            data: chunk(choice, None),
-            usage: None,
-            tokens: 1,
-            forward: true,
-        });
+        chunks.push(chunk(choice, 1));
     }
-    let last = match kind {
+    let last = match head.kind {
         Kind::Chat => json!([{"index": 0, "delta": {}, "finish_reason": finish}]),
         _ => json!([{"index": 0, "text": "", "logprobs": null, "finish_reason": finish}]),
     };
+    chunks.push(chunk(last, 0));
+    let mut data = head.body(true, json!([]));
+    data["usage"] = usage_json(usage);
     chunks.push(Chunk {
-        data: chunk(last, None),
-        usage: None,
-        tokens: 0,
-        forward: true,
-    });
-    chunks.push(Chunk {
-        data: chunk(json!([]), Some(&usage_json)),
+        data: data.to_string(),
         usage: Some(usage),
         tokens: 0,
         forward: include_usage,
     });
-    let s: ChunkStream = Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)));
-    Reply::Stream(s)
+    Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)))
 }

@@ -78,44 +78,15 @@ fn sse_chunks(resp: reqwest::Response, url: String, include_usage: bool) -> Chun
         async move {
             loop {
                 if let Some(event) = take_event(&mut buf) {
-                    let data: Vec<&str> = event
-                        .lines()
-                        .filter_map(|l| l.strip_prefix("data:"))
-                        .map(str::trim_start)
-                        .collect();
-                    if data.is_empty() {
-                        continue;
+                    match read_event(&event, include_usage) {
+                        Event::Empty => continue,
+                        Event::Done => {
+                            done = true;
+                            buf.clear();
+                            continue;
+                        }
+                        Event::Data(chunk) => return Some((Ok(chunk), (bytes, buf, done))),
                     }
-                    let payload = data.join("\n");
-                    if payload == "[DONE]" {
-                        done = true;
-                        buf.clear();
-                        continue;
-                    }
-                    let json: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
-                    let usage = Usage::from_json(&json);
-                    let tokens = json["choices"]
-                        .as_array()
-                        .map(|cs| {
-                            cs.iter()
-                                .filter(|c| {
-                                    c["delta"]["content"]
-                                        .as_str()
-                                        .is_some_and(|s| !s.is_empty())
-                                        || c["text"].as_str().is_some_and(|s| !s.is_empty())
-                                })
-                                .count() as u64
-                        })
-                        .unwrap_or(0);
-                    let usage_only =
-                        usage.is_some() && json["choices"].as_array().is_some_and(|c| c.is_empty());
-                    let chunk = Chunk {
-                        data: payload,
-                        usage,
-                        tokens,
-                        forward: include_usage || !usage_only,
-                    };
-                    return Some((Ok(chunk), (bytes, buf, done)));
                 }
                 if done {
                     return None;
@@ -138,6 +109,56 @@ fn sse_chunks(resp: reqwest::Response, url: String, include_usage: bool) -> Chun
         }
     });
     Box::pin(s)
+}
+
+/// One SSE event, read.
+enum Event {
+    /// No `data:` lines (a comment or a keep-alive).
+    Empty,
+    /// `data: [DONE]`: the stream is over.
+    Done,
+    Data(Chunk),
+}
+
+fn read_event(event: &str, include_usage: bool) -> Event {
+    let data: Vec<&str> = event
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .map(str::trim_start)
+        .collect();
+    if data.is_empty() {
+        return Event::Empty;
+    }
+    let payload = data.join("\n");
+    if payload == "[DONE]" {
+        return Event::Done;
+    }
+    let json: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
+    let usage = Usage::from_json(&json);
+    let usage_only = usage.is_some() && json["choices"].as_array().is_some_and(|c| c.is_empty());
+    Event::Data(Chunk {
+        tokens: content_deltas(&json),
+        data: payload,
+        usage,
+        forward: include_usage || !usage_only,
+    })
+}
+
+/// Choices in a chunk that carry content: one token each.
+fn content_deltas(json: &Value) -> u64 {
+    json["choices"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .filter(|c| {
+                    c["delta"]["content"]
+                        .as_str()
+                        .is_some_and(|s| !s.is_empty())
+                        || c["text"].as_str().is_some_and(|s| !s.is_empty())
+                })
+                .count() as u64
+        })
+        .unwrap_or(0)
 }
 
 /// Removes and returns the first complete SSE event from `buf`.
