@@ -80,6 +80,9 @@ pub struct LedgerRow {
     pub tokens_in: i64,
     pub tokens_out: i64,
     pub coins: i64,
+    /// The stable outcome code (`domain::outcome::CallOutcome`).
+    pub code: String,
+    /// More about it.
     pub outcome: String,
 }
 

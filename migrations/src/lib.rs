@@ -1,6 +1,7 @@
 //! Database schema. The same migrations run on SQLite and PostgreSQL, so they
 //! use only portable column types: integers for ids, money (micro-coins) and
 //! times (Unix milliseconds), text for everything else.
+#![allow(clippy::too_many_lines)]
 
 pub use sea_orm_migration::prelude::*;
 
@@ -9,6 +10,7 @@ mod m20261128_000002_leases;
 mod m20261129_000003_held_and_overage;
 mod m20261129_000004_login_failure_addr;
 mod m20261129_000005_changes;
+mod m20261129_000006_outcome_code;
 
 pub struct Migrator;
 
@@ -21,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000003_held_and_overage::Migration),
             Box::new(m20261129_000004_login_failure_addr::Migration),
             Box::new(m20261129_000005_changes::Migration),
+            Box::new(m20261129_000006_outcome_code::Migration),
         ]
     }
 }

@@ -1,5 +1,10 @@
 //! init-db and sync against real SQLite and PostgreSQL databases.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines
+)]
 
 mod common;
 
@@ -302,7 +307,8 @@ async fn lease_batches_story(backend: Backend) {
         cost: coins,
         overage: 0,
         request_id: id.into(),
-        outcome: "ok".into(),
+        code: app::domain::outcome::CallOutcome::Ok,
+        detail: String::new(),
     };
 
     let app = TestApp::builder(backend)
@@ -498,7 +504,7 @@ async fn upgrade_story(backend: Backend) {
         ),
         ("req_open", 7, 2_500_000)
     );
-    assert!(rows[0].outcome.starts_with("orphaned"));
+    assert_eq!(rows[0].code, "orphaned_lease");
     assert!(
         db.execute_unprepared("SELECT 1 FROM reservations")
             .await

@@ -8,6 +8,7 @@ pub mod keys;
 pub mod lease;
 pub mod money;
 pub mod names;
+pub mod outcome;
 pub mod owner;
 pub mod plan;
 pub mod policy;

@@ -165,7 +165,10 @@ mod tests {
 
     /// Whether a call of `cost` is admitted, by the rule leases use.
     fn affordable(st: &PoolState, cost: i64) -> bool {
-        matches!(grant(st.limit, st.balance, cost, cost, cost), Grant::Take { .. })
+        matches!(
+            grant(st.limit, st.balance, cost, cost, cost),
+            Grant::Take { .. }
+        )
     }
 
     fn limited(max: i64, refresh: i64, balance: i64) -> PoolState {

@@ -309,6 +309,7 @@ async fn usage<C: ConnectionTrait>(
             tokens_in: r.tokens_in,
             tokens_out: r.tokens_out,
             coins: r.coins_micro,
+            code: r.code,
             outcome: r.outcome,
         })
         .collect();

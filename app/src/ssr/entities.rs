@@ -151,6 +151,9 @@ pub mod ledger {
         pub cost_micro: i64,
         /// How far the true cost exceeded the reservation (0 normally).
         pub overage_micro: i64,
+        /// How the call ended: a `domain::outcome::CallOutcome` code. The
+        /// `outcome` column holds the detail.
+        pub code: String,
     }
     no_relations!();
 }

@@ -191,6 +191,34 @@ pub struct KeyOwner {
     pub expires_at: Option<i64>,
 }
 
+fn unreadable(e: DbErr) -> AuthError {
+    tracing::error!("cannot read an API key row: {e}");
+    AuthError::Unavailable
+}
+
+/// The owner's pool from columns 8 to 15 of the key row, if it has one.
+fn pool_of_row(
+    row: &sea_orm::QueryResult,
+    kind: OwnerKind,
+    owner_id: i64,
+) -> Result<Option<pool::Model>, AuthError> {
+    let Some(id) = row.try_get_by_index::<Option<i64>>(8).map_err(unreadable)? else {
+        return Ok(None);
+    };
+    Ok(Some(pool::Model {
+        id,
+        owner_kind: kind.as_str().to_string(),
+        owner_id,
+        max_micro: row.try_get_by_index(9).map_err(unreadable)?,
+        unlimited: row.try_get_by_index(10).map_err(unreadable)?,
+        refresh_micro: row.try_get_by_index(11).map_err(unreadable)?,
+        balance_micro: row.try_get_by_index(12).map_err(unreadable)?,
+        refilled_at: row.try_get_by_index(13).map_err(unreadable)?,
+        updated_at: row.try_get_by_index(14).map_err(unreadable)?,
+        held_micro: row.try_get_by_index(15).map_err(unreadable)?,
+    }))
+}
+
 /// Checks a presented key: format and checksum first (no database), then, in
 /// one statement, the stored hash, revocation, expiry, the owner (a user must
 /// be active) and the owner's pool.
@@ -218,19 +246,14 @@ pub async fn authenticate<C: ConnectionTrait>(
         .await
         .map_err(|_| AuthError::Unavailable)?
         .ok_or(AuthError::Unknown)?;
-    let get = |e: DbErr| {
-        tracing::error!("cannot read an API key row: {e}");
-        AuthError::Unavailable
-    };
-    let key_id: i64 = row.try_get_by_index(0).map_err(get)?;
-    let kind: String = row.try_get_by_index(1).map_err(get)?;
-    let owner_id: i64 = row.try_get_by_index(2).map_err(get)?;
-    let revoked_at: Option<i64> = row.try_get_by_index(3).map_err(get)?;
-    let expires_at: Option<i64> = row.try_get_by_index(4).map_err(get)?;
-    let last_used_at: Option<i64> = row.try_get_by_index(5).map_err(get)?;
-    let name: Option<String> = row.try_get_by_index(6).map_err(get)?;
-    let user_active: Option<bool> = row.try_get_by_index(7).map_err(get)?;
-    let pool_id: Option<i64> = row.try_get_by_index(8).map_err(get)?;
+    let key_id: i64 = row.try_get_by_index(0).map_err(unreadable)?;
+    let kind: String = row.try_get_by_index(1).map_err(unreadable)?;
+    let owner_id: i64 = row.try_get_by_index(2).map_err(unreadable)?;
+    let revoked_at: Option<i64> = row.try_get_by_index(3).map_err(unreadable)?;
+    let expires_at: Option<i64> = row.try_get_by_index(4).map_err(unreadable)?;
+    let last_used_at: Option<i64> = row.try_get_by_index(5).map_err(unreadable)?;
+    let name: Option<String> = row.try_get_by_index(6).map_err(unreadable)?;
+    let user_active: Option<bool> = row.try_get_by_index(7).map_err(unreadable)?;
     if revoked_at.is_some() {
         return Err(AuthError::Revoked);
     }
@@ -243,21 +266,7 @@ pub async fn authenticate<C: ConnectionTrait>(
     if kind == OwnerKind::User && user_active != Some(true) {
         return Err(AuthError::OwnerDeactivated);
     }
-    let pool = match pool_id {
-        None => None,
-        Some(id) => Some(pool::Model {
-            id,
-            owner_kind: kind.as_str().to_string(),
-            owner_id,
-            max_micro: row.try_get_by_index(9).map_err(get)?,
-            unlimited: row.try_get_by_index(10).map_err(get)?,
-            refresh_micro: row.try_get_by_index(11).map_err(get)?,
-            balance_micro: row.try_get_by_index(12).map_err(get)?,
-            refilled_at: row.try_get_by_index(13).map_err(get)?,
-            updated_at: row.try_get_by_index(14).map_err(get)?,
-            held_micro: row.try_get_by_index(15).map_err(get)?,
-        }),
-    };
+    let pool = pool_of_row(&row, kind, owner_id)?;
     Ok(KeyOwner {
         key_id,
         kind,

@@ -21,6 +21,7 @@
 use super::entities::{api_key, lease, ledger, pool};
 use super::pools;
 use crate::domain::lease::{grant, Grant};
+use crate::domain::outcome::CallOutcome;
 use crate::domain::pool::{refilled, PoolState};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -90,7 +91,9 @@ pub struct Charge {
     /// How far the true cost exceeded the reservation.
     pub overage: i64,
     pub request_id: String,
-    pub outcome: String,
+    pub code: CallOutcome,
+    /// The ledger's `outcome` column: more about how the call ended.
+    pub detail: String,
 }
 
 impl Charge {
@@ -134,8 +137,18 @@ impl Batch {
     }
 }
 
-fn ledger_row(c: &Charge, coins: i64, outcome: String, now: i64) -> ledger::ActiveModel {
+/// `a; b`, or just `b` when there is no `a`.
+fn join_detail(a: &str, b: &str) -> String {
+    if a.is_empty() {
+        b.to_string()
+    } else {
+        format!("{a}; {b}")
+    }
+}
+
+fn ledger_row(c: &Charge, coins: i64, detail: String, now: i64) -> ledger::ActiveModel {
     ledger::ActiveModel {
+        code: Set(c.code.code().to_string()),
         cost_micro: Set(c.cost),
         overage_micro: Set(c.overage),
         pool_id: Set(c.pool_id),
@@ -146,7 +159,7 @@ fn ledger_row(c: &Charge, coins: i64, outcome: String, now: i64) -> ledger::Acti
         coins_micro: Set(coins),
         created_at: Set(now),
         request_id: Set(c.request_id.clone()),
-        outcome: Set(outcome),
+        outcome: Set(detail),
         ..Default::default()
     }
 }
@@ -429,10 +442,10 @@ async fn insert_rows<C: ConnectionTrait>(
             Some(id) if ch.coins > 0 && !alive.contains_key(&id) => ledger_row(
                 ch,
                 extra,
-                format!("{}; already charged with its orphaned lease", ch.outcome),
+                join_detail(&ch.detail, "already charged with its orphaned lease"),
                 now,
             ),
-            _ => ledger_row(ch, ch.coins + extra, ch.outcome.clone(), now),
+            _ => ledger_row(ch, ch.coins + extra, ch.detail.clone(), now),
         })
         .collect();
     // Each connection caches every distinct statement it prepares, and a
@@ -589,9 +602,8 @@ pub async fn sweep_orphans(db: &sea_orm::DatabaseConnection, now: i64) -> Result
                 overage_micro: Set(0),
                 created_at: Set(now),
                 request_id: Set(format!("{SYSTEM_ROW_PREFIX}{}", l.id)),
-                outcome: Set(
-                    "orphaned lease: its holder stopped, so what it held is charged in full".into(),
-                ),
+                code: Set(CallOutcome::OrphanedLease.code().to_string()),
+                outcome: Set("its holder stopped, so what it held is charged in full".into()),
                 ..Default::default()
             })
             .exec_without_returning(&txn)

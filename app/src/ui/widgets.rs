@@ -100,21 +100,34 @@ pub fn PoolPanel(pool: Option<PoolView>, source: String) -> impl IntoView {
 
 #[component]
 pub fn UsagePanel(usage: Vec<DayUsage>, recent: Vec<LedgerRow>) -> impl IntoView {
+    view! {
+        <section class="card">
+            <h2>"Usage"</h2>
+            <UsageChart usage=usage/>
+            <h3>"Recent calls"</h3>
+            <RecentCalls recent=recent/>
+        </section>
+    }
+}
+
+/// Coins spent per day over 30 days, stacked by model.
+#[component]
+fn UsageChart(usage: Vec<DayUsage>) -> impl IntoView {
+    if usage.is_empty() {
+        return view! { <p class="muted">"No coins spent in the last 30 days."</p> }.into_any();
+    }
     let max_day = usage
         .iter()
         .map(|d| d.by_model.iter().map(|(_, c)| *c).sum::<i64>())
         .max()
         .unwrap_or(0)
         .max(1);
-    let models: Vec<String> = {
-        let mut m: Vec<String> = usage
-            .iter()
-            .flat_map(|d| d.by_model.iter().map(|(n, _)| n.clone()))
-            .collect();
-        m.sort();
-        m.dedup();
-        m
-    };
+    let mut models: Vec<String> = usage
+        .iter()
+        .flat_map(|d| d.by_model.iter().map(|(n, _)| n.clone()))
+        .collect();
+    models.sort();
+    models.dedup();
     let color = move |name: &str| {
         let i = models.iter().position(|m| m == name).unwrap_or(0);
         [
@@ -126,42 +139,39 @@ pub fn UsagePanel(usage: Vec<DayUsage>, recent: Vec<LedgerRow>) -> impl IntoView
         .enumerate()
         .map(|(i, d)| {
             let mut y = 100.0;
-            let segs = d
-                .by_model
+            d.by_model
                 .iter()
                 .map(|(m, c)| {
                     let h = *c as f64 / max_day as f64 * 100.0;
                     y -= h;
                     view! { <rect x=(i * 10).to_string() y=format!("{y:.2}") width="8" height=format!("{h:.2}") fill=color(m)><title>{format!("{}: {} {} coins", d.day, m, format_coins(*c))}</title></rect> }
                 })
-                .collect_view();
-            segs
+                .collect_view()
         })
         .collect_view();
-    let chart = if usage.is_empty() {
-        view! { <p class="muted">"No coins spent in the last 30 days."</p> }.into_any()
-    } else {
-        view! {
-            <svg class="chart" viewBox=format!("0 0 {} 100", usage.len() * 10) preserveAspectRatio="none" role="img" aria-label="Coins spent per day over the last 30 days, by model">
-                {bars}
-            </svg>
-        }
-        .into_any()
-    };
-    let rows = if recent.is_empty() {
-        view! { <p class="muted">"No calls yet."</p> }.into_any()
-    } else {
-        view! {
-            <table>
-                <thead><tr><th>"When"</th><th>"Model"</th><th>"Tokens in/out"</th><th>"Coins"</th><th>"Outcome"</th></tr></thead>
-                <tbody>
-                    {recent.into_iter().map(|r| view! {
-                        <tr><td>{short(r.at)}</td><td>{r.model}</td><td>{format!("{} / {}", r.tokens_in, r.tokens_out)}</td><td>{format_coins(r.coins)}</td><td>{r.outcome}</td></tr>
-                    }).collect_view()}
-                </tbody>
-            </table>
-        }
-        .into_any()
-    };
-    view! { <section class="card"><h2>"Usage"</h2>{chart}<h3>"Recent calls"</h3>{rows}</section> }
+    view! {
+        <svg class="chart" viewBox=format!("0 0 {} 100", usage.len() * 10) preserveAspectRatio="none" role="img" aria-label="Coins spent per day over the last 30 days, by model">
+            {bars}
+        </svg>
+    }
+    .into_any()
+}
+
+/// The most recent calls, with the outcome's stable code (its detail on hover).
+#[component]
+fn RecentCalls(recent: Vec<LedgerRow>) -> impl IntoView {
+    if recent.is_empty() {
+        return view! { <p class="muted">"No calls yet."</p> }.into_any();
+    }
+    view! {
+        <table>
+            <thead><tr><th>"When"</th><th>"Model"</th><th>"Tokens in/out"</th><th>"Coins"</th><th>"Outcome"</th></tr></thead>
+            <tbody>
+                {recent.into_iter().map(|r| view! {
+                    <tr><td>{short(r.at)}</td><td>{r.model}</td><td>{format!("{} / {}", r.tokens_in, r.tokens_out)}</td><td>{format_coins(r.coins)}</td><td title=r.outcome><code data-testid="outcome-code">{r.code}</code></td></tr>
+                }).collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
 }

@@ -20,6 +20,7 @@
 //!   batch commits again, and the unwritten rows are kept and retried.
 
 use app::domain::lease::wanted;
+use app::domain::outcome::CallOutcome;
 use app::ssr::entities::pool;
 use app::ssr::ledger::{self, Batch, Charge, Return, TopUp, TopUpOutcome};
 use app::ssr::{db, now_ms, pools};
@@ -56,7 +57,9 @@ pub struct Outcome {
     pub tokens_out: i64,
     /// The cost of what was served.
     pub cost: i64,
-    pub outcome: String,
+    pub code: CallOutcome,
+    /// More about it, for the ledger's `outcome` column (often empty).
+    pub detail: String,
 }
 
 #[derive(Debug)]
@@ -111,8 +114,8 @@ impl Drop for Ticket {
                 tokens_in: 0,
                 tokens_out: 0,
                 cost: self.reserved,
-                outcome: "abandoned: the caller left before the reply; charged the reservation"
-                    .into(),
+                code: CallOutcome::Abandoned,
+                detail: "the caller left before the reply; charged the reservation".into(),
             };
             self.accountant.settle(self, o);
         }
@@ -506,7 +509,8 @@ impl Accountant {
             cost,
             overage,
             request_id: call.request_id.clone(),
-            outcome: o.outcome,
+            code: o.code,
+            detail: o.detail,
         };
         self.queue(vec![charge], returns);
         charged
@@ -568,8 +572,9 @@ impl Accountant {
         );
     }
 
-    /// Records a call refused before admission: a ledger row with no coins.
-    pub fn refuse(&self, pool_id: i64, call: &CallInfo, outcome: &str) {
+    /// Records a call refused before admission: a ledger row with no coins,
+    /// code `refused`, and the API error code as its detail.
+    pub fn refuse(&self, pool_id: i64, call: &CallInfo, error_code: &str) {
         let charge = Charge {
             pool_id,
             lease_id: None,
@@ -581,7 +586,8 @@ impl Accountant {
             cost: 0,
             overage: 0,
             request_id: call.request_id.clone(),
-            outcome: format!("refused: {outcome}"),
+            code: CallOutcome::Refused,
+            detail: error_code.to_string(),
         };
         self.queue(vec![charge], Vec::new());
     }

@@ -9,6 +9,7 @@ use super::{consent_url, pool_of, Caller, Gateway, JsonBody, RequestId};
 use app::domain::bound::{bound, Bound, ModelLimits};
 use app::domain::config::{Config, ModelSpec, OwnerSettings, Provider, SettingsSource};
 use app::domain::money::format_coins;
+use app::domain::outcome::CallOutcome;
 use app::domain::policy::{Rule, Verdict};
 use app::domain::pricing::Price;
 use app::ssr::entities::pool;
@@ -258,18 +259,21 @@ fn settle(
 ) -> Response {
     let price = route.spec.price;
     let typical_input = worst.input.div_ceil(4);
-    let outcome = |usage: Usage, outcome: &str| Outcome {
+    let outcome = |usage: Usage, code: CallOutcome| Outcome {
         tokens_in: usage.prompt as i64,
         tokens_out: usage.completion as i64,
         cost: price.cost(usage.prompt, usage.completion),
-        outcome: outcome.to_string(),
+        code,
+        detail: String::new(),
     };
     match reply {
         Err(e) => {
             // Nothing was served: release the whole reservation.
             let (err, result) = match e {
-                ProviderError::Timeout(m) => (ApiError::UpstreamTimeout(m), "upstream_timeout"),
-                ProviderError::Failed(m) => (ApiError::Upstream(m), "upstream_error"),
+                ProviderError::Timeout(m) => {
+                    (ApiError::UpstreamTimeout(m), CallOutcome::UpstreamTimeout)
+                }
+                ProviderError::Failed(m) => (ApiError::Upstream(m), CallOutcome::UpstreamError),
             };
             ticket.settle(outcome(Usage::default(), result));
             err.into_response()
@@ -278,9 +282,12 @@ fn settle(
             // Some local servers omit usage; never charge 0 for what they produced.
             let reported = reply.get("usage").is_some_and(|u| u.is_object());
             let (usage, result) = if reported || req.kind == Kind::Embeddings {
-                (usage, "ok")
+                (usage, CallOutcome::Ok)
             } else {
-                (estimate_usage(typical_input, &reply), "ok_without_usage")
+                (
+                    estimate_usage(typical_input, &reply),
+                    CallOutcome::OkWithoutUsage,
+                )
             };
             ticket.settle(outcome(usage, result));
             Json(reply).into_response()
@@ -344,21 +351,21 @@ impl Meter {
 
     fn outcome(&self) -> Outcome {
         let (usage, outcome) = match (self.reported, self.finished, self.failed) {
-            (Some(u), true, _) => (u, "ok"),
-            (Some(u), false, _) => (u, "client_disconnected"),
+            (Some(u), true, _) => (u, CallOutcome::Ok),
+            (Some(u), false, _) => (u, CallOutcome::ClientDisconnected),
             // Nothing produced and the upstream failed: release everything.
-            (None, _, true) if self.produced == 0 => (Usage::default(), "upstream_error"),
+            (None, _, true) if self.produced == 0 => (Usage::default(), CallOutcome::UpstreamError),
             (None, _, failed) => (
                 Usage {
                     prompt: self.typical_input,
                     completion: self.produced,
                 },
                 if failed {
-                    "upstream_error_mid_stream"
+                    CallOutcome::UpstreamErrorMidStream
                 } else if self.finished {
-                    "ok_without_usage"
+                    CallOutcome::OkWithoutUsage
                 } else {
-                    "client_disconnected"
+                    CallOutcome::ClientDisconnected
                 },
             ),
         };
@@ -366,7 +373,8 @@ impl Meter {
             tokens_in: usage.prompt as i64,
             tokens_out: usage.completion as i64,
             cost: self.price.cost(usage.prompt, usage.completion),
-            outcome: outcome.to_string(),
+            code: outcome,
+            detail: String::new(),
         }
     }
 }

@@ -1,6 +1,12 @@
 //! Test harness: real databases (a temp SQLite file, or a fresh PostgreSQL
 //! database), the real `tollgate` binary, real HTTP.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines
+)]
 
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use std::io::{BufRead, BufReader};

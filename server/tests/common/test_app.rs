@@ -1,7 +1,13 @@
 //! One test application: a fresh database, a config file, optionally clients
 //! with keys, and the real `tollgate serve` on port 0. Every integration test
 //! file builds on this instead of a setup of its own.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::too_many_lines
+)]
 
 use super::{init_db, load, tollgate, write, Backend, Server, TestDb};
 use app::ssr::entities::{ledger, pool};

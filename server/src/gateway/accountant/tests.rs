@@ -2,6 +2,7 @@
 //! and a fresh PostgreSQL database per test. Every story runs on both.
 
 use super::*;
+use app::domain::outcome::CallOutcome;
 use app::ssr::entities::ledger as ledger_rows;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
@@ -138,7 +139,8 @@ fn served(cost: i64) -> Outcome {
         tokens_in: 3,
         tokens_out: 5,
         cost,
-        outcome: "ok".into(),
+        code: CallOutcome::Ok,
+        detail: String::new(),
     }
 }
 
@@ -245,11 +247,7 @@ async fn a_dropped_ticket_is_charged_its_reservation(backend: Backend) {
     let rows = t.rows(&p).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].coins_micro, 1_000);
-    assert!(
-        rows[0].outcome.starts_with("abandoned"),
-        "{}",
-        rows[0].outcome
-    );
+    assert_eq!(rows[0].code, "abandoned", "{}", rows[0].outcome);
     assert_eq!(t.balance(&p).await, 10_000_000 - 1_000);
 }
 
@@ -325,7 +323,10 @@ async fn flush_makes_queued_rows_visible(backend: Backend) {
         .map(|r| (r.request_id.as_str(), r.coins_micro))
         .collect();
     assert_eq!(seen, [("r1", 700), ("r2", 700), ("r3", 0)]);
-    assert_eq!(rows[2].outcome, "refused: over the rate limit");
+    assert_eq!(
+        (rows[2].code.as_str(), rows[2].outcome.as_str()),
+        ("refused", "over the rate limit")
+    );
     assert_eq!(t.balance(&p).await, 10_000_000 - 1_400);
 }
 
