@@ -13,7 +13,8 @@ rate="${BENCH_RATE:-1000}"
 conns=64
 
 command -v oha >/dev/null || cargo install oha --version 1.16.0 --locked
-./scripts/bundle.sh --release >&2
+# BENCH_NO_BUNDLE=1 skips the browser bundle (only its size is reported).
+[ -n "${BENCH_NO_BUNDLE:-}" ] || ./scripts/bundle.sh --release >&2
 cargo build --release -p server --bin tollgate --example mock_upstream --example seed_clients >&2
 
 work=$(mktemp -d)
