@@ -64,6 +64,14 @@ through_low=$(load "http://$tg_addr/v1/chat/completions" -q 100 -c 16)
 direct=$(load "http://$up_addr/v1/chat/completions" -q "$rate" -c 16)
 through=$(load "http://$tg_addr/v1/chat/completions" -q "$rate" -c 16)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$tg_pid/stat"; }
+# The JSON API at 100 req/s while 8 connections sign in with the right
+# password (so every attempt runs argon2): what a sign-in flood costs it.
+oha --no-tui -z "${secs}s" -c 8 -m POST -H "Origin: http://$tg_addr" -H "Accept: application/json" \
+  -H "Content-Type: application/x-www-form-urlencoded" -d "username=bench&password=bench-password-1" \
+  "http://$tg_addr/api/login" >/dev/null 2>&1 &
+flood_pid=$!
+through_flood=$(load "http://$tg_addr/v1/chat/completions" -q 100 -c 16)
+wait "$flood_pid" || true
 count_rows() { python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from ledger').fetchone()[0])" "$work/bench.db"; }
 sleep 1 # ledger rows are committed just behind the responses
 rows_before=$(count_rows)
@@ -100,11 +108,12 @@ render=$(printf '%s\n' "${render_ms[@]}" | sort -n | sed -n 4p)
 wasm_raw=$(stat -c %s target/site/pkg/tollgate.wasm 2>/dev/null || echo 0)
 wasm_gz=$(gzip -9 -c target/site/pkg/tollgate.wasm 2>/dev/null | wc -c)
 
-python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" "$books" "$rows_at_end" "$direct_low" "$through_low" "$((cpu_after - cpu_before))" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" "$books" "$rows_at_end" "$direct_low" "$through_low" "$((cpu_after - cpu_before))" "$(getconf CLK_TCK)" "$through_flood" <<'PY'
 import json, sys
 direct, through, peak = (json.loads(a) for a in sys.argv[1:4])
 direct_low, through_low = (json.loads(a) for a in sys.argv[16:18])
 cpu_s = int(sys.argv[18]) / int(sys.argv[19])
+flood = json.loads(sys.argv[20])
 rows_before, rows_after, rss_kb, secs, rate, conns = map(int, sys.argv[4:10])
 render_s, page_rows, wasm_raw, wasm_gz = float(sys.argv[10]), int(sys.argv[11]), int(sys.argv[12]), int(sys.argv[13])
 def pct(r, p): return r["latencyPercentiles"][p] * 1000
@@ -118,8 +127,10 @@ l50, l99, m50, m99 = pct(direct_low, "p50"), pct(direct_low, "p99"), pct(through
 print(f"| p50 latency at 100 req/s | {l50:.3f} ms | {m50:.3f} ms | {m50 - l50:+.3f} ms ({m50 / l50:.2f}x) |")
 print(f"| p99 latency at 100 req/s | {l99:.3f} ms | {m99:.3f} ms | {m99 - l99:+.3f} ms ({m99 / l99:.2f}x) |")
 print(f"| p50 latency at {rate} req/s | {d50:.3f} ms | {t50:.3f} ms | {t50 - d50:+.3f} ms ({t50 / d50:.2f}x) |")
+f50, f99 = pct(flood, "p50"), pct(flood, "p99")
 print(f"| p99 latency at {rate} req/s | {d99:.3f} ms | {t99:.3f} ms | {t99 - d99:+.3f} ms ({t99 / d99:.2f}x) |")
 print(f"| successful at {rate} req/s | {ok(direct)} | {ok(through)} | |")
+print(f"| p50 / p99 through Tollgate at 100 req/s: quiet, then during a sign-in flood (8 connections, argon2 each) | {m50:.3f} / {m99:.3f} ms | {f50:.3f} / {f99:.3f} ms | {f50 - m50:+.3f} / {f99 - m99:+.3f} ms |")
 print()
 print(f"| throughput, {conns} connections, no rate limit | value |")
 print("|---|---|")
