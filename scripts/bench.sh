@@ -75,9 +75,22 @@ wait "$flood_pid" || true
 count_rows() { python3 -c "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*) from ledger').fetchone()[0])" "$work/bench.db"; }
 sleep 1 # ledger rows are committed just behind the responses
 rows_before=$(count_rows)
+flood_rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$tg_pid/status")
+echo 5 > "/proc/$tg_pid/clear_refs" 2>/dev/null || true # the peak below is the load's own
+# BENCH_PROFILE=1: where tollgate's CPU time goes at full load (perf, software clock).
+if [ -n "${BENCH_PROFILE:-}" ]; then
+  perf record -q -e cpu-clock -F 499 -g -o "$work/perf.data" -p "$tg_pid" -- sleep "$secs" 2>/dev/null &
+  perf_pid=$!
+fi
 cpu_before=$(cpu_ticks)
 max=$(load "http://$tg_addr/v1/chat/completions" -c "$conns")
 cpu_after=$(cpu_ticks)
+if [ -n "${BENCH_PROFILE:-}" ]; then
+  wait "$perf_pid" || true
+  { perf report -i "$work/perf.data" --no-children --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]'
+    perf report -i "$work/perf.data" --no-children --sort dso,sym --percent-limit 1 --stdio 2>/dev/null | grep -E '^ +[0-9]'
+  } > "${BENCH_PROFILE_OUT:-/dev/stderr}" || true
+fi
 rows_at_end=$(count_rows) # committed by the time the load stopped
 rss_kb=$(awk '/VmHWM/ {print $2}' "/proc/$tg_pid/status")
 sleep 3 # the last rows, and idle leases going back to the pool
@@ -102,18 +115,20 @@ render_ms=()
 for _ in 1 2 3 4 5 6 7; do
   render_ms+=("$(curl -s -o "$work/clients.html" -w '%{time_total}' -H "Cookie: $cookie" "http://$tg_addr/clients")")
 done
-rows=$(grep -o 'data-client=' "$work/clients.html" | wc -l)
+rows=$({ grep -o 'data-client=' "$work/clients.html" || true; } | wc -l)
+[ "$rows" -gt 0 ] || echo "warning: /clients showed no rows (signed in: ${cookie:+yes}); $(head -c 300 "$work/clients.html")" >&2
 render=$(printf '%s\n' "${render_ms[@]}" | sort -n | sed -n 4p)
 
 wasm_raw=$(stat -c %s target/site/pkg/tollgate.wasm 2>/dev/null || echo 0)
-wasm_gz=$(gzip -9 -c target/site/pkg/tollgate.wasm 2>/dev/null | wc -c)
+wasm_gz=$({ gzip -9 -c target/site/pkg/tollgate.wasm 2>/dev/null || true; } | wc -c)
 
-python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" "$books" "$rows_at_end" "$direct_low" "$through_low" "$((cpu_after - cpu_before))" "$(getconf CLK_TCK)" "$through_flood" <<'PY'
+python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" "$books" "$rows_at_end" "$direct_low" "$through_low" "$((cpu_after - cpu_before))" "$(getconf CLK_TCK)" "$through_flood" "$flood_rss_kb" <<'PY'
 import json, sys
 direct, through, peak = (json.loads(a) for a in sys.argv[1:4])
 direct_low, through_low = (json.loads(a) for a in sys.argv[16:18])
 cpu_s = int(sys.argv[18]) / int(sys.argv[19])
 flood = json.loads(sys.argv[20])
+flood_rss_kb = int(sys.argv[21])
 rows_before, rows_after, rss_kb, secs, rate, conns = map(int, sys.argv[4:10])
 render_s, page_rows, wasm_raw, wasm_gz = float(sys.argv[10]), int(sys.argv[11]), int(sys.argv[12]), int(sys.argv[13])
 def pct(r, p): return r["latencyPercentiles"][p] * 1000
@@ -141,7 +156,8 @@ print(f"| ledger rows written in that phase | {rows_after - rows_before} |")
 print(f"| ledger rows committed when the load stopped | {int(sys.argv[15]) - rows_before} |")
 print(f"| every served call in the ledger | {'yes' if rows_after - rows_before >= served else 'NO'} |")
 print(f"| pool + leases + ledger = starting balance | {sys.argv[14]} |")
-print(f"| peak RSS of tollgate | {rss_kb / 1024:.1f} MB |")
+print(f"| peak RSS of tollgate under this load | {rss_kb / 1024:.1f} MB |")
+print(f"| peak RSS before it, after the sign-in flood (argon2: 19 MiB a hash) | {flood_rss_kb / 1024:.1f} MB |")
 print()
 print("| web console | value |")
 print("|---|---|")
