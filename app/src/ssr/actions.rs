@@ -192,6 +192,14 @@ async fn existing_client(ctx: &AppContext, name: &str) -> Result<client::Model, 
         .ok_or_else(|| ConsoleError::refused(StatusCode::NOT_FOUND, "No such client."))
 }
 
+/// A manager's username as typed, normalised the same way for adding and
+/// removing, so that what was added can be removed.
+fn manager_name(username: &str) -> Result<&str, ConsoleError> {
+    let username = username.trim();
+    check_name_length(username)?;
+    Ok(username)
+}
+
 /// Makes the user `username` a manager of `client`.
 pub async fn add_manager(
     ctx: &AppContext,
@@ -199,9 +207,7 @@ pub async fn add_manager(
     username: &str,
 ) -> Result<(), ConsoleError> {
     let c = existing_client(ctx, client).await?;
-    let username = username.trim();
-    check_name_length(username)?;
-    let user = owners::user_by_name(&ctx.db, username)
+    let user = owners::user_by_name(&ctx.db, manager_name(username)?)
         .await?
         .ok_or_else(|| {
             ConsoleError::bad_request("No user with that name; create it on the Users page first.")
@@ -216,10 +222,7 @@ pub async fn remove_manager(
     username: &str,
 ) -> Result<(), ConsoleError> {
     let c = existing_client(ctx, client).await?;
-    // The same normalisation as `add_manager`, so what was added can be removed.
-    let username = username.trim();
-    check_name_length(username)?;
-    if let Some(user) = owners::user_by_name(&ctx.db, username).await? {
+    if let Some(user) = owners::user_by_name(&ctx.db, manager_name(username)?).await? {
         owners::remove_manager(&ctx.db, c.id, user.id).await?;
     }
     Ok(())
