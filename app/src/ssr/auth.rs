@@ -6,7 +6,7 @@
 //! at a time, so a flood of sign-ins queues there instead of stalling the threads
 //! that serve the JSON API.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{Output, PasswordHash, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 
 pub const MIN_PASSWORD_LEN: usize = 10;
@@ -14,7 +14,7 @@ pub const MIN_PASSWORD_LEN: usize = 10;
 pub const MAX_PASSWORD_LEN: usize = 1024;
 
 fn argon2() -> Result<Argon2<'static>, String> {
-    let params = Params::new(19 * 1024, 2, 1, None).map_err(|e| e.to_string())?;
+    let params = Params::new(M_COST, T_COST, 1, Some(OUTPUT_LEN)).map_err(|e| e.to_string())?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
@@ -71,21 +71,70 @@ pub async fn verify_password_async(password: String, phc: String) -> bool {
         .unwrap_or(false)
 }
 
+/// Memory cost in KiB (argon2 blocks are 1 KiB): OWASP's 19 MiB.
+const M_COST: u32 = 19 * 1024;
+const T_COST: u32 = 2;
+const OUTPUT_LEN: usize = 32;
+
+/// Runs `f` with an argon2 working area of [`M_COST`] blocks, reused from call
+/// to call: allocating 19 MiB a hash left the allocator holding hundreds of
+/// megabytes after a flood of sign-ins. At most one area per concurrent
+/// hash is kept, and hashes are limited by `hashing_slots`.
+fn with_memory<T>(f: impl FnOnce(&mut [argon2::Block]) -> T) -> T {
+    static AREAS: std::sync::Mutex<Vec<Vec<argon2::Block>>> = std::sync::Mutex::new(Vec::new());
+    let take = || AREAS.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    let mut area = take().unwrap_or_else(|| vec![argon2::Block::default(); M_COST as usize]);
+    let out = f(&mut area);
+    AREAS.lock().unwrap_or_else(|p| p.into_inner()).push(area);
+    out
+}
+
+fn derive(password: &[u8], salt: &[u8]) -> Result<[u8; OUTPUT_LEN], String> {
+    let mut out = [0u8; OUTPUT_LEN];
+    with_memory(|area| {
+        argon2()?
+            .hash_password_into_with_memory(password, salt, &mut out, area)
+            .map_err(|e| e.to_string())
+    })?;
+    Ok(out)
+}
+
 pub fn hash_password(password: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];
     getrandom::fill(&mut salt).map_err(|e| format!("the system random source failed: {e}"))?;
+    let out = derive(password.as_bytes(), &salt)?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    Ok(argon2()?
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| e.to_string())?
-        .to_string())
+    let hash = Output::new(&out).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "$argon2id$v=19$m={M_COST},t={T_COST},p=1${}${hash}",
+        salt.as_str()
+    ))
 }
 
 pub fn verify_password(password: &str, phc: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else {
         return false;
     };
-    argon2().is_ok_and(|a| a.verify_password(password.as_bytes(), &parsed).is_ok())
+    let ours = parsed.algorithm.as_str() == "argon2id"
+        && parsed.version == Some(19)
+        && parsed.params.get_decimal("m") == Some(M_COST)
+        && parsed.params.get_decimal("t") == Some(T_COST)
+        && parsed.params.get_decimal("p") == Some(1);
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    if !ours || expected.len() != OUTPUT_LEN {
+        // Other parameters: the library's own path (it allocates).
+        return argon2().is_ok_and(|a| a.verify_password(password.as_bytes(), &parsed).is_ok());
+    }
+    let mut buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut buf) else {
+        return false;
+    };
+    derive(password.as_bytes(), salt)
+        .ok()
+        .and_then(|out| Output::new(&out).ok())
+        .is_some_and(|got| got == expected)
 }
 
 #[cfg(test)]
@@ -101,6 +150,28 @@ mod tests {
         assert!(verify_password("correct horse battery", &a));
         assert!(!verify_password("wrong", &a));
         assert!(!verify_password("x", "not a hash"));
+        // A hash made by the library's own path verifies too.
+        use argon2::password_hash::PasswordHasher;
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        let lib = argon2()
+            .unwrap()
+            .hash_password(b"correct horse battery", &salt)
+            .unwrap()
+            .to_string();
+        assert!(verify_password("correct horse battery", &lib), "{lib}");
+        assert!(!verify_password("wrong", &lib));
+        let other = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8 * 1024, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"correct horse battery", &salt)
+        .unwrap()
+        .to_string();
+        assert!(
+            verify_password("correct horse battery", &other),
+            "other parameters"
+        );
         assert!(check_password_policy("short").is_err());
         assert!(check_password_policy(&"x".repeat(MAX_PASSWORD_LEN + 1)).is_err());
         assert!(check_password_length(&"x".repeat(MAX_PASSWORD_LEN)).is_ok());
