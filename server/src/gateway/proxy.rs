@@ -100,7 +100,7 @@ pub async fn call(
     let mut req = CallRequest::parse(kind, body)?;
     let route = resolve(&gw, &owner, &req, id).await?;
     let (ticket, worst) = reserve(&gw, &owner, &route, &mut req).await?;
-    let reply = dispatch(&gw, &route, &req, worst.per_choice).await;
+    let reply = dispatch(&gw, &route, &mut req, worst.per_choice).await;
     Ok(settle(reply, ticket, &route, &req, worst))
 }
 
@@ -204,11 +204,12 @@ async fn reserve(
     }
 }
 
-/// Sends the bounded request to the model's provider.
+/// Sends the bounded request to the model's provider (an upstream takes the
+/// body itself).
 async fn dispatch(
     gw: &Gateway,
     route: &Route,
-    req: &CallRequest,
+    req: &mut CallRequest,
     max_out: u64,
 ) -> Result<Reply, ProviderError> {
     match &route.spec.provider {
@@ -239,7 +240,8 @@ async fn dispatch(
                 &gw.http,
                 &target,
                 req.kind,
-                req.body.clone(),
+                // Sent once: moved out rather than copied.
+                std::mem::take(&mut req.body),
                 req.stream,
                 req.include_usage,
             )
