@@ -439,7 +439,24 @@ pub struct RawModelFields {
     #[serde(default)]
     pub media: Option<RawMedia>,
     #[serde(default)]
-    pub pass_through: Option<Vec<String>>,
+    pub pass_through: Option<Vec<FieldName>>,
+}
+
+/// A request field name under `pass_through`: checked while it is read, so
+/// an error carries its own line and position in the list.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FieldName(pub String);
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || s.len() > 64 || s.chars().any(char::is_whitespace) {
+            return Err(de::Error::custom(format!(
+                "pass_through entry `{s}` must be a request field name of 1 to 64 characters without spaces"
+            )));
+        }
+        Ok(FieldName(s))
+    }
 }
 
 impl RawModelFields {
@@ -481,19 +498,9 @@ impl RawModelFields {
         }
     }
 
-    fn pass_through(&mut self) -> Result<BTreeSet<String>, String> {
-        let set: BTreeSet<String> = self
-            .pass_through
-            .take()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
-        match set.iter().find(|f| f.is_empty() || f.len() > 64) {
-            Some(field) => Err(format!(
-                "pass_through entry `{field}` must be a field name of 1 to 64 characters"
-            )),
-            None => Ok(set),
-        }
+    fn pass_through(&mut self) -> BTreeSet<String> {
+        let fields = self.pass_through.take().unwrap_or_default();
+        fields.into_iter().map(|f| f.0).collect()
     }
 }
 
@@ -507,7 +514,7 @@ impl TryFrom<RawModelFields> for RawModel {
         if f.timeout_secs == Some(0) {
             return Err("timeout_secs must be at least 1".into());
         }
-        let pass_through = f.pass_through()?;
+        let pass_through = f.pass_through();
         let media = f.media.unwrap_or_default();
         Ok(RawModel {
             provider,

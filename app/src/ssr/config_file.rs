@@ -328,6 +328,32 @@ clients:
     }
 
     #[test]
+    fn media_and_pass_through_are_checked_and_documented() {
+        let l = ok("models:\n  v:\n    provider: dummy\n    price: { input: 1, output: 1 }\n    media: { image: 1500 }\n    pass_through: [service_tier]\n");
+        let m = &l.config.models["v"];
+        assert_eq!((m.media.image, m.media.audio), (Some(1500), None));
+        assert!(m.pass_through.contains("service_tier"));
+        assert!(
+            l.warnings.iter().any(|w| w.path == "models.v.pass_through"
+                && w.message.contains("cannot bound what it costs")),
+            "{:?}",
+            l.warnings
+        );
+        // A half-written or hostile entry names its field and line.
+        let e = err("models:\n  v:\n    provider: dummy\n    price: { input: 1, output: 1 }\n    pass_through: [\"\"]\n");
+        assert!(e.to_string().contains("pass_through entry"), "{e}");
+        assert_eq!(
+            (e.line, e.path.as_str()),
+            (Some(5), "models.v.pass_through[0]"),
+            "{e}"
+        );
+        let e = err("models:\n  v:\n    provider: dummy\n    price: { input: 1, output: 1 }\n    media: { video: 9 }\n");
+        assert!(e.to_string().contains("unknown field `video`"), "{e}");
+        let e = err("models:\n  v:\n    provider: dummy\n    price: { input: 1, output: 1 }\n    media: { image: -1 }\n");
+        assert!(e.path.contains("media.image"), "{e}");
+    }
+
+    #[test]
     fn seed_global_defaults_give_the_documented_settings() {
         let c = ok(SEED_DEFAULTS).config;
         let (s, source) = c.clients.settings_for("any-client");
