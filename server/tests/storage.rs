@@ -301,8 +301,15 @@ async fn lease_batches_story(backend: Backend) {
         lease_id,
         key_id: None,
         model: "dummy".into(),
-        tokens_in: 1,
-        tokens_out: 1,
+        usage: app::domain::usage::Usage {
+            input: 1,
+            output: 1,
+            ..Default::default()
+        },
+        lines: app::domain::pricing::Breakdown {
+            input: coins,
+            ..Default::default()
+        },
         coins,
         cost: coins,
         overage: 0,

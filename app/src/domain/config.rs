@@ -402,6 +402,12 @@ pub struct RawPrice {
     pub output: Coins,
     #[serde(default)]
     pub request: Option<Coins>,
+    /// Cached prompt tokens; the input price when omitted.
+    #[serde(default)]
+    pub cached_input: Option<Coins>,
+    /// Prompt tokens written to the provider's cache; the input price when omitted.
+    #[serde(default)]
+    pub cache_write: Option<Coins>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -522,6 +528,8 @@ impl TryFrom<RawModelFields> for RawModel {
                 input_micro: f.price.input.0,
                 output_micro: f.price.output.0,
                 request_micro: f.price.request.map_or(0, |c| c.0),
+                cached_input_micro: f.price.cached_input.map_or(f.price.input.0, |c| c.0),
+                cache_write_micro: f.price.cache_write.map_or(f.price.input.0, |c| c.0),
             },
             max_output_tokens: f.max_output_tokens,
             consent_notice: f.consent_notice,

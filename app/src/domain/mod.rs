@@ -15,3 +15,4 @@ pub mod policy;
 pub mod pool;
 pub mod pricing;
 pub mod time;
+pub mod usage;

@@ -81,8 +81,9 @@ pub struct Charge {
     pub lease_id: Option<i64>,
     pub key_id: Option<i64>,
     pub model: String,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
+    pub usage: crate::domain::usage::Usage,
+    /// The cost, line by line.
+    pub lines: crate::domain::pricing::Breakdown,
     /// Coins taken off the lease.
     pub coins: i64,
     /// The true cost; more than `coins` only when the upstream reported more
@@ -154,8 +155,8 @@ fn ledger_row(c: &Charge, coins: i64, detail: String, now: i64) -> ledger::Activ
         pool_id: Set(c.pool_id),
         key_id: Set(c.key_id),
         model: Set(c.model.clone()),
-        tokens_in: Set(c.tokens_in),
-        tokens_out: Set(c.tokens_out),
+        tokens_in: Set(c.usage.input_total().min(i64::MAX as u64) as i64),
+        tokens_out: Set(c.usage.output.min(i64::MAX as u64) as i64),
         coins_micro: Set(coins),
         created_at: Set(now),
         request_id: Set(c.request_id.clone()),

@@ -21,6 +21,8 @@
 
 use app::domain::lease::wanted;
 use app::domain::outcome::CallOutcome;
+use app::domain::pricing::{Breakdown, Price};
+use app::domain::usage::Usage;
 use app::ssr::entities::pool;
 use app::ssr::ledger::{self, Batch, Charge, Return, TopUp, TopUpOutcome};
 use app::ssr::{db, now_ms, pools};
@@ -53,13 +55,29 @@ pub struct CallInfo {
 /// How a call ended.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub tokens_in: i64,
-    pub tokens_out: i64,
+    pub usage: Usage,
+    /// The cost, line by line; `cost` is their total, except when the
+    /// caller left before the reply and the reservation is charged.
+    pub lines: Breakdown,
     /// The cost of what was served.
     pub cost: i64,
     pub code: CallOutcome,
     /// More about it, for the ledger's `outcome` column (often empty).
     pub detail: String,
+}
+
+impl Outcome {
+    /// A served call, charged at `price` for `usage`.
+    pub fn priced(price: &Price, usage: Usage, code: CallOutcome) -> Outcome {
+        let lines = price.charge(&usage);
+        Outcome {
+            usage,
+            lines,
+            cost: lines.total(),
+            code,
+            detail: String::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -111,8 +129,8 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.settled {
             let o = Outcome {
-                tokens_in: 0,
-                tokens_out: 0,
+                usage: Usage::default(),
+                lines: Breakdown::default(),
                 cost: self.reserved,
                 code: CallOutcome::Abandoned,
                 detail: "the caller left before the reply; charged the reservation".into(),
@@ -503,8 +521,8 @@ impl Accountant {
             lease_id: t.lease_id,
             key_id: call.key_id,
             model: call.model.clone(),
-            tokens_in: o.tokens_in,
-            tokens_out: o.tokens_out,
+            usage: o.usage,
+            lines: o.lines,
             coins: charged,
             cost,
             overage,
@@ -580,8 +598,8 @@ impl Accountant {
             lease_id: None,
             key_id: call.key_id,
             model: call.model.clone(),
-            tokens_in: 0,
-            tokens_out: 0,
+            usage: Usage::default(),
+            lines: Breakdown::default(),
             coins: 0,
             cost: 0,
             overage: 0,

@@ -184,7 +184,7 @@ async fn reserve(
     };
     let worst = bound(req.kind, &mut req.body, limits)
         .map_err(|r| refuse(ApiError::InvalidRequest(r.to_string())))?;
-    let estimate = route.spec.price.cost(worst.input, worst.output);
+    let estimate = route.spec.price.worst(worst.input, worst.output);
     let admission = gw
         .accountant
         .admit(&route.pool, estimate, &route.call)
@@ -261,13 +261,7 @@ fn settle(
 ) -> Response {
     let price = route.spec.price;
     let typical_input = worst.input.div_ceil(4);
-    let outcome = |usage: Usage, code: CallOutcome| Outcome {
-        tokens_in: usage.prompt as i64,
-        tokens_out: usage.completion as i64,
-        cost: price.cost(usage.prompt, usage.completion),
-        code,
-        detail: String::new(),
-    };
+    let outcome = |usage: Usage, code: CallOutcome| Outcome::priced(&price, usage, code);
     match reply {
         Err(e) => {
             // Nothing was served: release the whole reservation.
@@ -326,8 +320,9 @@ fn estimate_usage(typical_input: u64, reply: &Value) -> Usage {
         })
         .unwrap_or(0);
     Usage {
-        prompt: typical_input,
-        completion: (text as u64).div_ceil(4),
+        input: typical_input,
+        output: (text as u64).div_ceil(4),
+        ..Usage::default()
     }
 }
 
@@ -359,8 +354,9 @@ impl Meter {
             (None, _, true) if self.produced == 0 => (Usage::default(), CallOutcome::UpstreamError),
             (None, _, failed) => (
                 Usage {
-                    prompt: self.typical_input,
-                    completion: self.produced,
+                    input: self.typical_input,
+                    output: self.produced,
+                    ..Usage::default()
                 },
                 if failed {
                     CallOutcome::UpstreamErrorMidStream
@@ -371,13 +367,7 @@ impl Meter {
                 },
             ),
         };
-        Outcome {
-            tokens_in: usage.prompt as i64,
-            tokens_out: usage.completion as i64,
-            cost: self.price.cost(usage.prompt, usage.completion),
-            code: outcome,
-            detail: String::new(),
-        }
+        Outcome::priced(&self.price, usage, outcome)
     }
 }
 

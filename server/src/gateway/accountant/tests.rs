@@ -136,8 +136,15 @@ fn call(request_id: &str) -> CallInfo {
 
 fn served(cost: i64) -> Outcome {
     Outcome {
-        tokens_in: 3,
-        tokens_out: 5,
+        usage: app::domain::usage::Usage {
+            input: 3,
+            output: 5,
+            ..Default::default()
+        },
+        lines: app::domain::pricing::Breakdown {
+            input: cost,
+            ..Default::default()
+        },
         cost,
         code: CallOutcome::Ok,
         detail: String::new(),

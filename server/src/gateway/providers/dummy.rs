@@ -96,8 +96,9 @@ pub fn call(
         };
     let (reply, finish) = reply_words(&prompts, max_tokens);
     let usage = Usage {
-        prompt: prompt_tokens,
-        completion: reply.len() as u64,
+        input: prompt_tokens,
+        output: reply.len() as u64,
+        ..Usage::default()
     };
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -124,12 +125,12 @@ fn embeddings(prompts: &[String], model: &str) -> Reply {
         .map(|(i, p)| json!({"object": "embedding", "index": i, "embedding": embedding(p)}))
         .collect();
     let usage = Usage {
-        prompt: prompts.iter().map(|p| words(p)).sum(),
-        completion: 0,
+        input: prompts.iter().map(|p| words(p)).sum(),
+        ..Usage::default()
     };
     let body = json!({
         "object": "list", "data": data, "model": model,
-        "usage": {"prompt_tokens": usage.prompt, "total_tokens": usage.prompt}
+        "usage": {"prompt_tokens": usage.input, "total_tokens": usage.input}
     });
     Reply::Json { body, usage }
 }
@@ -156,8 +157,8 @@ impl Head<'_> {
 
 fn usage_json(usage: Usage) -> Value {
     json!({
-        "prompt_tokens": usage.prompt, "completion_tokens": usage.completion,
-        "total_tokens": usage.prompt + usage.completion
+        "prompt_tokens": usage.input, "completion_tokens": usage.output,
+        "total_tokens": usage.input + usage.output
     })
 }
 

@@ -8,26 +8,7 @@ use std::pin::Pin;
 
 pub use app::domain::bound::Kind;
 
-/// Token usage as a provider reports it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub prompt: u64,
-    pub completion: u64,
-}
-
-impl Usage {
-    /// Reads an OpenAI `usage` object.
-    pub fn from_json(v: &serde_json::Value) -> Option<Usage> {
-        let u = v.get("usage")?;
-        Some(Usage {
-            prompt: u.get("prompt_tokens")?.as_u64()?,
-            completion: u
-                .get("completion_tokens")
-                .and_then(|c| c.as_u64())
-                .unwrap_or(0),
-        })
-    }
-}
+pub use app::domain::usage::Usage;
 
 /// One streamed event.
 #[derive(Debug, Clone)]

@@ -63,7 +63,7 @@ pub async fn call(
     }
     if !stream {
         let body: Value = resp.json().await.map_err(|e| classify(e, &url))?;
-        let usage = Usage::from_json(&body).unwrap_or_default();
+        let usage = Usage::from_openai(&body["usage"]).unwrap_or_default();
         return Ok(Reply::Json { body, usage });
     }
     Ok(Reply::Stream(sse_chunks(resp, url, include_usage)))
@@ -134,7 +134,7 @@ fn read_event(event: &str, include_usage: bool) -> Event {
         return Event::Done;
     }
     let json: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
-    let usage = Usage::from_json(&json);
+    let usage = Usage::from_openai(&json["usage"]);
     let usage_only = usage.is_some() && json["choices"].as_array().is_some_and(|c| c.is_empty());
     Event::Data(Chunk {
         tokens: content_deltas(&json),
