@@ -24,14 +24,38 @@ pub enum Kind {
     Chat,
     Completions,
     Embeddings,
+    /// OpenAI's Responses API.
+    Responses,
+    /// Anthropic's Messages API.
+    Messages,
 }
 
 impl Kind {
+    /// The endpoint under an OpenAI-style `/v1` base URL.
     pub fn path(self) -> &'static str {
         match self {
             Kind::Chat => "/chat/completions",
             Kind::Completions => "/completions",
             Kind::Embeddings => "/embeddings",
+            Kind::Responses => "/responses",
+            Kind::Messages => "/messages",
+        }
+    }
+
+    /// The field that holds the prompt.
+    pub fn prompt_field(self) -> &'static str {
+        match self {
+            Kind::Chat | Kind::Messages => "messages",
+            Kind::Completions => "prompt",
+            Kind::Embeddings | Kind::Responses => "input",
+        }
+    }
+
+    /// The length field added when a call gives none.
+    fn length_field(self) -> &'static str {
+        match self {
+            Kind::Responses => "max_output_tokens",
+            _ => "max_tokens",
         }
     }
 }
@@ -44,6 +68,9 @@ pub const PER_MESSAGE: u64 = 8;
 pub const MAX_CHOICES: u64 = 128;
 /// The most candidates one call may have generated (`best_of`), as OpenAI allows.
 pub const MAX_BEST_OF: u64 = 20;
+/// Input Anthropic adds on its own when a call offers tools: its tool-use
+/// system prompt (documented as up to a few hundred tokens), with room to spare.
+pub const TOOL_PROMPT: u64 = 1024;
 
 /// Tokens one non-text content part may cost at most, declared per model.
 /// A kind of part with no declared cost is refused.
@@ -86,7 +113,7 @@ impl fmt::Display for Refused {
     }
 }
 
-fn refuse<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T, Refused> {
+pub(crate) fn refuse<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T, Refused> {
     Err(Refused {
         field: field.into(),
         reason: reason.into(),
@@ -101,6 +128,8 @@ enum Role {
     Choices,
     /// Ollama's `options` object.
     Options,
+    /// Function tools (hosted tools cost more than their bytes, so they are refused).
+    Tools,
     /// Forwarded as is; its bytes count as input.
     Harmless,
 }
@@ -190,17 +219,66 @@ const OLLAMA_OPTIONS: [&str; 19] = [
     "num_predict",
 ];
 
+/// Fields of the Responses API that cannot raise a call's cost beyond
+/// their bytes. `previous_response_id` never gets here: the gateway expands
+/// it into `input` first, so the chained history is bounded too.
+const RESPONSES: [&str; 17] = [
+    "instructions",
+    "temperature",
+    "top_p",
+    "stream",
+    "stream_options",
+    "store",
+    "metadata",
+    "user",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning",
+    "text",
+    "truncation",
+    "include",
+    "top_logprobs",
+    "safety_identifier",
+    "prompt_cache_key",
+];
+
+/// Fields of Anthropic's Messages API that cannot raise a call's cost beyond
+/// their bytes (`thinking` spends within `max_tokens`).
+const MESSAGES: [&str; 9] = [
+    "system",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "stream",
+    "metadata",
+    "tool_choice",
+    "thinking",
+];
+
 fn role(kind: Kind, field: &str) -> Option<Role> {
-    let prompt = match kind {
-        Kind::Chat => "messages",
-        Kind::Completions => "prompt",
-        Kind::Embeddings => "input",
-    };
-    if field == prompt {
+    if field == kind.prompt_field() {
         return Some(Role::Prompt);
     }
     if field == "model" {
         return Some(Role::Harmless);
+    }
+    match kind {
+        Kind::Responses | Kind::Messages => {
+            let (length, own): (&str, &[&str]) = if kind == Kind::Responses {
+                ("max_output_tokens", &RESPONSES)
+            } else {
+                ("max_tokens", &MESSAGES)
+            };
+            return if field == length {
+                Some(Role::Length)
+            } else if field == "tools" {
+                Some(Role::Tools)
+            } else {
+                own.contains(&field).then_some(Role::Harmless)
+            };
+        }
+        _ => {}
     }
     if kind == Kind::Embeddings {
         return EMBEDDINGS_ONLY.contains(&field).then_some(Role::Harmless);
@@ -266,7 +344,7 @@ fn count_value(field: &str, v: &Value, most: u64) -> Result<u64, Refused> {
 }
 
 /// Tokens of one chat message's `content`.
-fn content_tokens(path: &str, content: &Value, media: &MediaCosts) -> Result<u64, Refused> {
+pub(crate) fn content_tokens(path: &str, content: &Value, media: &MediaCosts) -> Result<u64, Refused> {
     match content {
         Value::Null => Ok(0),
         Value::String(s) => Ok(s.len() as u64),
@@ -420,6 +498,19 @@ impl Tally {
         let bytes = k.len() as u64 + json_len(v);
         match role {
             Role::Prompt if kind == Kind::Chat => self.input += chat_input(v, limits.media)?,
+            Role::Prompt if kind == Kind::Responses => {
+                self.input += super::bound_items::responses_input(v, limits.media)?;
+            }
+            Role::Prompt if kind == Kind::Messages => {
+                self.input += super::bound_items::messages_input(v, limits.media)?;
+            }
+            Role::Tools => {
+                super::bound_items::tools(kind, v)?;
+                self.input += bytes;
+                if kind == Kind::Messages && v.as_array().is_some_and(|t| !t.is_empty()) {
+                    self.input += TOOL_PROMPT;
+                }
+            }
             Role::Prompt => {
                 let (tokens, n) = text_input(k, v)?;
                 self.input += tokens;
@@ -463,12 +554,7 @@ pub fn bound(kind: Kind, body: &mut Value, limits: ModelLimits<'_>) -> Result<Bo
         t.field(kind, k, v, &limits)?;
     }
     if !t.prompt_seen {
-        let field = match kind {
-            Kind::Chat => "messages",
-            Kind::Completions => "prompt",
-            Kind::Embeddings => "input",
-        };
-        return refuse(field, "is required");
+        return refuse(kind.prompt_field(), "is required");
     }
     if kind == Kind::Embeddings {
         return Ok(Bound {
@@ -481,7 +567,7 @@ pub fn bound(kind: Kind, body: &mut Value, limits: ModelLimits<'_>) -> Result<Bo
         .max_output_tokens
         .map_or(DEFAULT_MAX_OUTPUT_TOKENS, u64::from);
     let per_choice = t.asked.map_or(cap, |a| a.min(cap));
-    write_lengths(map, &t.lengths, per_choice);
+    write_lengths(kind, map, &t.lengths, per_choice);
     Ok(Bound {
         input: t.input,
         output: per_choice
@@ -491,12 +577,12 @@ pub fn bound(kind: Kind, body: &mut Value, limits: ModelLimits<'_>) -> Result<Bo
     })
 }
 
-fn write_lengths(map: &mut Map<String, Value>, given: &[String], per_choice: u64) {
+fn write_lengths(kind: Kind, map: &mut Map<String, Value>, given: &[String], per_choice: u64) {
     for k in given {
         map.insert(k.clone(), Value::from(per_choice));
     }
-    if !map.contains_key("max_tokens") && !map.contains_key("max_completion_tokens") {
-        map.insert("max_tokens".into(), Value::from(per_choice));
+    if !map.contains_key(kind.length_field()) && !map.contains_key("max_completion_tokens") {
+        map.insert(kind.length_field().into(), Value::from(per_choice));
     }
     if let Some(opts) = map.get_mut("options").and_then(Value::as_object_mut) {
         if opts.contains_key("num_predict") {

@@ -110,8 +110,22 @@ pub enum Provider {
         base_url: String,
         api_key_env: Option<String>,
         upstream_model: String,
+        /// Whether the upstream serves the Responses API itself
+        /// (`responses_api: native`); otherwise Responses calls are
+        /// translated onto chat completions.
+        native_responses: bool,
+    },
+    /// Anthropic's Messages API (`base_url` as Anthropic's SDKs take it,
+    /// without `/v1`).
+    Anthropic {
+        base_url: String,
+        api_key_env: Option<String>,
+        upstream_model: String,
     },
 }
+
+/// Where Anthropic's API lives unless a model says otherwise.
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSpec {
@@ -392,7 +406,18 @@ pub struct RawAccess {
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Openai,
+    Anthropic,
     Dummy,
+}
+
+/// `responses_api:` on an `openai` model: whether `/v1/responses` calls go
+/// upstream as they are, or are translated onto chat completions.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponsesApi {
+    Native,
+    #[default]
+    Chat,
 }
 
 #[derive(Debug, Deserialize)]
@@ -439,6 +464,8 @@ pub struct RawModelFields {
     pub base_url: Option<String>,
     pub api_key_env: Option<String>,
     pub upstream_model: Option<String>,
+    #[serde(default)]
+    pub responses_api: Option<ResponsesApi>,
     pub max_output_tokens: Option<u32>,
     pub consent_notice: Option<String>,
     pub timeout_secs: Option<u32>,
@@ -468,6 +495,9 @@ impl<'de> Deserialize<'de> for FieldName {
 impl RawModelFields {
     /// The provider, with only the fields that provider takes.
     fn provider(&mut self) -> Result<Provider, String> {
+        if self.responses_api.is_some() && !matches!(self.provider, ProviderKind::Openai) {
+            return Err("`responses_api` applies only to provider `openai`".into());
+        }
         match self.provider {
             ProviderKind::Dummy => {
                 for (name, v) in [
@@ -476,32 +506,49 @@ impl RawModelFields {
                     ("upstream_model", &self.upstream_model),
                 ] {
                     if v.is_some() {
-                        return Err(format!("`{name}` applies only to provider `openai`"));
+                        return Err(format!(
+                            "`{name}` applies only to providers `openai` and `anthropic`"
+                        ));
                     }
                 }
                 Ok(Provider::Dummy)
             }
-            ProviderKind::Openai => {
-                let base_url = self
-                    .base_url
-                    .take()
-                    .ok_or("provider `openai` needs `base_url`, e.g. https://api.openai.com/v1")?;
-                if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-                    return Err(format!(
-                        "base_url `{base_url}` must start with http:// or https://"
-                    ));
-                }
-                let upstream_model = self
-                    .upstream_model
-                    .take()
-                    .ok_or("provider `openai` needs `upstream_model`, the model name upstream")?;
-                Ok(Provider::OpenAi {
-                    base_url: base_url.trim_end_matches('/').to_string(),
-                    api_key_env: self.api_key_env.take(),
-                    upstream_model,
-                })
-            }
+            ProviderKind::Openai => Ok(Provider::OpenAi {
+                base_url: self.base_url("openai", None)?,
+                upstream_model: self.upstream_model("openai")?,
+                api_key_env: self.api_key_env.take(),
+                native_responses: self.responses_api == Some(ResponsesApi::Native),
+            }),
+            ProviderKind::Anthropic => Ok(Provider::Anthropic {
+                base_url: self.base_url("anthropic", Some(ANTHROPIC_BASE_URL))?,
+                upstream_model: self.upstream_model("anthropic")?,
+                api_key_env: self.api_key_env.take(),
+            }),
         }
+    }
+
+    fn base_url(&mut self, provider: &str, default: Option<&str>) -> Result<String, String> {
+        let base_url = match (self.base_url.take(), default) {
+            (Some(u), _) => u,
+            (None, Some(d)) => d.to_string(),
+            (None, None) => {
+                return Err(format!(
+                    "provider `{provider}` needs `base_url`, e.g. https://api.openai.com/v1"
+                ))
+            }
+        };
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(format!(
+                "base_url `{base_url}` must start with http:// or https://"
+            ));
+        }
+        Ok(base_url.trim_end_matches('/').to_string())
+    }
+
+    fn upstream_model(&mut self, provider: &str) -> Result<String, String> {
+        self.upstream_model.take().ok_or_else(|| {
+            format!("provider `{provider}` needs `upstream_model`, the model name upstream")
+        })
     }
 
     fn pass_through(&mut self) -> BTreeSet<String> {

@@ -3,6 +3,7 @@
 //! show exactly what the server computes.
 
 pub mod bound;
+pub mod bound_items;
 pub mod config;
 pub mod keys;
 pub mod lease;

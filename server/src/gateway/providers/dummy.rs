@@ -30,6 +30,8 @@ fn prompt_text(kind: Kind, body: &Value) -> Vec<String> {
             .unwrap_or_default(),
         Kind::Completions => string_or_list(&body["prompt"]),
         Kind::Embeddings => string_or_list(&body["input"]),
+        // The gateway translates these to chat before they reach the dummy.
+        Kind::Responses | Kind::Messages => Vec::new(),
     }
 }
 
@@ -185,6 +187,7 @@ fn stream_reply(
     include_usage: bool,
 ) -> ChunkStream {
     let chunk = |choices: Value, tokens: u64| Chunk {
+        event: None,
         data: head.body(true, choices).to_string(),
         usage: None,
         tokens,
@@ -214,6 +217,7 @@ fn stream_reply(
     let mut data = head.body(true, json!([]));
     data["usage"] = usage_json(usage);
     chunks.push(Chunk {
+        event: None,
         data: data.to_string(),
         usage: Some(usage),
         tokens: 0,
