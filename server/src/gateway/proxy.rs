@@ -4,7 +4,7 @@
 
 use super::accountant::{Admission, CallInfo, Outcome, Ticket};
 use super::error::{invalid_json, ApiError};
-use super::providers::{dummy, openai, Chunk, ChunkStream, Kind, ProviderError, Reply, Usage};
+use super::providers::{anthropic, dummy, openai, Chunk, ChunkStream, Kind, ProviderError, Reply, Usage};
 use super::{consent_url, pool_of, Caller, Gateway, JsonBody, RequestId};
 use app::domain::bound::{bound, Bound, ModelLimits};
 use app::domain::config::{Config, ModelSpec, OwnerSettings, Provider, SettingsSource};
@@ -222,10 +222,35 @@ async fn dispatch(
             req.stream,
             req.include_usage,
         )),
+        Provider::Anthropic {
+            base_url,
+            api_key_env,
+            upstream_model,
+        } => {
+            let target = anthropic::Target {
+                base_url,
+                api_key_env: api_key_env.as_deref(),
+                upstream_model,
+                timeout: route
+                    .spec
+                    .timeout_secs
+                    .map_or(UPSTREAM_TIMEOUT, |s| Duration::from_secs(s.into())),
+            };
+            anthropic::call(
+                &gw.http,
+                &target,
+                req.kind,
+                std::mem::take(&mut req.body),
+                req.stream,
+                req.include_usage,
+            )
+            .await
+        }
         Provider::OpenAi {
             base_url,
             api_key_env,
             upstream_model,
+            ..
         } => {
             let target = openai::Target {
                 base_url,
@@ -270,6 +295,7 @@ fn settle(
                     (ApiError::UpstreamTimeout(m), CallOutcome::UpstreamTimeout)
                 }
                 ProviderError::Failed(m) => (ApiError::Upstream(m), CallOutcome::UpstreamError),
+                ProviderError::Unsupported(m) => (ApiError::InvalidRequest(m), CallOutcome::Refused),
             };
             ticket.settle(outcome(Usage::default(), result));
             err.into_response()
@@ -404,6 +430,7 @@ fn sse_response(chunks: ChunkStream, meter: Meter) -> Response {
                     let (code, msg) = match e {
                         ProviderError::Timeout(m) => ("upstream_timeout", m),
                         ProviderError::Failed(m) => ("upstream_error", m),
+                        ProviderError::Unsupported(m) => ("invalid_request", m),
                     };
                     let err = serde_json::json!({"error": {"message": msg, "type": "api_error", "code": code}});
                     let frame = Bytes::from(format!("data: {err}\n\n"));
