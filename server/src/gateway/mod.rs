@@ -6,6 +6,7 @@ pub mod accountant;
 pub mod directory;
 pub mod error;
 pub mod providers;
+pub mod protocol;
 mod proxy;
 
 use accountant::Accountant;
