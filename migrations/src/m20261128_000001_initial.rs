@@ -32,7 +32,7 @@ pub(crate) fn text(name: &str) -> ColumnDef {
 fn text_null(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name)).text().null().to_owned()
 }
-fn long_text(name: &str) -> ColumnDef {
+pub(crate) fn long_text(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name))
         .text()
         .not_null()

@@ -98,6 +98,7 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
         http,
     };
     spawn_orphan_sweep(ctx.db.clone());
+    spawn_response_purge(ctx.db.clone());
     // Sign-in compares unknown names against this hash; compute it now, off
     // the request threads, rather than during the first such sign-in.
     tokio::task::spawn_blocking(|| {
@@ -190,6 +191,22 @@ fn spawn_orphan_sweep(db: sea_orm::DatabaseConnection) {
                 Err(e) => tracing::error!("orphan sweep failed: {e}"),
             }
             tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        }
+    });
+}
+
+/// Deletes stored Responses API responses past their retention: at
+/// start-up, then every ten minutes. Reads already ignore them; this only
+/// gives the space back.
+fn spawn_response_purge(db: sea_orm::DatabaseConnection) {
+    tokio::spawn(async move {
+        loop {
+            match app::ssr::responses::purge(&db, now_ms()).await {
+                Ok(0) => tracing::debug!("purged 0 expired stored responses"),
+                Ok(n) => tracing::info!("purged {n} expired stored responses"),
+                Err(e) => tracing::error!("purging expired stored responses failed: {e}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(600)).await;
         }
     });
 }

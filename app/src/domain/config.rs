@@ -12,6 +12,7 @@ use super::money::coins_to_micro;
 use super::names::validate_name;
 use super::policy::{AccessMode, AccessPolicy};
 use super::pricing::Price;
+use super::time::{parse_duration_ms, DAY_MS};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -150,6 +151,91 @@ pub struct ServerSettings {
     pub listen: Option<String>,
     pub database_url: Option<String>,
     pub public_url: Option<String>,
+    #[serde(default)]
+    pub responses: Option<ResponsesSettings>,
+}
+
+impl ServerSettings {
+    /// How long a stored Responses API response is kept, in milliseconds.
+    pub fn responses_retention_ms(&self) -> i64 {
+        self.responses
+            .as_ref()
+            .and_then(|r| r.retention)
+            .map_or(Retention::DEFAULT_MS, Retention::ms)
+    }
+}
+
+/// `server.responses`: responses stored for the Responses API.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesSettings {
+    #[serde(default)]
+    pub retention: Option<Retention>,
+}
+
+/// `server.responses.retention`: how long a stored response is kept after
+/// it was created, written like a key lifetime (`30d`, `12h`, `90m`, `3600s`;
+/// a bare number counts days). At least a minute: a shorter retention would
+/// lose a conversation between two turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(i64);
+
+impl Retention {
+    /// OpenAI keeps stored responses for 30 days.
+    pub const DEFAULT_MS: i64 = 30 * DAY_MS;
+    pub const MIN_MS: i64 = 60_000;
+
+    pub fn ms(self) -> i64 {
+        self.0
+    }
+
+    /// Reads a retention as written in the file.
+    pub fn parse(text: &str) -> Result<Retention, String> {
+        let ms = parse_duration_ms(text).ok_or_else(|| {
+            format!(
+                "retention must be a positive duration such as `30d`, `12h`, `90m` or `3600s` (a bare number counts days), got `{text}`"
+            )
+        })?;
+        if ms < Self::MIN_MS {
+            return Err(format!(
+                "retention must be at least 1 minute (`1m`), got `{text}`"
+            ));
+        }
+        Ok(Retention(ms))
+    }
+}
+
+impl Serialize for Retention {
+    /// As seconds, which reads back to the same value: every retention the
+    /// file can give is a whole number of seconds.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{}s", self.0 / 1000))
+    }
+}
+
+impl<'de> Deserialize<'de> for Retention {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Retention;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as `30d`, `12h`, `90m` or `3600s`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Retention, E> {
+                Retention::parse(v).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Retention, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Retention, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Retention, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// A validated configuration.

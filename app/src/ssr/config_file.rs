@@ -610,6 +610,57 @@ clients:
     }
 
     #[test]
+    fn responses_retention_defaults_to_30_days_and_is_checked() {
+        use crate::domain::config::Retention;
+        use crate::domain::time::DAY_MS;
+        let retention = |yaml: &str| ok(yaml).config.server.responses_retention_ms();
+        assert_eq!(retention("clients:\n"), 30 * DAY_MS);
+        assert_eq!(retention("server:\n  responses:\n"), 30 * DAY_MS);
+        assert_eq!(retention("server:\n  responses: {}\n"), 30 * DAY_MS);
+        for (text, ms) in [
+            ("7d", 7 * DAY_MS),
+            ("12h", 12 * 3_600_000),
+            ("90m", 90 * 60_000),
+            ("1m", 60_000),
+            ("60s", 60_000),
+            ("\"2d\"", 2 * DAY_MS),
+            ("30", 30 * DAY_MS),
+        ] {
+            let yaml = format!("server:\n  responses:\n    retention: {text}\n");
+            assert_eq!(retention(&yaml), ms, "{text}");
+        }
+        for bad in [
+            "0", "-1", "0d", "-2h", "59s", "1.5", "soon", "30w", "\"\"", "true", "[1d]",
+        ] {
+            let e = err(&format!("server:\n  responses:\n    retention: {bad}\n"));
+            assert_eq!(
+                (e.line, e.column, e.path.as_str()),
+                (Some(3), Some(16), "server.responses.retention"),
+                "{bad}: {e}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with("t.yaml:3:16: server.responses.retention: "),
+                "{bad}: {e}"
+            );
+        }
+        let e = err("server:\n  responses:\n    retention: 30s\n");
+        assert!(e.message.contains("at least 1 minute"), "{e}");
+        let e = err("server:\n  responses:\n    retention: forever\n");
+        assert!(
+            e.message.contains("positive duration") && e.message.contains("`forever`"),
+            "{e}"
+        );
+        let e = err("server:\n  responses:\n    retain: 5d\n");
+        assert!(e.message.contains("unknown field `retain`"), "{e}");
+        assert_eq!(e.line, Some(3), "{e}");
+        // What the config serializes to reads back as the same retention.
+        let r = Retention::parse("2h").unwrap();
+        let back: Retention = serde_json::from_value(serde_json::to_value(r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
     fn the_committed_example_is_valid() {
         let text = include_str!("../../../tollgate.yaml");
         let l = ok(text);

@@ -227,3 +227,25 @@ pub mod login_failure {
     }
     no_relations!();
 }
+
+/// A response stored for the Responses API (`ssr::responses`): JSON text in
+/// `context` (the conversation up to this response's input) and `response`.
+pub mod stored_response {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "stored_responses")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub owner_kind: String,
+        pub owner_id: i64,
+        pub model: String,
+        pub created_at: i64,
+        pub expires_at: i64,
+        #[sea_orm(column_type = "Text")]
+        pub context: String,
+        #[sea_orm(column_type = "Text")]
+        pub response: String,
+    }
+    no_relations!();
+}

@@ -23,6 +23,10 @@ pub enum ApiError {
     InsufficientCoins(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// A stored response this key's owner cannot see: missing, expired,
+    /// deleted or another owner's, all alike.
+    #[error("{0}")]
+    ResponseNotFound(String),
     #[error("{0}")]
     Upstream(String),
     #[error("{0}")]
@@ -35,7 +39,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
-            ApiError::ModelNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ModelNotFound(_) | ApiError::ResponseNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::ModelNotAllowed(_)
             | ApiError::ConsentRequired(_)
             | ApiError::PoolBlocked(_) => StatusCode::FORBIDDEN,
@@ -56,6 +60,7 @@ impl ApiError {
             ApiError::PoolBlocked(_) => "pool_blocked",
             ApiError::InsufficientCoins(_) => "insufficient_coins",
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::ResponseNotFound(_) => "response_not_found",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::UpstreamTimeout(_) => "upstream_timeout",
             ApiError::AccountingUnavailable(_) => "accounting_unavailable",
@@ -69,7 +74,9 @@ impl ApiError {
             | ApiError::ConsentRequired(_)
             | ApiError::PoolBlocked(_) => "permission_error",
             ApiError::InsufficientCoins(_) => "insufficient_quota",
-            ApiError::ModelNotFound(_) | ApiError::InvalidRequest(_) => "invalid_request_error",
+            ApiError::ModelNotFound(_)
+            | ApiError::InvalidRequest(_)
+            | ApiError::ResponseNotFound(_) => "invalid_request_error",
             ApiError::Upstream(_)
             | ApiError::UpstreamTimeout(_)
             | ApiError::AccountingUnavailable(_) => "api_error",

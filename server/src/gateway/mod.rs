@@ -8,6 +8,7 @@ pub mod error;
 pub mod providers;
 pub mod protocol;
 mod proxy;
+mod stored;
 
 use accountant::Accountant;
 use app::domain::money::micro_to_coins;
@@ -44,6 +45,13 @@ pub fn router(gw: Gateway) -> Router {
         .route("/v1/chat/completions", metered(Kind::Chat))
         .route("/v1/completions", metered(Kind::Completions))
         .route("/v1/embeddings", metered(Kind::Embeddings))
+        // Matched before the catch-all below: a literal prefix wins over `{*rest}`.
+        .route(
+            "/v1/responses/{id}",
+            get(stored::retrieve)
+                .delete(stored::delete)
+                .fallback(not_found),
+        )
         .route("/v1/{*rest}", axum::routing::any(not_found))
         // The server-wide limit (`crate::body_limit`) has already refused
         // larger bodies with 413; this only lifts axum's 2 MB default for
