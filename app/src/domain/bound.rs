@@ -344,7 +344,11 @@ fn count_value(field: &str, v: &Value, most: u64) -> Result<u64, Refused> {
 }
 
 /// Tokens of one chat message's `content`.
-pub(crate) fn content_tokens(path: &str, content: &Value, media: &MediaCosts) -> Result<u64, Refused> {
+pub(crate) fn content_tokens(
+    path: &str,
+    content: &Value,
+    media: &MediaCosts,
+) -> Result<u64, Refused> {
     match content {
         Value::Null => Ok(0),
         Value::String(s) => Ok(s.len() as u64),

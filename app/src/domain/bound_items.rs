@@ -91,7 +91,12 @@ fn item_tokens(at: &str, item: &Value, media: &MediaCosts) -> Result<u64, Refuse
 }
 
 /// Item types of the Responses API whose whole cost is in their bytes.
-const RESPONSE_ITEMS: [&str; 4] = ["message", "function_call", "function_call_output", "reasoning"];
+const RESPONSE_ITEMS: [&str; 4] = [
+    "message",
+    "function_call",
+    "function_call_output",
+    "reasoning",
+];
 
 /// The Responses API's `input`: a string, or a list of items.
 pub fn responses_input(input: &Value, media: &MediaCosts) -> Result<u64, Refused> {
@@ -101,7 +106,10 @@ pub fn responses_input(input: &Value, media: &MediaCosts) -> Result<u64, Refused
             let mut total = 0;
             for (i, item) in items.iter().enumerate() {
                 let at = format!("input[{i}]");
-                let ty = item.get("type").and_then(Value::as_str).unwrap_or("message");
+                let ty = item
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("message");
                 if !RESPONSE_ITEMS.contains(&ty) {
                     return refuse(
                         format!("{at}.type"),
@@ -112,7 +120,10 @@ pub fn responses_input(input: &Value, media: &MediaCosts) -> Result<u64, Refused
             }
             Ok(total)
         }
-        _ => refuse("input", "is missing, empty, or neither text nor a list of items"),
+        _ => refuse(
+            "input",
+            "is missing, empty, or neither text nor a list of items",
+        ),
     }
 }
 
@@ -160,11 +171,23 @@ mod tests {
 
     #[test]
     fn hosted_tools_and_unknown_items_are_refused_by_name() {
-        let e = tools(Kind::Responses, &json!([{"type": "function"}, {"type": "web_search"}])).unwrap_err();
+        let e = tools(
+            Kind::Responses,
+            &json!([{"type": "function"}, {"type": "web_search"}]),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "tools[1].type");
-        let e = tools(Kind::Messages, &json!([{"name": "f"}, {"type": "web_search_20250305"}])).unwrap_err();
+        let e = tools(
+            Kind::Messages,
+            &json!([{"name": "f"}, {"type": "web_search_20250305"}]),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "tools[1].type");
-        let e = responses_input(&json!([{"type": "item_reference", "id": "x"}]), &MediaCosts::default()).unwrap_err();
+        let e = responses_input(
+            &json!([{"type": "item_reference", "id": "x"}]),
+            &MediaCosts::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.field, "input[0].type");
     }
 
@@ -172,9 +195,18 @@ mod tests {
     fn media_costs_what_the_model_declares() {
         let img = json!([{"role": "user", "content": [{"type": "image", "source": {"type": "base64", "data": "x".repeat(10_000)}}]}]);
         assert!(messages_input(&img, &MediaCosts::default()).is_err());
-        let media = MediaCosts { image: Some(1500), ..MediaCosts::default() };
-        assert_eq!(messages_input(&img, &media).unwrap(), PER_MESSAGE + 10 + PER_MESSAGE + 1500);
+        let media = MediaCosts {
+            image: Some(1500),
+            ..MediaCosts::default()
+        };
+        assert_eq!(
+            messages_input(&img, &media).unwrap(),
+            PER_MESSAGE + 10 + PER_MESSAGE + 1500
+        );
         let nested = json!([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "image", "source": {}}]}]}]);
-        assert!(messages_input(&nested, &MediaCosts::default()).is_err(), "an image inside a tool result is still an image");
+        assert!(
+            messages_input(&nested, &MediaCosts::default()).is_err(),
+            "an image inside a tool result is still an image"
+        );
     }
 }

@@ -100,3 +100,27 @@ pub fn invalid_json(e: axum::extract::rejection::JsonRejection) -> ApiError {
         e.body_text()
     ))
 }
+
+/// An error in the caller's protocol: Anthropic's shape on `/v1/messages`,
+/// OpenAI's everywhere else. Both carry the same stable `code`.
+pub fn render(kind: crate::gateway::providers::Kind, e: ApiError) -> Response {
+    if kind != crate::gateway::providers::Kind::Messages {
+        return e.into_response();
+    }
+    let ty = match e.status().as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 => "overloaded_error",
+        _ => "api_error",
+    };
+    let body = json!({
+        "type": "error",
+        "error": {"type": ty, "message": e.to_string(), "code": e.code()}
+    });
+    (e.status(), Json(body)).into_response()
+}

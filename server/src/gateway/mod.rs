@@ -5,8 +5,8 @@
 pub mod accountant;
 pub mod directory;
 pub mod error;
-pub mod providers;
 pub mod protocol;
+pub mod providers;
 mod proxy;
 mod stored;
 
@@ -19,7 +19,7 @@ use app::ssr::{now_ms, pools, AppContext};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use error::ApiError;
@@ -45,6 +45,9 @@ pub fn router(gw: Gateway) -> Router {
         .route("/v1/chat/completions", metered(Kind::Chat))
         .route("/v1/completions", metered(Kind::Completions))
         .route("/v1/embeddings", metered(Kind::Embeddings))
+        .route("/v1/responses", metered(Kind::Responses))
+        .route("/v1/messages", metered(Kind::Messages))
+        .route("/v1/messages/count_tokens", post(proxy::count_tokens))
         // Matched before the catch-all below: a literal prefix wins over `{*rest}`.
         .route(
             "/v1/responses/{id}",
@@ -116,6 +119,8 @@ pub(crate) async fn auth(gw: &Gateway, headers: &HeaderMap) -> Result<KeyOwner, 
             let (scheme, credentials) = v.trim_start().split_once([' ', '\t'])?;
             scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
         })
+        // Anthropic's SDKs send the key as `x-api-key`.
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim);
     let Some(presented) = presented else {
         return Err(ApiError::InvalidApiKey(AuthError::Missing.to_string()));
@@ -228,11 +233,13 @@ fn metered(kind: Kind) -> axum::routing::MethodRouter<Gateway> {
     post(
         move |State(gw): State<Gateway>,
               Extension(id): Extension<RequestId>,
-              caller: Caller,
+              caller: Result<Caller, ApiError>,
               body: JsonBody| async move {
-            proxy::call(gw, id, caller, body, kind)
-                .await
-                .unwrap_or_else(IntoResponse::into_response)
+            let result = match caller {
+                Ok(caller) => proxy::call(gw, id, caller, body, kind).await,
+                Err(e) => Err(e),
+            };
+            result.unwrap_or_else(|e| error::render(kind, e))
         },
     )
 }

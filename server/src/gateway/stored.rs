@@ -61,7 +61,7 @@ fn plausible(id: Result<Path<String>, PathRejection>) -> Result<String, ApiError
     }
 }
 
-fn not_found(id: Option<&str>) -> ApiError {
+pub(super) fn not_found(id: Option<&str>) -> ApiError {
     let which = id.map_or_else(|| "with that id".to_string(), |id| format!("`{id}`"));
     ApiError::ResponseNotFound(format!(
         "no stored response {which} exists for this key's owner: it may never have been stored (`store: false`), or it has expired or been deleted"

@@ -84,7 +84,8 @@ fn user(content: &Value, out: &mut Vec<Value>) {
                 "tool_call_id": b["tool_use_id"],
                 "content": text_of(&b["content"]),
             })),
-            Some("image") => parts.push(json!({"type": "image_url", "image_url": {"url": image_url(&b["source"])}})),
+            Some("image") => parts
+                .push(json!({"type": "image_url", "image_url": {"url": image_url(&b["source"])}})),
             Some("text") => parts.push(json!({"type": "text", "text": b["text"]})),
             _ => {}
         }
@@ -241,7 +242,10 @@ impl FromChatStream {
                 b
             }
         };
-        if let Some(args) = call["function"]["arguments"].as_str().filter(|a| !a.is_empty()) {
+        if let Some(args) = call["function"]["arguments"]
+            .as_str()
+            .filter(|a| !a.is_empty())
+        {
             out.push(json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": args}}));
         }
     }
@@ -303,8 +307,14 @@ mod tests {
         let chat = to_chat(&req);
         let ms = chat["messages"].as_array().unwrap();
         assert_eq!(ms[0], json!({"role": "system", "content": "Be brief."}));
-        assert_eq!(ms[2]["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Oslo\"}");
-        assert_eq!(ms[3], json!({"role": "tool", "tool_call_id": "t1", "content": "sunny"}));
+        assert_eq!(
+            ms[2]["tool_calls"][0]["function"]["arguments"],
+            "{\"city\":\"Oslo\"}"
+        );
+        assert_eq!(
+            ms[3],
+            json!({"role": "tool", "tool_call_id": "t1", "content": "sunny"})
+        );
         assert_eq!(ms[4]["content"][0]["text"], "Thanks");
         assert_eq!(chat["tool_choice"], "required");
         assert_eq!(chat["max_tokens"], 100);
@@ -312,7 +322,15 @@ mod tests {
         let reply = json!({"choices": [{"message": {"role": "assistant", "content": null,
             "tool_calls": [{"id": "c9", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Oslo\"}"}}]},
             "finish_reason": "tool_calls"}]});
-        let m = from_chat(&reply, "m", &Usage { input: 5, output: 3, ..Usage::default() });
+        let m = from_chat(
+            &reply,
+            "m",
+            &Usage {
+                input: 5,
+                output: 3,
+                ..Usage::default()
+            },
+        );
         assert_eq!(m["stop_reason"], "tool_use");
         assert_eq!(m["content"][0]["input"]["city"], "Oslo");
         assert_eq!(m["usage"]["input_tokens"], 5);
@@ -333,11 +351,22 @@ mod tests {
         }
         t.finish(&mut out);
         let types: Vec<&str> = out.iter().map(|e| e["type"].as_str().unwrap()).collect();
-        assert_eq!(types, [
-            "message_start", "content_block_start", "content_block_delta", "content_block_delta",
-            "content_block_stop", "content_block_start", "content_block_delta", "content_block_delta",
-            "content_block_stop", "message_delta", "message_stop"
-        ]);
+        assert_eq!(
+            types,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
         assert_eq!(out[9]["delta"]["stop_reason"], "tool_use");
         assert_eq!(out[9]["usage"]["output_tokens"], 4);
     }

@@ -206,8 +206,16 @@ fn text_item(id: &str, text: &str, status: &str) -> Value {
 
 /// One output item being streamed.
 enum Item {
-    Text { id: String, text: String },
-    Call { id: String, call_id: String, name: String, args: String },
+    Text {
+        id: String,
+        text: String,
+    },
+    Call {
+        id: String,
+        call_id: String,
+        name: String,
+        args: String,
+    },
 }
 
 /// Chat completion chunks as Responses stream events; keeps the whole
@@ -261,7 +269,10 @@ impl FromChatStream {
             Some(Item::Text { .. }) => self.items.len() - 1,
             _ => {
                 let id = new_id("msg_");
-                self.items.push(Item::Text { id: id.clone(), text: String::new() });
+                self.items.push(Item::Text {
+                    id: id.clone(),
+                    text: String::new(),
+                });
                 let at = self.items.len() - 1;
                 self.push(json!({"type": "response.output_item.added", "output_index": at,
                     "item": {"type": "message", "id": id, "status": "in_progress", "role": "assistant", "content": []}}), out);
@@ -273,8 +284,11 @@ impl FromChatStream {
         if let Some(Item::Text { id, text }) = self.items.get_mut(at) {
             text.push_str(t);
             let id = id.clone();
-            self.push(json!({"type": "response.output_text.delta", "item_id": id, "output_index": at,
-                "content_index": 0, "delta": t, "logprobs": []}), out);
+            self.push(
+                json!({"type": "response.output_text.delta", "item_id": id, "output_index": at,
+                "content_index": 0, "delta": t, "logprobs": []}),
+                out,
+            );
         }
     }
 
@@ -283,9 +297,22 @@ impl FromChatStream {
         let at = match self.calls.iter().find(|(i, _)| *i == k) {
             Some((_, at)) => *at,
             None => {
-                let (id, call_id) = (new_id("fc_"), c["id"].as_str().map_or_else(|| new_id("call_"), str::to_string));
-                let name = c["function"]["name"].as_str().unwrap_or_default().to_string();
-                self.items.push(Item::Call { id: id.clone(), call_id: call_id.clone(), name: name.clone(), args: String::new() });
+                let (id, call_id) = (
+                    new_id("fc_"),
+                    c["id"]
+                        .as_str()
+                        .map_or_else(|| new_id("call_"), str::to_string),
+                );
+                let name = c["function"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                self.items.push(Item::Call {
+                    id: id.clone(),
+                    call_id: call_id.clone(),
+                    name: name.clone(),
+                    args: String::new(),
+                });
                 let at = self.items.len() - 1;
                 self.calls.push((k, at));
                 self.push(json!({"type": "response.output_item.added", "output_index": at,
@@ -294,7 +321,9 @@ impl FromChatStream {
             }
         };
         let delta = c["function"]["arguments"].as_str().unwrap_or_default();
-        if let (Some(Item::Call { id, args, .. }), false) = (self.items.get_mut(at), delta.is_empty()) {
+        if let (Some(Item::Call { id, args, .. }), false) =
+            (self.items.get_mut(at), delta.is_empty())
+        {
             args.push_str(delta);
             let id = id.clone();
             self.push(json!({"type": "response.function_call_arguments.delta", "item_id": id, "output_index": at, "delta": delta}), out);
@@ -313,12 +342,20 @@ impl FromChatStream {
                         "part": {"type": "output_text", "text": text, "annotations": []}}), out);
                     text_item(id, text, "completed")
                 }
-                Item::Call { id, call_id, name, args } => {
+                Item::Call {
+                    id,
+                    call_id,
+                    name,
+                    args,
+                } => {
                     self.push(json!({"type": "response.function_call_arguments.done", "item_id": id, "output_index": at, "arguments": args}), out);
                     json!({"type": "function_call", "id": id, "call_id": call_id, "name": name, "arguments": args, "status": "completed"})
                 }
             };
-            self.push(json!({"type": "response.output_item.done", "output_index": at, "item": full}), out);
+            self.push(
+                json!({"type": "response.output_item.done", "output_index": at, "item": full}),
+                out,
+            );
             done.push(full);
         }
         done
@@ -334,10 +371,17 @@ impl Transcode for FromChatStream {
         let Some(choice) = data["choices"].get(0) else {
             return;
         };
-        if let Some(t) = choice["delta"]["content"].as_str().filter(|t| !t.is_empty()) {
+        if let Some(t) = choice["delta"]["content"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+        {
             self.text(t, out);
         }
-        for c in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
+        for c in choice["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             self.call(c, out);
         }
         if let Some(f) = choice["finish_reason"].as_str() {
@@ -353,7 +397,11 @@ impl Transcode for FromChatStream {
         self.response["incomplete_details"] = incomplete;
         self.response["output"] = Value::Array(output);
         self.response["usage"] = self.usage.to_responses();
-        let ty = if status == "completed" { "response.completed" } else { "response.incomplete" };
+        let ty = if status == "completed" {
+            "response.completed"
+        } else {
+            "response.incomplete"
+        };
         let r = self.response.clone();
         self.push(json!({"type": ty, "response": r}), out);
     }
@@ -373,15 +421,15 @@ mod tests {
     #[test]
     fn items_calls_and_outputs_become_chat_messages() {
         let req = json!({"model": "m", "instructions": "Be brief.", "max_output_tokens": 50,
-            "reasoning": {"effort": "low"},
-            "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
-            "input": [
-                {"role": "user", "content": "hi"},
-                {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
-                {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},
-                {"type": "function_call_output", "call_id": "c1", "output": "one"},
-                {"type": "reasoning", "summary": []}
-            ]});
+        "reasoning": {"effort": "low"},
+        "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+        "input": [
+            {"role": "user", "content": "hi"},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "function_call", "call_id": "c2", "name": "f", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": "one"},
+            {"type": "reasoning", "summary": []}
+        ]});
         let chat = to_chat(&req);
         let ms = chat["messages"].as_array().unwrap();
         assert_eq!(ms.len(), 4);
@@ -397,15 +445,30 @@ mod tests {
     fn a_stream_ends_with_the_whole_response() {
         let mut t = FromChatStream::new(&json!({"model": "m"}), "resp_1", "m");
         let mut out = Vec::new();
-        t.event(&json!({"choices": [{"delta": {"content": "Hi"}}]}), &mut out);
-        t.event(&json!({"choices": [{"delta": {"content": " there"}, "finish_reason": "stop"}]}), &mut out);
-        t.event(&json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}), &mut out);
+        t.event(
+            &json!({"choices": [{"delta": {"content": "Hi"}}]}),
+            &mut out,
+        );
+        t.event(
+            &json!({"choices": [{"delta": {"content": " there"}, "finish_reason": "stop"}]}),
+            &mut out,
+        );
+        t.event(
+            &json!({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+            &mut out,
+        );
         t.finish(&mut out);
         let last = out.last().unwrap();
         assert_eq!(last["type"], "response.completed");
-        assert_eq!(last["response"]["output"][0]["content"][0]["text"], "Hi there");
+        assert_eq!(
+            last["response"]["output"][0]["content"][0]["text"],
+            "Hi there"
+        );
         assert_eq!(last["response"]["usage"]["input_tokens"], 3);
-        let seqs: Vec<u64> = out.iter().map(|e| e["sequence_number"].as_u64().unwrap()).collect();
+        let seqs: Vec<u64> = out
+            .iter()
+            .map(|e| e["sequence_number"].as_u64().unwrap())
+            .collect();
         assert_eq!(seqs, (0..out.len() as u64).collect::<Vec<_>>());
     }
 }

@@ -28,3 +28,14 @@ pub async fn call(
         "the anthropic provider does not serve {wire:?} calls yet"
     )))
 }
+
+/// Asks Anthropic to count a Messages request's input tokens (free upstream).
+pub async fn count_tokens(
+    _http: &reqwest::Client,
+    _target: &Target<'_>,
+    _body: Value,
+) -> Result<Value, ProviderError> {
+    Err(ProviderError::Unsupported(
+        "counting tokens upstream is not built yet".into(),
+    ))
+}

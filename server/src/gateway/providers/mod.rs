@@ -64,4 +64,3 @@ pub(crate) fn classify(e: reqwest::Error, what: &str) -> ProviderError {
         ProviderError::Failed(format!("the upstream model server failed ({what}): {e}"))
     }
 }
-

@@ -62,7 +62,12 @@ pub async fn call(
 }
 
 /// Reads the upstream's events into chunks: usage and content deltas.
-fn sse_chunks(resp: reqwest::Response, url: String, kind: Kind, include_usage: bool) -> ChunkStream {
+fn sse_chunks(
+    resp: reqwest::Response,
+    url: String,
+    kind: Kind,
+    include_usage: bool,
+) -> ChunkStream {
     Box::pin(sse::events(resp, url).map(move |e| e.map(|e| read_event(e, kind, include_usage))))
 }
 
@@ -71,9 +76,12 @@ fn read_event(e: SseEvent, kind: Kind, include_usage: bool) -> Chunk {
     if kind == Kind::Responses {
         // Named events; usage comes with the final response object.
         let ty = json["type"].as_str().unwrap_or_default().to_string();
-        let usage = matches!(ty.as_str(), "response.completed" | "response.incomplete" | "response.failed")
-            .then(|| Usage::from_responses(&json["response"]["usage"]))
-            .flatten();
+        let usage = matches!(
+            ty.as_str(),
+            "response.completed" | "response.incomplete" | "response.failed"
+        )
+        .then(|| Usage::from_responses(&json["response"]["usage"]))
+        .flatten();
         return Chunk {
             tokens: u64::from(ty.ends_with(".delta")),
             event: e.event.or(Some(ty)),

@@ -2,26 +2,28 @@
 //! bound and reserve the worst case, dispatch to the provider, meter and
 //! settle the actual cost.
 
+mod chain;
+mod stream;
+
 use super::accountant::{Admission, CallInfo, Outcome, Ticket};
 use super::error::{invalid_json, ApiError};
-use super::providers::{anthropic, dummy, openai, Chunk, ChunkStream, Kind, ProviderError, Reply, Usage};
+use super::protocol::{messages, responses, upstream_wire, Transcode};
+use super::providers::{anthropic, dummy, openai, Kind, ProviderError, Reply, Usage};
 use super::{consent_url, pool_of, Caller, Gateway, JsonBody, RequestId};
-use app::domain::bound::{bound, Bound, ModelLimits};
+use app::domain::bound::{bound, json_len, Bound, ModelLimits};
 use app::domain::config::{Config, ModelSpec, OwnerSettings, Provider, SettingsSource};
 use app::domain::money::format_coins;
 use app::domain::outcome::CallOutcome;
 use app::domain::policy::{Rule, Verdict};
-use app::domain::pricing::Price;
 use app::ssr::entities::pool;
 use app::ssr::keys::KeyOwner;
 use app::ssr::owners::OwnerKind;
-use axum::body::{Body, Bytes};
-use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::StreamExt;
+use chain::Chain;
 use serde_json::Value;
 use std::time::Duration;
+use stream::{Meter, Relay};
 
 /// Total time allowed for an upstream call, streaming included, unless the
 /// model sets `timeout_secs`.
@@ -37,7 +39,7 @@ pub fn settings_for<'a>(
     }
 }
 
-fn db_down(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn db_down(e: impl std::fmt::Display) -> ApiError {
     tracing::error!("accounting failed: {e}");
     ApiError::AccountingUnavailable(
         "the gateway cannot record this call's cost right now, so it was not sent upstream; retry shortly".into(),
@@ -85,6 +87,8 @@ struct Route {
     spec: ModelSpec,
     pool: pool::Model,
     call: CallInfo,
+    /// The protocol the call goes upstream in.
+    wire: Kind,
 }
 
 /// One metered call, stage by stage: authenticate (the `Caller` extractor)
@@ -99,9 +103,23 @@ pub async fn call(
 ) -> Result<Response, ApiError> {
     let mut req = CallRequest::parse(kind, body)?;
     let route = resolve(&gw, &owner, &req, id).await?;
+    let chain = match kind {
+        Kind::Responses => Some(
+            chain::expand(&gw, &owner, &req.model, &mut req.body)
+                .await
+                .map_err(|e| refused(&gw, &route, e))?,
+        ),
+        _ => None,
+    };
     let (ticket, worst) = reserve(&gw, &owner, &route, &mut req).await?;
     let reply = dispatch(&gw, &route, &mut req, worst.per_choice).await;
-    Ok(settle(reply, ticket, &route, &req, worst))
+    Ok(settle(&gw, reply, ticket, &route, &req, worst, chain).await)
+}
+
+/// A refusal after the model is known: it leaves a ledger row.
+fn refused(gw: &Gateway, route: &Route, e: ApiError) -> ApiError {
+    gw.accountant.refuse(route.pool.id, &route.call, e.code());
+    e
 }
 
 /// Resolves the model and checks the caller's access to it (consent from
@@ -119,7 +137,9 @@ async fn resolve(
             "model `{model_name}` is not in this gateway's catalog; GET /v1/models lists the models this key may call"
         ))
     })?;
+    let wire = upstream_wire(req.kind, &spec.provider);
     let route = Route {
+        wire: wire.unwrap_or(req.kind),
         spec,
         pool: pool_of(owner)?.clone(),
         call: CallInfo {
@@ -141,7 +161,11 @@ async fn resolve(
         decision = settings.access.decide(model_name, true);
     }
     let refused = match decision.verdict {
-        Verdict::Allowed => return Ok(route),
+        Verdict::Allowed if wire.is_some() => return Ok(route),
+        Verdict::Allowed => ApiError::InvalidRequest(format!(
+            "`{model_name}` is served by an Anthropic upstream, which has no {} endpoint; call it through /v1/chat/completions, /v1/responses or /v1/messages",
+            req.kind.path()
+        )),
         Verdict::Denied => ApiError::ModelNotAllowed(format!(
             "{} `{}` may not call `{model_name}`: {} ({}). An admin can change model_access in the config.",
             owner.kind.as_str(),
@@ -182,8 +206,9 @@ async fn reserve(
         gw.accountant.refuse(route.pool.id, &route.call, e.code());
         e
     };
-    let worst = bound(req.kind, &mut req.body, limits)
+    let mut worst = bound(req.kind, &mut req.body, limits)
         .map_err(|r| refuse(ApiError::InvalidRequest(r.to_string())))?;
+    translate(route.wire, req, &mut worst);
     let estimate = route.spec.price.worst(worst.input, worst.output);
     let admission = gw
         .accountant
@@ -204,6 +229,25 @@ async fn reserve(
     }
 }
 
+/// Rewrites the bounded request into the protocol it goes upstream in. What
+/// the translation adds is counted as input too, so the bound still covers
+/// every byte sent.
+fn translate(wire: Kind, req: &mut CallRequest, worst: &mut Bound) {
+    let upstream = match (req.kind, wire) {
+        (Kind::Responses, Kind::Chat) => responses::to_chat(&req.body),
+        (Kind::Messages, Kind::Chat) => messages::to_chat(&req.body),
+        (Kind::Responses, Kind::Responses) => {
+            // The gateway keeps stored responses itself, for their owner.
+            req.body["store"] = Value::Bool(false);
+            return;
+        }
+        _ => return,
+    };
+    let grown = json_len(&upstream).saturating_sub(json_len(&req.body));
+    worst.input = worst.input.saturating_add(grown);
+    req.body = upstream;
+}
+
 /// Sends the bounded request to the model's provider (an upstream takes the
 /// body itself).
 async fn dispatch(
@@ -214,7 +258,7 @@ async fn dispatch(
 ) -> Result<Reply, ProviderError> {
     match &route.spec.provider {
         Provider::Dummy => Ok(dummy::call(
-            req.kind,
+            route.wire,
             &req.body,
             &req.model,
             &route.call.request_id,
@@ -239,7 +283,7 @@ async fn dispatch(
             anthropic::call(
                 &gw.http,
                 &target,
-                req.kind,
+                route.wire,
                 std::mem::take(&mut req.body),
                 req.stream,
                 req.include_usage,
@@ -264,7 +308,7 @@ async fn dispatch(
             openai::call(
                 &gw.http,
                 &target,
-                req.kind,
+                route.wire,
                 // Sent once: moved out rather than copied.
                 std::mem::take(&mut req.body),
                 req.stream,
@@ -276,17 +320,19 @@ async fn dispatch(
 }
 
 /// Charges what the reply cost: at once for a JSON reply, or as the stream
-/// ends (however it ends) through the `Meter`.
-fn settle(
+/// ends (however it ends) through the `Meter`. The reply reaches the caller
+/// in the caller's protocol.
+async fn settle(
+    gw: &Gateway,
     reply: Result<Reply, ProviderError>,
     ticket: Ticket,
     route: &Route,
     req: &CallRequest,
     worst: Bound,
+    chain: Option<Chain>,
 ) -> Response {
     let price = route.spec.price;
     let typical_input = worst.input.div_ceil(4);
-    let outcome = |usage: Usage, code: CallOutcome| Outcome::priced(&price, usage, code);
     match reply {
         Err(e) => {
             // Nothing was served: release the whole reservation.
@@ -295,165 +341,160 @@ fn settle(
                     (ApiError::UpstreamTimeout(m), CallOutcome::UpstreamTimeout)
                 }
                 ProviderError::Failed(m) => (ApiError::Upstream(m), CallOutcome::UpstreamError),
-                ProviderError::Unsupported(m) => (ApiError::InvalidRequest(m), CallOutcome::Refused),
+                ProviderError::Unsupported(m) => {
+                    (ApiError::InvalidRequest(m), CallOutcome::Refused)
+                }
             };
-            ticket.settle(outcome(Usage::default(), result));
-            err.into_response()
+            ticket.settle(Outcome::priced(&price, Usage::default(), result));
+            super::error::render(req.kind, err)
         }
-        Ok(Reply::Json { body: reply, usage }) => {
+        Ok(Reply::Json { body, usage }) => {
             // Some local servers omit usage; never charge 0 for what they produced.
-            let reported = reply.get("usage").is_some_and(|u| u.is_object());
+            let reported = body.get("usage").is_some_and(Value::is_object);
             let (usage, result) = if reported || req.kind == Kind::Embeddings {
                 (usage, CallOutcome::Ok)
             } else {
                 (
-                    estimate_usage(typical_input, &reply),
+                    Usage {
+                        input: typical_input,
+                        output: (text_bytes(&body) as u64).div_ceil(4),
+                        ..Usage::default()
+                    },
                     CallOutcome::OkWithoutUsage,
                 )
             };
-            ticket.settle(outcome(usage, result));
+            ticket.settle(Outcome::priced(&price, usage, result));
+            let reply = in_callers_protocol(route, req, body, &usage, chain.as_ref());
+            if let Some(chain) = &chain {
+                chain.save(gw, &reply).await;
+            }
             Json(reply).into_response()
         }
         Ok(Reply::Stream(chunks)) => {
-            let meter = Meter {
-                ticket: Some(ticket),
-                price,
-                typical_input,
-                reported: None,
-                produced: 0,
-                finished: false,
-                failed: false,
+            let transcode: Option<Box<dyn Transcode>> = match (req.kind, route.wire, &chain) {
+                (Kind::Responses, Kind::Chat, Some(c)) => Some(Box::new(
+                    responses::FromChatStream::new(&c.echo, &c.id, &req.model),
+                )),
+                (Kind::Messages, Kind::Chat, _) => {
+                    Some(Box::new(messages::FromChatStream::new(&req.model)))
+                }
+                _ => None,
             };
-            sse_response(chunks, meter)
+            let relay = Relay {
+                kind: req.kind,
+                transcode,
+                chain,
+                model: req.model.clone(),
+                gw: gw.clone(),
+            };
+            stream::respond(chunks, Meter::new(ticket, price, typical_input), relay)
         }
     }
 }
 
-/// Usage for a reply that reported none: the typical input estimate, and
-/// about four bytes a token for the text that came back.
-fn estimate_usage(typical_input: u64, reply: &Value) -> Usage {
-    let text: usize = reply["choices"]
-        .as_array()
-        .map(|cs| {
-            cs.iter()
-                .map(|c| {
-                    c["message"]["content"]
-                        .as_str()
-                        .or(c["text"].as_str())
-                        .map_or(0, str::len)
-                })
-                .sum()
-        })
-        .unwrap_or(0);
-    Usage {
-        input: typical_input,
-        output: (text as u64).div_ceil(4),
-        ..Usage::default()
-    }
-}
-
-/// Counts what a stream delivered and settles when the stream is dropped,
-/// whether it finished, failed upstream, or the client went away.
-struct Meter {
-    ticket: Option<Ticket>,
-    price: Price,
-    typical_input: u64,
-    reported: Option<Usage>,
-    produced: u64,
-    finished: bool,
-    failed: bool,
-}
-
-impl Meter {
-    fn observe(&mut self, chunk: &Chunk) {
-        self.produced += chunk.tokens;
-        if chunk.usage.is_some() {
-            self.reported = chunk.usage;
+/// A JSON reply from the upstream, in the caller's protocol.
+fn in_callers_protocol(
+    route: &Route,
+    req: &CallRequest,
+    mut body: Value,
+    usage: &Usage,
+    chain: Option<&Chain>,
+) -> Value {
+    match (req.kind, route.wire, chain) {
+        (Kind::Responses, Kind::Chat, Some(c)) => {
+            responses::from_chat(&body, &c.echo, &c.id, &req.model, usage)
         }
+        (Kind::Responses, _, Some(c)) => {
+            c.adopt(&mut body, &req.model);
+            body
+        }
+        (Kind::Messages, Kind::Chat, _) => messages::from_chat(&body, &req.model, usage),
+        (Kind::Messages, _, _) => {
+            body["model"] = Value::String(req.model.clone());
+            body
+        }
+        _ => body,
     }
+}
 
-    fn outcome(&self) -> Outcome {
-        let (usage, outcome) = match (self.reported, self.finished, self.failed) {
-            (Some(u), true, _) => (u, CallOutcome::Ok),
-            (Some(u), false, _) => (u, CallOutcome::ClientDisconnected),
-            // Nothing produced and the upstream failed: release everything.
-            (None, _, true) if self.produced == 0 => (Usage::default(), CallOutcome::UpstreamError),
-            (None, _, failed) => (
-                Usage {
-                    input: self.typical_input,
-                    output: self.produced,
-                    ..Usage::default()
-                },
-                if failed {
-                    CallOutcome::UpstreamErrorMidStream
-                } else if self.finished {
-                    CallOutcome::OkWithoutUsage
-                } else {
-                    CallOutcome::ClientDisconnected
-                },
-            ),
+/// Bytes of the text a reply carries, wherever its protocol puts it: to
+/// estimate the output of a reply that reported no usage.
+fn text_bytes(v: &Value) -> usize {
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v) {
+                ("text" | "content" | "arguments" | "thinking", Value::String(s)) => s.len(),
+                (_, v) => text_bytes(v),
+            })
+            .sum(),
+        Value::Array(a) => a.iter().map(text_bytes).sum(),
+        _ => 0,
+    }
+}
+
+/// `POST /v1/messages/count_tokens`: free, but only for a model the caller
+/// may use, and only for a request the gateway would forward. The count is
+/// the typical estimate (a quarter of the bytes) unless the upstream is
+/// Anthropic's, which counts exactly.
+pub async fn count_tokens(
+    axum::extract::State(gw): axum::extract::State<Gateway>,
+    axum::Extension(id): axum::Extension<RequestId>,
+    caller: Result<Caller, ApiError>,
+    body: JsonBody,
+) -> Response {
+    count(gw, id, caller, body)
+        .await
+        .unwrap_or_else(|e| super::error::render(Kind::Messages, e))
+}
+
+async fn count(
+    gw: Gateway,
+    id: RequestId,
+    caller: Result<Caller, ApiError>,
+    body: JsonBody,
+) -> Result<Response, ApiError> {
+    let Caller(owner) = caller?;
+    let mut req = CallRequest::parse(Kind::Messages, body)?;
+    let route = resolve(&gw, &owner, &req, id).await?;
+    let limits = ModelLimits {
+        max_output_tokens: route.spec.max_output_tokens,
+        media: &route.spec.media,
+        pass_through: &route.spec.pass_through,
+    };
+    let worst = bound(Kind::Messages, &mut req.body, limits)
+        .map_err(|r| ApiError::InvalidRequest(r.to_string()))?;
+    if let Provider::Anthropic {
+        base_url,
+        api_key_env,
+        upstream_model,
+    } = &route.spec.provider
+    {
+        let target = anthropic::Target {
+            base_url,
+            api_key_env: api_key_env.as_deref(),
+            upstream_model,
+            timeout: Duration::from_secs(30),
         };
-        Outcome::priced(&self.price, usage, outcome)
+        if let Some(map) = req.body.as_object_mut() {
+            map.retain(|k, _| {
+                [
+                    "model",
+                    "messages",
+                    "system",
+                    "tools",
+                    "tool_choice",
+                    "thinking",
+                ]
+                .contains(&k.as_str())
+            });
+        }
+        return match anthropic::count_tokens(&gw.http, &target, req.body).await {
+            Ok(v) => Ok(Json(v).into_response()),
+            Err(ProviderError::Timeout(m)) => Err(ApiError::UpstreamTimeout(m)),
+            Err(ProviderError::Failed(m)) => Err(ApiError::Upstream(m)),
+            Err(ProviderError::Unsupported(m)) => Err(ApiError::InvalidRequest(m)),
+        };
     }
-}
-
-impl Drop for Meter {
-    fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            let o = self.outcome();
-            ticket.settle(o);
-        }
-    }
-}
-
-fn sse_response(chunks: ChunkStream, meter: Meter) -> Response {
-    let state = (chunks, meter, false);
-    let body = futures::stream::unfold(state, |(mut chunks, mut meter, ended)| async move {
-        if ended {
-            return None;
-        }
-        loop {
-            match chunks.next().await {
-                Some(Ok(chunk)) => {
-                    meter.observe(&chunk);
-                    if !chunk.forward {
-                        continue;
-                    }
-                    let frame = Bytes::from(format!("data: {}\n\n", chunk.data));
-                    return Some((
-                        Ok::<Bytes, std::convert::Infallible>(frame),
-                        (chunks, meter, false),
-                    ));
-                }
-                Some(Err(e)) => {
-                    meter.failed = true;
-                    let (code, msg) = match e {
-                        ProviderError::Timeout(m) => ("upstream_timeout", m),
-                        ProviderError::Failed(m) => ("upstream_error", m),
-                        ProviderError::Unsupported(m) => ("invalid_request", m),
-                    };
-                    let err = serde_json::json!({"error": {"message": msg, "type": "api_error", "code": code}});
-                    let frame = Bytes::from(format!("data: {err}\n\n"));
-                    return Some((Ok(frame), (chunks, meter, true)));
-                }
-                None => {
-                    meter.finished = true;
-                    let frame = Bytes::from_static(b"data: [DONE]\n\n");
-                    return Some((Ok(frame), (chunks, meter, true)));
-                }
-            }
-        }
-    });
-    let mut resp = Response::new(Body::from_stream(body));
-    *resp.status_mut() = StatusCode::OK;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
-    resp
+    Ok(Json(serde_json::json!({"input_tokens": worst.input.div_ceil(4)})).into_response())
 }
