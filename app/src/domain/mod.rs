@@ -4,6 +4,7 @@
 
 pub mod bound;
 pub mod config;
+pub mod explain;
 pub mod keys;
 pub mod lease;
 pub mod money;
