@@ -1,7 +1,11 @@
 //! What the server functions send to the pages: built on the server (in
 //! `ssr`), shown in the browser (in `ui`). Plain serde types. Money is micro-coins.
 
+use crate::domain::explain::{explain, Explanation, Recorded};
+use crate::domain::outcome::CallOutcome;
 pub use crate::domain::owner::{OwnerKind, Role};
+use crate::domain::pricing::Breakdown;
+use crate::domain::usage::Usage;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,13 +81,36 @@ pub struct KeyRow {
 pub struct LedgerRow {
     pub at: i64,
     pub model: String,
-    pub tokens_in: i64,
-    pub tokens_out: i64,
+    /// The tokens by kind, as stored.
+    pub usage: Usage,
+    /// The cost line by line, as stored (zeros on rows older than the breakdown).
+    pub lines: Breakdown,
+    /// The true cost.
+    pub cost: i64,
+    /// How far the cost exceeded the reservation.
+    pub overage: i64,
+    /// What the pool paid.
     pub coins: i64,
     /// The stable outcome code (`domain::outcome::CallOutcome`).
     pub code: String,
     /// More about it.
     pub outcome: String,
+}
+
+impl LedgerRow {
+    /// The charge as a sum, and why the coins paid differ when they do.
+    pub fn explain(&self) -> Explanation {
+        explain(
+            &self.usage,
+            &self.lines,
+            Recorded {
+                cost: self.cost,
+                overage: self.overage,
+                coins: self.coins,
+                code: CallOutcome::parse(&self.code),
+            },
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ mod m20261129_000003_held_and_overage;
 mod m20261129_000004_login_failure_addr;
 mod m20261129_000005_changes;
 mod m20261129_000006_outcome_code;
+mod m20261129_000007_usage_breakdown;
 mod m20261129_000008_stored_responses;
 
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000004_login_failure_addr::Migration),
             Box::new(m20261129_000005_changes::Migration),
             Box::new(m20261129_000006_outcome_code::Migration),
+            Box::new(m20261129_000007_usage_breakdown::Migration),
             Box::new(m20261129_000008_stored_responses::Migration),
         ]
     }

@@ -10,6 +10,12 @@
 
 mod common;
 
+use app::domain::outcome::CallOutcome;
+use app::domain::pricing::Price;
+use app::domain::usage::Usage;
+use app::ssr::ledger::{self, Batch, Charge};
+use app::ssr::owners::{self, OwnerKind};
+use app::ssr::{db, now_ms, pools};
 use common::*;
 use serde_json::Value;
 
@@ -899,6 +905,136 @@ async fn keys_revoke_story(backend: Backend) {
     assert_eq!(revoked().await, vec![prefix(&k1)], "{backend:?}");
 }
 on_backends!(keys_revoke_matches_prefixes_exactly, keys_revoke_story);
+
+/// Writes ledger rows for an owner's pool the way the gateway's writer does.
+async fn write_charges(
+    c: &TestApp,
+    kind: OwnerKind,
+    owner_id: i64,
+    rows: Vec<(Usage, CallOutcome, i64)>,
+) {
+    let pool_id = pools::find(&c.db, kind, owner_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let price = Price {
+        input_micro: 2_500_000,
+        output_micro: 10_000_000,
+        request_micro: 10_000,
+        cached_input_micro: 1_250_000,
+        cache_write_micro: 3_000_000,
+    };
+    let charges = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (usage, code, coins))| {
+            let lines = price.charge(&usage);
+            Charge {
+                pool_id,
+                lease_id: None,
+                key_id: None,
+                model: "dummy".into(),
+                usage,
+                lines,
+                coins,
+                cost: coins,
+                overage: 0,
+                request_id: format!("req-{i}"),
+                code,
+                detail: String::new(),
+            }
+        })
+        .collect();
+    let batch = Batch {
+        charges,
+        ..Batch::default()
+    };
+    let txn = db::begin_write(&c.db).await.unwrap();
+    ledger::apply_batch(&txn, "test", &batch, now_ms())
+        .await
+        .unwrap();
+    txn.commit().await.unwrap();
+}
+
+async fn charge_explained_story(backend: Backend) {
+    let (c, token) = console(backend).await;
+    let admin = c.first_admin(&token).await;
+    c.call(Some(&admin), "create_client", &[("name", "alpha")])
+        .await;
+    let alpha = owners::client_by_name(&c.db, "alpha")
+        .await
+        .unwrap()
+        .unwrap();
+    let served = Usage {
+        input: 800,
+        cached_input: 200,
+        cache_write: 0,
+        output: 50,
+        reasoning: 20,
+    };
+    write_charges(
+        &c,
+        OwnerKind::Client,
+        alpha.id,
+        vec![
+            (served, CallOutcome::Ok, 2_760_000),
+            (Usage::default(), CallOutcome::Abandoned, 4_000_000),
+        ],
+    )
+    .await;
+
+    // The page data carries the breakdown as stored.
+    let (_, detail, _) = c
+        .call(Some(&admin), "client_detail", &[("name", "alpha")])
+        .await;
+    let ok = &detail["recent"][1];
+    assert_eq!(ok["code"], "ok", "{backend:?}: {detail}");
+    assert_eq!(ok["usage"]["cached_input"], 200, "{backend:?}");
+    assert_eq!(ok["usage"]["reasoning"], 20, "{backend:?}");
+    assert_eq!(ok["lines"]["cached_input"], 250_000, "{backend:?}");
+    assert_eq!(ok["lines"]["request"], 10_000, "{backend:?}");
+
+    // The page, as served before any script runs, explains each charge.
+    let page = |path: &'static str| {
+        let req = c
+            .http
+            .get(format!("{}{path}", c.url()))
+            .header("Cookie", &admin);
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    let html = page("/clients/alpha").await;
+    for line in [
+        "input 800 tok = 2",
+        "cached input 200 tok = 0.25",
+        "output 50 tok (20 reasoning) = 0.5",
+        "request fee = 0.01",
+        "total = 2.76",
+        "the caller left before the reply, so the reservation (4) was charged",
+        "charged = 4",
+    ] {
+        assert!(html.contains(line), "{backend:?}: no `{line}` in the page");
+    }
+    assert!(
+        !html.contains("cache write"),
+        "{backend:?}: zero lines are left out"
+    );
+
+    let ada = owners::user_by_name(&c.db, "ada").await.unwrap().unwrap();
+    write_charges(
+        &c,
+        OwnerKind::User,
+        ada.id,
+        vec![(Usage::default(), CallOutcome::Refused, 0)],
+    )
+    .await;
+    let html = page("/me").await;
+    assert!(
+        html.contains("refused before anything went upstream: nothing charged"),
+        "{backend:?}: /me explains its charges too"
+    );
+}
+on_backends!(recent_calls_explain_each_charge, charge_explained_story);
 
 async fn labels_and_managers_story(backend: Backend) {
     let (c, token) = console(backend).await;

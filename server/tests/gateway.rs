@@ -32,6 +32,7 @@ models:
   broken: {{ provider: openai, base_url: \"{u}\", upstream_model: fail, price: {{ input: 1, output: 1 }} }}
   hanging: {{ provider: openai, base_url: \"{u}\", upstream_model: hang, price: {{ input: 1, output: 1 }}, timeout_secs: 1 }}
   quiet: {{ provider: openai, base_url: \"{u}\", upstream_model: no-usage, price: {{ input: 1, output: 1 }} }}
+  cachey: {{ provider: openai, base_url: \"{u}\", upstream_model: cached, price: {{ input: 1, output: 2, cached_input: 0.1 }}, max_output_tokens: 100 }}
   secret-model: {{ provider: dummy, price: {{ input: 0, output: 0 }} }}
   gray-model: {{ provider: dummy, price: {{ input: 0, output: 0 }}, consent_notice: Prompts are logged. }}
   flat: {{ provider: dummy, price: {{ input: 0, output: 0, request: 1 }} }}
@@ -572,6 +573,26 @@ async fn endpoints_story(backend: Backend) {
     let row = e.wait_ledger_row(&rid.unwrap()).await;
     assert_eq!((row.tokens_out, row.code.as_str()), (5, "ok_without_usage"));
     assert!(row.tokens_in > 0 && row.coins_micro > 0, "{row:?}");
+
+    // Cached input and reasoning are kept apart, each line at its own price.
+    let (status, body, rid) = e.chat("app", "cachey").await;
+    assert_eq!(status, 200, "{body}");
+    let row = e.wait_ledger_row(&rid.unwrap()).await;
+    assert_eq!(
+        (row.tokens_in, row.cached_in, row.cache_write_in),
+        (40, 32, 0)
+    );
+    assert_eq!((row.tokens_out, row.reasoning_out), (30, 12));
+    assert_eq!(
+        (
+            row.input_micro,
+            row.cached_input_micro,
+            row.output_micro,
+            row.request_micro
+        ),
+        (8_000, 3_200, 60_000, 0)
+    );
+    assert_eq!((row.cost_micro, row.coins_micro), (71_200, 71_200));
 
     let (status, body, _) = e
         .post(

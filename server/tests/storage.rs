@@ -512,6 +512,19 @@ async fn upgrade_story(backend: Backend) {
         ("req_open", 7, 2_500_000)
     );
     assert_eq!(rows[0].code, "orphaned_lease");
+    assert_eq!(
+        (
+            rows[0].cached_in,
+            rows[0].reasoning_out,
+            rows[0].input_micro
+        ),
+        (0, 0, 0),
+        "{backend:?}: rows from before the breakdown have zeros in it"
+    );
+    // The breakdown's columns come off and back on (SQLite drops columns one by one).
+    Migrator::down(&db, Some(1)).await.unwrap();
+    Migrator::up(&db, None).await.unwrap();
+    assert_eq!(ledger::Entity::find().all(&db).await.unwrap().len(), 1);
     assert!(
         db.execute_unprepared("SELECT 1 FROM reservations")
             .await

@@ -5,6 +5,7 @@
 pub mod bound;
 pub mod bound_items;
 pub mod config;
+pub mod explain;
 pub mod keys;
 pub mod lease;
 pub mod money;

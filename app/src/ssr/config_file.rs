@@ -283,6 +283,7 @@ mod tests {
     use crate::domain::config::{PoolLimit, SettingsSource};
     use crate::domain::money::MICRO;
     use crate::domain::policy::{AccessMode, Decision, Rule, Verdict};
+    use crate::domain::pricing::Price;
 
     /// The user's first example (configuring-clients.md, "Global Defaults").
     const SEED_DEFAULTS: &str = "\
@@ -487,6 +488,42 @@ users:
             }
             p => panic!("{p:?}"),
         }
+    }
+
+    #[test]
+    fn cache_prices_default_to_the_input_price() {
+        let c = ok("\
+models:
+  plain: { provider: dummy, price: { input: 2.5, output: 10 } }
+  cached:
+    provider: dummy
+    price: { input: 3, output: 15, request: 0.002, cached_input: 0.3, cache_write: 3.75 }
+  free-cache: { provider: dummy, price: { input: 1, output: 1, cached_input: 0 } }
+")
+        .config;
+        let p = c.models["plain"].price;
+        assert_eq!(
+            (p.input_micro, p.cached_input_micro, p.cache_write_micro),
+            (2_500_000, 2_500_000, 2_500_000)
+        );
+        assert_eq!((p.output_micro, p.request_micro), (10_000_000, 0));
+        assert_eq!(
+            c.models["cached"].price,
+            Price {
+                input_micro: 3_000_000,
+                output_micro: 15_000_000,
+                request_micro: 2_000,
+                cached_input_micro: 300_000,
+                cache_write_micro: 3_750_000,
+            }
+        );
+        let p = c.models["free-cache"].price;
+        assert_eq!((p.cached_input_micro, p.cache_write_micro), (0, 1_000_000));
+
+        let e = err("models:\n  m:\n    provider: dummy\n    price: { input: 1, output: 1, cached_input: -1 }\n");
+        assert!(e.path.contains("price.cached_input"), "{e}");
+        let e = err("models:\n  m:\n    provider: dummy\n    price: { input: 1, output: 1, cache_read: 1 }\n");
+        assert!(e.message.contains("cache_read"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,9 @@ use crate::domain::owner::OwnerKind;
 use crate::domain::owner::Role;
 use crate::domain::policy::{AccessPolicy, Verdict};
 use crate::domain::pool::full_at;
+use crate::domain::pricing::Breakdown;
 use crate::domain::time::rfc3339;
+use crate::domain::usage::Usage;
 use crate::view::*;
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -300,20 +302,44 @@ async fn usage<C: ConnectionTrait>(
             by_model: m.into_iter().collect(),
         })
         .collect();
-    let recent = rows
-        .into_iter()
-        .take(20)
-        .map(|r| LedgerRow {
-            at: r.created_at,
-            model: r.model,
-            tokens_in: r.tokens_in,
-            tokens_out: r.tokens_out,
-            coins: r.coins_micro,
-            code: r.code,
-            outcome: r.outcome,
-        })
-        .collect();
+    let recent = rows.into_iter().take(20).map(ledger_row).collect();
     Ok((recent, usage))
+}
+
+/// A stored count as tokens; a negative one (never written) as none.
+fn tokens(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+/// A ledger row as the page shows it. `tokens_in` holds every input token;
+/// what is neither a cache read nor a cache write was read at the input price.
+fn ledger_row(r: ledger::Model) -> LedgerRow {
+    let (cached, written) = (tokens(r.cached_in), tokens(r.cache_write_in));
+    LedgerRow {
+        at: r.created_at,
+        model: r.model,
+        usage: Usage {
+            input: tokens(r.tokens_in)
+                .saturating_sub(cached)
+                .saturating_sub(written),
+            cached_input: cached,
+            cache_write: written,
+            output: tokens(r.tokens_out),
+            reasoning: tokens(r.reasoning_out),
+        },
+        lines: Breakdown {
+            input: r.input_micro,
+            cached_input: r.cached_input_micro,
+            cache_write: r.cache_write_micro,
+            output: r.output_micro,
+            request: r.request_micro,
+        },
+        cost: r.cost_micro,
+        overage: r.overage_micro,
+        coins: r.coins_micro,
+        code: r.code,
+        outcome: r.outcome,
+    }
 }
 
 pub async fn config_overview(ctx: &AppContext) -> Result<ConfigReport, DbErr> {

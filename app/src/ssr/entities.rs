@@ -154,6 +154,19 @@ pub mod ledger {
         /// How the call ended: a `domain::outcome::CallOutcome` code. The
         /// `outcome` column holds the detail.
         pub code: String,
+        /// Of `tokens_in`, those read from the provider's prompt cache.
+        pub cached_in: i64,
+        /// Of `tokens_in`, those written to the provider's prompt cache.
+        pub cache_write_in: i64,
+        /// Of `tokens_out`, the reasoning tokens (charged as output).
+        pub reasoning_out: i64,
+        /// The cost line by line (`domain::pricing::Breakdown`); their sum
+        /// is `cost_micro`, except where the reservation was charged instead.
+        pub input_micro: i64,
+        pub cached_input_micro: i64,
+        pub cache_write_micro: i64,
+        pub output_micro: i64,
+        pub request_micro: i64,
     }
     no_relations!();
 }

@@ -147,7 +147,13 @@ fn join_detail(a: &str, b: &str) -> String {
     }
 }
 
+/// A token count as a column value.
+fn tokens(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 fn ledger_row(c: &Charge, coins: i64, detail: String, now: i64) -> ledger::ActiveModel {
+    let (u, l) = (&c.usage, &c.lines);
     ledger::ActiveModel {
         code: Set(c.code.code().to_string()),
         cost_micro: Set(c.cost),
@@ -155,8 +161,16 @@ fn ledger_row(c: &Charge, coins: i64, detail: String, now: i64) -> ledger::Activ
         pool_id: Set(c.pool_id),
         key_id: Set(c.key_id),
         model: Set(c.model.clone()),
-        tokens_in: Set(c.usage.input_total().min(i64::MAX as u64) as i64),
-        tokens_out: Set(c.usage.output.min(i64::MAX as u64) as i64),
+        tokens_in: Set(tokens(u.input_total())),
+        tokens_out: Set(tokens(u.output)),
+        cached_in: Set(tokens(u.cached_input)),
+        cache_write_in: Set(tokens(u.cache_write)),
+        reasoning_out: Set(tokens(u.reasoning)),
+        input_micro: Set(l.input),
+        cached_input_micro: Set(l.cached_input),
+        cache_write_micro: Set(l.cache_write),
+        output_micro: Set(l.output),
+        request_micro: Set(l.request),
         coins_micro: Set(coins),
         created_at: Set(now),
         request_id: Set(c.request_id.clone()),
@@ -592,26 +606,40 @@ pub async fn sweep_orphans(db: &sea_orm::DatabaseConnection, now: i64) -> Result
             .exec(&txn)
             .await?;
         if gone.rows_affected == 1 && l.amount_micro > 0 {
-            ledger::Entity::insert(ledger::ActiveModel {
-                pool_id: Set(l.pool_id),
-                key_id: Set(None),
-                model: Set(String::new()),
-                tokens_in: Set(0),
-                tokens_out: Set(0),
-                coins_micro: Set(l.amount_micro),
-                cost_micro: Set(l.amount_micro),
-                overage_micro: Set(0),
-                created_at: Set(now),
-                request_id: Set(format!("{SYSTEM_ROW_PREFIX}{}", l.id)),
-                code: Set(CallOutcome::OrphanedLease.code().to_string()),
-                outcome: Set("its holder stopped, so what it held is charged in full".into()),
-                ..Default::default()
-            })
-            .exec_without_returning(&txn)
-            .await?;
+            ledger::Entity::insert(orphan_row(&l, now))
+                .exec_without_returning(&txn)
+                .await?;
             charged += 1;
         }
         txn.commit().await?;
     }
     Ok(charged)
+}
+
+/// The row that charges an orphaned lease in full: no call, so no usage and
+/// no price lines, only the coins it held.
+fn orphan_row(l: &lease::Model, now: i64) -> ledger::ActiveModel {
+    ledger::ActiveModel {
+        pool_id: Set(l.pool_id),
+        key_id: Set(None),
+        model: Set(String::new()),
+        tokens_in: Set(0),
+        tokens_out: Set(0),
+        cached_in: Set(0),
+        cache_write_in: Set(0),
+        reasoning_out: Set(0),
+        input_micro: Set(0),
+        cached_input_micro: Set(0),
+        cache_write_micro: Set(0),
+        output_micro: Set(0),
+        request_micro: Set(0),
+        coins_micro: Set(l.amount_micro),
+        cost_micro: Set(l.amount_micro),
+        overage_micro: Set(0),
+        created_at: Set(now),
+        request_id: Set(format!("{SYSTEM_ROW_PREFIX}{}", l.id)),
+        code: Set(CallOutcome::OrphanedLease.code().to_string()),
+        outcome: Set("its holder stopped, so what it held is charged in full".into()),
+        ..Default::default()
+    }
 }

@@ -1,5 +1,6 @@
 //! Small pieces shared by the pages.
 
+use crate::domain::explain::Explanation;
 use crate::domain::money::format_coins;
 use crate::domain::time::short;
 use crate::view::*;
@@ -157,7 +158,8 @@ fn UsageChart(usage: Vec<DayUsage>) -> impl IntoView {
     .into_any()
 }
 
-/// The most recent calls, with the outcome's stable code (its detail on hover).
+/// The most recent calls, with the outcome's stable code (its detail on
+/// hover) and each charge explained as a sum when its coins are opened.
 #[component]
 fn RecentCalls(recent: Vec<LedgerRow>) -> impl IntoView {
     if recent.is_empty() {
@@ -167,11 +169,41 @@ fn RecentCalls(recent: Vec<LedgerRow>) -> impl IntoView {
         <table>
             <thead><tr><th>"When"</th><th>"Model"</th><th>"Tokens in/out"</th><th>"Coins"</th><th>"Outcome"</th></tr></thead>
             <tbody>
-                {recent.into_iter().map(|r| view! {
-                    <tr><td>{short(r.at)}</td><td>{r.model}</td><td>{format!("{} / {}", r.tokens_in, r.tokens_out)}</td><td>{format_coins(r.coins)}</td><td title=r.outcome><code data-testid="outcome-code">{r.code}</code></td></tr>
+                {recent.into_iter().map(|r| {
+                    let explained = view! { <ChargeSum e=r.explain()/> };
+                    view! {
+                        <tr>
+                            <td>{short(r.at)}</td>
+                            <td>{r.model}</td>
+                            <td>{format!("{} / {}", r.usage.input_total(), r.usage.output)}</td>
+                            <td>
+                                <details class="charge" data-testid="charge">
+                                    <summary>{format_coins(r.coins)}</summary>
+                                    {explained}
+                                </details>
+                            </td>
+                            <td title=r.outcome><code data-testid="outcome-code">{r.code}</code></td>
+                        </tr>
+                    }
                 }).collect_view()}
             </tbody>
         </table>
     }
     .into_any()
+}
+
+/// A charge as a sum: its lines, the total, and what was charged when that differs.
+#[component]
+fn ChargeSum(e: Explanation) -> impl IntoView {
+    let charged = e
+        .differs()
+        .then(|| view! { <li class="charged">{e.charged_text()}</li> });
+    view! {
+        <ul class="charge-lines">
+            {e.lines.iter().map(|l| view! { <li>{l.to_string()}</li> }).collect_view()}
+            <li class="total">{e.total_text()}</li>
+            {charged}
+        </ul>
+        {e.notes.into_iter().map(|n| view! { <p class="muted charge-note">{n}</p> }).collect_view()}
+    }
 }

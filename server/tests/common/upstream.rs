@@ -54,6 +54,17 @@ async fn chat(State(rec): State<Arc<Recorded>>, Json(body): Json<Value>) -> Resp
             "usage": {"prompt_tokens": 11, "completion_tokens": 100000, "total_tokens": 100011}
         }))
         .into_response(),
+        // Reports cached prompt tokens and reasoning, inside their totals.
+        "cached" => Json(json!({
+            "id": "up-4", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "thought about it"}, "finish_reason": "stop"}],
+            "usage": {
+                "prompt_tokens": 40, "completion_tokens": 30, "total_tokens": 70,
+                "prompt_tokens_details": {"cached_tokens": 32, "audio_tokens": 0},
+                "completion_tokens_details": {"reasoning_tokens": 12, "audio_tokens": 0, "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}
+            }
+        }))
+        .into_response(),
         "no-usage" => Json(json!({
             "id": "up-2", "object": "chat.completion", "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from upstream"}, "finish_reason": "stop"}]

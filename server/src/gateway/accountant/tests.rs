@@ -197,6 +197,59 @@ async fn settle_charges_the_actual_cost(backend: Backend) {
 }
 
 on_backends!(
+    the_ledger_keeps_usage_and_cost_line_by_line,
+    the_ledger_keeps_usage_and_cost_line_by_line_sqlite,
+    the_ledger_keeps_usage_and_cost_line_by_line_postgres
+);
+async fn the_ledger_keeps_usage_and_cost_line_by_line(backend: Backend) {
+    let t = TestDb::new(backend).await;
+    let p = t.pool(1, 10_000_000, 10_000_000).await;
+    let acc = Accountant::start(t.db.clone());
+    let price = Price {
+        input_micro: 3_000,
+        output_micro: 15_000,
+        request_micro: 7,
+        cached_input_micro: 300,
+        cache_write_micro: 3_750,
+    };
+    let usage = Usage {
+        input: 10,
+        cached_input: 200,
+        cache_write: 40,
+        output: 30,
+        reasoning: 12,
+    };
+    let ticket = admitted(&acc, &p, 1_000, "r1").await;
+    assert_eq!(
+        ticket.settle(Outcome::priced(&price, usage, CallOutcome::Ok)),
+        30 + 60 + 150 + 450 + 7
+    );
+    acc.flush(FLUSH_LIMIT).await;
+    let rows = t.rows(&p).await;
+    let r = &rows[0];
+    assert_eq!(
+        (r.tokens_in, r.cached_in, r.cache_write_in),
+        (250, 200, 40),
+        "tokens_in counts every input token"
+    );
+    assert_eq!((r.tokens_out, r.reasoning_out), (30, 12));
+    assert_eq!(
+        (
+            r.input_micro,
+            r.cached_input_micro,
+            r.cache_write_micro,
+            r.output_micro,
+            r.request_micro
+        ),
+        (30, 60, 150, 450, 7)
+    );
+    assert_eq!(
+        (r.cost_micro, r.coins_micro, r.overage_micro),
+        (697, 697, 0)
+    );
+}
+
+on_backends!(
     a_pool_too_small_is_insufficient,
     a_pool_too_small_is_insufficient_sqlite,
     a_pool_too_small_is_insufficient_postgres
