@@ -48,6 +48,19 @@ if $for_tests; then
     echo "$lock_sum" > end2end/node_modules/.tollgate-lock
   fi
 
+  # The official OpenAI and Anthropic Python packages, pinned, drive the
+  # protocol tests (server/tests/protocols.rs) as real clients.
+  sdk_pins="openai==3.57.0 anthropic==2.14.0"
+  venv=end2end/.venv-sdk
+  if [ "$(cat "$venv/.tollgate-pins" 2>/dev/null)" != "$sdk_pins" ]; then
+    say "installing the openai and anthropic Python packages into $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install -q --disable-pip-version-check $sdk_pins
+    echo "$sdk_pins" > "$venv/.tollgate-pins"
+  fi
+
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     say "starting PostgreSQL"
     for v in $(ls /etc/postgresql 2>/dev/null); do
