@@ -3,6 +3,7 @@
 //! real databases, and mock upstreams that speak each protocol: a
 //! Responses-native one and a chat-completions-only one (and the dummy).
 //! Then the ledger is checked against what the upstream reported.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -42,7 +42,7 @@ pub async fn expand(
         Some(Value::String(pid)) => {
             let stored = responses::load(&gw.ctx.db, owner.kind, owner.owner_id, pid, now_ms())
                 .await
-                .map_err(|e| super::db_down(e))?
+                .map_err(super::db_down)?
                 .ok_or_else(|| not_found(Some(pid)))?;
             items = stored.context.as_array().cloned().unwrap_or_default();
             items.extend(as_history(&stored.response["output"]));

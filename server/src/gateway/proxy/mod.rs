@@ -248,6 +248,11 @@ fn translate(wire: Kind, req: &mut CallRequest, worst: &mut Bound) {
     req.body = upstream;
 }
 
+fn upstream_timeout(spec: &ModelSpec) -> Duration {
+    spec.timeout_secs
+        .map_or(UPSTREAM_TIMEOUT, |s| Duration::from_secs(s.into()))
+}
+
 /// Sends the bounded request to the model's provider (an upstream takes the
 /// body itself).
 async fn dispatch(
@@ -275,10 +280,7 @@ async fn dispatch(
                 base_url,
                 api_key_env: api_key_env.as_deref(),
                 upstream_model,
-                timeout: route
-                    .spec
-                    .timeout_secs
-                    .map_or(UPSTREAM_TIMEOUT, |s| Duration::from_secs(s.into())),
+                timeout: upstream_timeout(&route.spec),
             };
             anthropic::call(
                 &gw.http,
@@ -300,10 +302,7 @@ async fn dispatch(
                 base_url,
                 api_key_env: api_key_env.as_deref(),
                 upstream_model,
-                timeout: route
-                    .spec
-                    .timeout_secs
-                    .map_or(UPSTREAM_TIMEOUT, |s| Duration::from_secs(s.into())),
+                timeout: upstream_timeout(&route.spec),
             };
             openai::call(
                 &gw.http,
