@@ -373,3 +373,53 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn responses_and_messages_are_bounded_by_their_own_fields() {
+    // The Responses API's length field is rewritten, or added.
+    let (b, body) = run(
+        Kind::Responses,
+        json!({"input": "hi", "max_output_tokens": 50_000, "reasoning": {"effort": "high"}}),
+    );
+    assert_eq!(b.unwrap().per_choice, 1000);
+    assert_eq!(body["max_output_tokens"], 1000);
+    let (_, body) = run(Kind::Responses, json!({"input": "hi"}));
+    assert_eq!(body["max_output_tokens"], 1000);
+    assert!(body.get("max_tokens").is_none());
+    // Anthropic's `max_tokens`, likewise; thinking spends within it.
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let (b, body) = run(
+        Kind::Messages,
+        json!({"messages": msgs, "max_tokens": 7, "thinking": {"type": "enabled", "budget_tokens": 5}}),
+    );
+    assert_eq!((b.unwrap().output, body["max_tokens"].clone()), (7, json!(7)));
+    // Fields that make the upstream do more than the bound sees are refused.
+    for (field, body) in [
+        ("background", json!({"input": "x", "background": true})),
+        ("service_tier", json!({"input": "x", "service_tier": "priority"})),
+        ("prompt", json!({"input": "x", "prompt": {"id": "pmpt_1"}})),
+        ("conversation", json!({"input": "x", "conversation": "conv_1"})),
+        ("n", json!({"input": "x", "n": 4})),
+    ] {
+        assert_eq!(refused_field(Kind::Responses, body), field);
+    }
+    for (field, body) in [
+        ("service_tier", json!({"messages": msgs, "service_tier": "auto"})),
+        ("mcp_servers", json!({"messages": msgs, "mcp_servers": []})),
+        ("container", json!({"messages": msgs, "container": "c"})),
+        ("tools[0].type", json!({"messages": msgs, "tools": [{"type": "code_execution_20250522", "name": "x"}]})),
+    ] {
+        assert_eq!(refused_field(Kind::Messages, body), field);
+    }
+    assert_eq!(refused_field(Kind::Responses, json!({"model": "m"})), "input");
+}
+
+#[test]
+fn anthropic_tools_carry_their_hidden_prompt() {
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    let tool = json!([{"name": "f", "input_schema": {"type": "object"}}]);
+    let (without, _) = run(Kind::Messages, json!({"messages": msgs}));
+    let (with, _) = run(Kind::Messages, json!({"messages": msgs, "tools": tool}));
+    let grown = with.unwrap().input - without.unwrap().input;
+    assert_eq!(grown, TOOL_PROMPT + "tools".len() as u64 + json_len(&tool));
+}
