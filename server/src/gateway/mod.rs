@@ -107,7 +107,7 @@ fn new_request_id() -> String {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::InvalidRequest("no such endpoint; see docs/api.md for /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/balance".into())
+    ApiError::InvalidRequest("no such endpoint; see docs/api.md for /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/messages and /v1/balance".into())
 }
 
 pub(crate) async fn auth(gw: &Gateway, headers: &HeaderMap) -> Result<KeyOwner, ApiError> {

@@ -392,26 +392,44 @@ fn responses_and_messages_are_bounded_by_their_own_fields() {
         Kind::Messages,
         json!({"messages": msgs, "max_tokens": 7, "thinking": {"type": "enabled", "budget_tokens": 5}}),
     );
-    assert_eq!((b.unwrap().output, body["max_tokens"].clone()), (7, json!(7)));
+    assert_eq!(
+        (b.unwrap().output, body["max_tokens"].clone()),
+        (7, json!(7))
+    );
     // Fields that make the upstream do more than the bound sees are refused.
     for (field, body) in [
         ("background", json!({"input": "x", "background": true})),
-        ("service_tier", json!({"input": "x", "service_tier": "priority"})),
+        (
+            "service_tier",
+            json!({"input": "x", "service_tier": "priority"}),
+        ),
         ("prompt", json!({"input": "x", "prompt": {"id": "pmpt_1"}})),
-        ("conversation", json!({"input": "x", "conversation": "conv_1"})),
+        (
+            "conversation",
+            json!({"input": "x", "conversation": "conv_1"}),
+        ),
         ("n", json!({"input": "x", "n": 4})),
     ] {
         assert_eq!(refused_field(Kind::Responses, body), field);
     }
     for (field, body) in [
-        ("service_tier", json!({"messages": msgs, "service_tier": "auto"})),
+        (
+            "service_tier",
+            json!({"messages": msgs, "service_tier": "auto"}),
+        ),
         ("mcp_servers", json!({"messages": msgs, "mcp_servers": []})),
         ("container", json!({"messages": msgs, "container": "c"})),
-        ("tools[0].type", json!({"messages": msgs, "tools": [{"type": "code_execution_20250522", "name": "x"}]})),
+        (
+            "tools[0].type",
+            json!({"messages": msgs, "tools": [{"type": "code_execution_20250522", "name": "x"}]}),
+        ),
     ] {
         assert_eq!(refused_field(Kind::Messages, body), field);
     }
-    assert_eq!(refused_field(Kind::Responses, json!({"model": "m"})), "input");
+    assert_eq!(
+        refused_field(Kind::Responses, json!({"model": "m"})),
+        "input"
+    );
 }
 
 #[test]
