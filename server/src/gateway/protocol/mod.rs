@@ -108,3 +108,6 @@ pub fn text_of(content: &Value) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests;
