@@ -36,7 +36,14 @@ fn too_large(path: &str, limit: usize) -> Response {
         "the request body is larger than {} KiB, the most this endpoint accepts",
         limit / 1024
     );
-    if path.starts_with("/v1/") {
+    if path.starts_with("/v1/messages") {
+        // Anthropic's shape, as on every /v1/messages error.
+        let body = json!({
+            "type": "error",
+            "error": {"type": "request_too_large", "message": message, "code": "request_too_large"}
+        });
+        (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response()
+    } else if path.starts_with("/v1/") {
         let body = json!({
             "error": {
                 "message": message,

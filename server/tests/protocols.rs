@@ -150,6 +150,26 @@ async fn anthropic_story(backend: Backend) {
     assert!(rows
         .iter()
         .any(|r| r.model == "dummy" && r.code == "ok" && r.cost_micro > 0));
+    // Too large a body is refused before anything else, in Anthropic's shape.
+    let big = format!(
+        "{{\"model\":\"chatty\",\"messages\":\"{}\"}}",
+        "x".repeat(9 << 20)
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/messages", app.url()))
+        .header("x-api-key", app.create_key("alpha").await)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["type"].as_str(), body["error"]["type"].as_str()),
+        (Some("error"), Some("request_too_large")),
+        "{body}"
+    );
     // count_tokens is free: no row at all.
     assert!(
         rows.iter().all(|r| r.code != "ok" || r.tokens_out > 0),
