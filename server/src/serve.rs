@@ -96,6 +96,7 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
         accountant: Accountant::start(ctx.db.clone()),
         directory: gateway::directory::Directory::start(ctx.db.clone()),
         http,
+        balancer: gateway::balancer::Balancer::default(),
     };
     spawn_orphan_sweep(ctx.db.clone());
     spawn_response_purge(ctx.db.clone());

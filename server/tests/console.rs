@@ -941,6 +941,7 @@ async fn write_charges(
                 cost: coins,
                 overage: 0,
                 request_id: format!("req-{i}"),
+                deployment: String::new(),
                 code,
                 detail: String::new(),
             }

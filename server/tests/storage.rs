@@ -314,6 +314,7 @@ async fn lease_batches_story(backend: Backend) {
         cost: coins,
         overage: 0,
         request_id: id.into(),
+        deployment: String::new(),
         code: app::domain::outcome::CallOutcome::Ok,
         detail: String::new(),
     };

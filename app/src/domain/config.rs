@@ -8,6 +8,7 @@
 //! model, and a `model_access` without `default` denies unlisted models.
 
 use super::bound::MediaCosts;
+use super::deployment::{ProviderFields, ProviderKind, RawDeployment, ResponsesApi};
 use super::money::coins_to_micro;
 use super::names::validate_name;
 use super::policy::{AccessMode, AccessPolicy};
@@ -104,38 +105,20 @@ impl Section {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Provider {
-    Dummy,
-    OpenAi {
-        base_url: String,
-        api_key_env: Option<String>,
-        upstream_model: String,
-        /// Whether the upstream serves the Responses API itself
-        /// (`responses_api: native`); otherwise Responses calls are
-        /// translated onto chat completions.
-        native_responses: bool,
-    },
-    /// Anthropic's Messages API (`base_url` as Anthropic's SDKs take it,
-    /// without `/v1`).
-    Anthropic {
-        base_url: String,
-        api_key_env: Option<String>,
-        upstream_model: String,
-    },
-}
-
-/// Where Anthropic's API lives unless a model says otherwise.
-pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+pub use super::deployment::{Deployment, Provider, ANTHROPIC_BASE_URL};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSpec {
     pub name: String,
-    pub provider: Provider,
+    /// Where calls go: one or more upstreams of one provider kind.
+    pub deployments: Vec<Deployment>,
+    /// Models tried in order when every deployment failed (not their own
+    /// fallbacks in turn).
+    pub fallbacks: Vec<String>,
     pub price: Price,
     pub max_output_tokens: Option<u32>,
     pub consent_notice: Option<String>,
-    /// Total time allowed for one upstream call, streaming included.
+    /// Total time allowed for one call, retries and streaming included.
     pub timeout_secs: Option<u32>,
     /// Tokens one image, audio or file part may cost; parts of a kind with
     /// no declared cost are refused.
@@ -488,24 +471,6 @@ pub struct RawAccess {
     pub graylist: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Openai,
-    Anthropic,
-    Dummy,
-}
-
-/// `responses_api:` on an `openai` model: whether `/v1/responses` calls go
-/// upstream as they are, or are translated onto chat completions.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ResponsesApi {
-    Native,
-    #[default]
-    Chat,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrice {
@@ -524,7 +489,8 @@ pub struct RawPrice {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, try_from = "RawModelFields")]
 pub struct RawModel {
-    pub provider: Provider,
+    pub deployments: Vec<Deployment>,
+    pub fallbacks: Vec<String>,
     pub price: Price,
     pub max_output_tokens: Option<u32>,
     pub consent_notice: Option<String>,
@@ -545,13 +511,17 @@ pub struct RawMedia {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModelFields {
-    pub provider: ProviderKind,
+    pub provider: Option<ProviderKind>,
     pub price: RawPrice,
     pub base_url: Option<String>,
     pub api_key_env: Option<String>,
     pub upstream_model: Option<String>,
     #[serde(default)]
     pub responses_api: Option<ResponsesApi>,
+    #[serde(default)]
+    pub deployments: Option<Vec<RawDeployment>>,
+    #[serde(default)]
+    pub fallbacks: Option<Vec<String>>,
     pub max_output_tokens: Option<u32>,
     pub consent_notice: Option<String>,
     pub timeout_secs: Option<u32>,
@@ -579,62 +549,28 @@ impl<'de> Deserialize<'de> for FieldName {
 }
 
 impl RawModelFields {
-    /// The provider, with only the fields that provider takes.
-    fn provider(&mut self) -> Result<Provider, String> {
-        if self.responses_api.is_some() && !matches!(self.provider, ProviderKind::Openai) {
-            return Err("`responses_api` applies only to provider `openai`".into());
-        }
-        match self.provider {
-            ProviderKind::Dummy => {
-                for (name, v) in [
-                    ("base_url", &self.base_url),
-                    ("api_key_env", &self.api_key_env),
-                    ("upstream_model", &self.upstream_model),
-                ] {
-                    if v.is_some() {
-                        return Err(format!(
-                            "`{name}` applies only to providers `openai` and `anthropic`"
-                        ));
-                    }
-                }
-                Ok(Provider::Dummy)
-            }
-            ProviderKind::Openai => Ok(Provider::OpenAi {
-                base_url: self.base_url("openai", None)?,
-                upstream_model: self.upstream_model("openai")?,
-                api_key_env: self.api_key_env.take(),
-                native_responses: self.responses_api == Some(ResponsesApi::Native),
-            }),
-            ProviderKind::Anthropic => Ok(Provider::Anthropic {
-                base_url: self.base_url("anthropic", Some(ANTHROPIC_BASE_URL))?,
-                upstream_model: self.upstream_model("anthropic")?,
-                api_key_env: self.api_key_env.take(),
-            }),
-        }
-    }
-
-    fn base_url(&mut self, provider: &str, default: Option<&str>) -> Result<String, String> {
-        let base_url = match (self.base_url.take(), default) {
-            (Some(u), _) => u,
-            (None, Some(d)) => d.to_string(),
-            (None, None) => {
-                return Err(format!(
-                    "provider `{provider}` needs `base_url`, e.g. https://api.openai.com/v1"
-                ))
-            }
+    /// The model's deployments: the `deployments:` list, or the one
+    /// upstream its own provider fields describe.
+    fn deployments(&mut self) -> Result<Vec<Deployment>, String> {
+        let single = ProviderFields {
+            provider: self.provider.take(),
+            base_url: self.base_url.take(),
+            api_key_env: self.api_key_env.take(),
+            upstream_model: self.upstream_model.take(),
+            responses_api: self.responses_api.take(),
         };
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(format!(
-                "base_url `{base_url}` must start with http:// or https://"
-            ));
+        match self.deployments.take() {
+            None => {
+                let provider = single.build()?;
+                Ok(vec![Deployment::single(provider, self.timeout_secs)])
+            }
+            Some(list) => {
+                if single.any_given() {
+                    return Err("give either `deployments` or the provider fields (`provider`, `base_url`, …), not both".into());
+                }
+                super::deployment::from_list(list)
+            }
         }
-        Ok(base_url.trim_end_matches('/').to_string())
-    }
-
-    fn upstream_model(&mut self, provider: &str) -> Result<String, String> {
-        self.upstream_model.take().ok_or_else(|| {
-            format!("provider `{provider}` needs `upstream_model`, the model name upstream")
-        })
     }
 
     fn pass_through(&mut self) -> BTreeSet<String> {
@@ -646,7 +582,7 @@ impl RawModelFields {
 impl TryFrom<RawModelFields> for RawModel {
     type Error = String;
     fn try_from(mut f: RawModelFields) -> Result<Self, String> {
-        let provider = f.provider()?;
+        let deployments = f.deployments()?;
         if f.max_output_tokens == Some(0) {
             return Err("max_output_tokens must be at least 1".into());
         }
@@ -656,7 +592,8 @@ impl TryFrom<RawModelFields> for RawModel {
         let pass_through = f.pass_through();
         let media = f.media.unwrap_or_default();
         Ok(RawModel {
-            provider,
+            deployments,
+            fallbacks: f.fallbacks.take().unwrap_or_default(),
             price: Price {
                 input_micro: f.price.input.0,
                 output_micro: f.price.output.0,
@@ -766,7 +703,8 @@ impl RawConfig {
                     name.0.clone(),
                     ModelSpec {
                         name: name.0,
-                        provider: m.provider,
+                        deployments: m.deployments,
+                        fallbacks: m.fallbacks,
                         price: m.price,
                         max_output_tokens: m.max_output_tokens,
                         consent_notice: m.consent_notice,
@@ -787,6 +725,21 @@ impl RawConfig {
         section_warnings("clients", &config.clients, &config.models, &mut warnings);
         section_warnings("users", &config.users, &config.models, &mut warnings);
         for (name, m) in &config.models {
+            for f in &m.fallbacks {
+                if f == name || !config.models.contains_key(f) {
+                    warnings.push(Warning {
+                        path: format!("models.{name}.fallbacks"),
+                        message: format!(
+                            "fallback `{f}` is {}; it is skipped",
+                            if f == name {
+                                "the model itself"
+                            } else {
+                                "not in the catalog"
+                            }
+                        ),
+                    });
+                }
+            }
             for field in &m.pass_through {
                 warnings.push(Warning {
                     path: format!("models.{name}.pass_through"),
@@ -797,5 +750,14 @@ impl RawConfig {
             }
         }
         (config, warnings)
+    }
+}
+
+impl ModelSpec {
+    /// The provider of the model's deployments (they all share one kind).
+    pub fn provider(&self) -> &Provider {
+        // A parsed model always has at least one deployment.
+        const NONE: &Provider = &Provider::Dummy;
+        self.deployments.first().map_or(NONE, |d| &d.provider)
     }
 }

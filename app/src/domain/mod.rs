@@ -4,7 +4,9 @@
 
 pub mod bound;
 pub mod bound_items;
+pub mod breaker;
 pub mod config;
+pub mod deployment;
 pub mod explain;
 pub mod keys;
 pub mod lease;

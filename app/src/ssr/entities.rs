@@ -167,6 +167,8 @@ pub mod ledger {
         pub cache_write_micro: i64,
         pub output_micro: i64,
         pub request_micro: i64,
+        /// The deployment that served the call (empty if none did).
+        pub deployment: String,
     }
     no_relations!();
 }

@@ -92,6 +92,8 @@ pub struct Charge {
     /// How far the true cost exceeded the reservation.
     pub overage: i64,
     pub request_id: String,
+    /// The deployment that served the call (empty if none did).
+    pub deployment: String,
     pub code: CallOutcome,
     /// The ledger's `outcome` column: more about how the call ended.
     pub detail: String,
@@ -174,6 +176,7 @@ fn ledger_row(c: &Charge, coins: i64, detail: String, now: i64) -> ledger::Activ
         coins_micro: Set(coins),
         created_at: Set(now),
         request_id: Set(c.request_id.clone()),
+        deployment: Set(c.deployment.clone()),
         outcome: Set(detail),
         ..Default::default()
     }

@@ -50,6 +50,8 @@ pub struct CallInfo {
     pub request_id: String,
     pub key_id: Option<i64>,
     pub model: String,
+    /// The deployment that served it, once one has.
+    pub deployment: String,
 }
 
 /// How a call ended.
@@ -116,6 +118,11 @@ impl std::fmt::Debug for Ticket {
 }
 
 impl Ticket {
+    /// Names the deployment that serves the call, for its ledger row.
+    pub fn served_by(&mut self, deployment: &str) {
+        self.call.deployment = deployment.to_string();
+    }
+
     /// Charges what the call cost (never more than it reserved plus what the
     /// lease can spare) and queues its ledger row. Returns the coins charged.
     /// Never waits.
@@ -527,6 +534,7 @@ impl Accountant {
             cost,
             overage,
             request_id: call.request_id.clone(),
+            deployment: call.deployment.clone(),
             code: o.code,
             detail: o.detail,
         };
@@ -604,6 +612,7 @@ impl Accountant {
             cost: 0,
             overage: 0,
             request_id: call.request_id.clone(),
+            deployment: String::new(),
             code: CallOutcome::Refused,
             detail: error_code.to_string(),
         };

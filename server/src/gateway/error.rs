@@ -32,6 +32,8 @@ pub enum ApiError {
     #[error("{0}")]
     UpstreamTimeout(String),
     #[error("{0}")]
+    UpstreamUnavailable(String),
+    #[error("{0}")]
     AccountingUnavailable(String),
 }
 
@@ -47,6 +49,7 @@ impl ApiError {
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AccountingUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -63,6 +66,7 @@ impl ApiError {
             ApiError::ResponseNotFound(_) => "response_not_found",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::UpstreamTimeout(_) => "upstream_timeout",
+            ApiError::UpstreamUnavailable(_) => "upstream_unavailable",
             ApiError::AccountingUnavailable(_) => "accounting_unavailable",
         }
     }
@@ -79,6 +83,7 @@ impl ApiError {
             | ApiError::ResponseNotFound(_) => "invalid_request_error",
             ApiError::Upstream(_)
             | ApiError::UpstreamTimeout(_)
+            | ApiError::UpstreamUnavailable(_)
             | ApiError::AccountingUnavailable(_) => "api_error",
         }
     }

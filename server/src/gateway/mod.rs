@@ -3,6 +3,7 @@
 //! coins, calls the provider and settles.
 
 pub mod accountant;
+pub mod balancer;
 pub mod directory;
 pub mod error;
 pub mod protocol;
@@ -32,6 +33,7 @@ pub struct Gateway {
     pub accountant: Accountant,
     pub directory: directory::Directory,
     pub http: reqwest::Client,
+    pub balancer: balancer::Balancer,
 }
 
 /// The id of one request, sent back as `x-request-id` and written to the ledger.

@@ -131,6 +131,7 @@ fn call(request_id: &str) -> CallInfo {
         request_id: request_id.into(),
         key_id: None,
         model: "m".into(),
+        deployment: String::new(),
     }
 }
 

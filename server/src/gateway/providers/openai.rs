@@ -42,11 +42,7 @@ pub async fn call(
     let resp = req.send().await.map_err(|e| classify(e, &url))?;
     let status = resp.status();
     if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        let snippet: String = text.chars().take(300).collect();
-        return Err(ProviderError::Failed(format!(
-            "the upstream model server answered {status}: {snippet}"
-        )));
+        return Err(ProviderError::from_status(resp).await);
     }
     if !stream {
         let body: Value = resp.json().await.map_err(|e| classify(e, &url))?;

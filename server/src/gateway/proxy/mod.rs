@@ -3,12 +3,14 @@
 //! settle the actual cost.
 
 mod chain;
+mod dispatch;
 mod stream;
 
 use super::accountant::{Admission, CallInfo, Outcome, Ticket};
+use super::balancer::Attempt;
 use super::error::{invalid_json, ApiError};
 use super::protocol::{messages, responses, upstream_wire, Transcode};
-use super::providers::{anthropic, dummy, openai, Kind, ProviderError, Reply, Usage};
+use super::providers::{anthropic, Kind, ProviderError, Reply, Usage};
 use super::{consent_url, pool_of, Caller, Gateway, JsonBody, RequestId};
 use app::domain::bound::{bound, json_len, Bound, ModelLimits};
 use app::domain::config::{Config, ModelSpec, OwnerSettings, Provider, SettingsSource};
@@ -18,11 +20,12 @@ use app::domain::policy::{Rule, Verdict};
 use app::ssr::entities::pool;
 use app::ssr::keys::KeyOwner;
 use app::ssr::owners::OwnerKind;
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chain::Chain;
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use stream::{Meter, Relay};
 
 /// Total time allowed for an upstream call, streaming included, unless the
@@ -102,7 +105,8 @@ pub async fn call(
     kind: Kind,
 ) -> Result<Response, ApiError> {
     let mut req = CallRequest::parse(kind, body)?;
-    let route = resolve(&gw, &owner, &req, id).await?;
+    let started = Instant::now();
+    let mut route = resolve(&gw, &owner, &req, id.clone()).await?;
     let chain = match kind {
         Kind::Responses => Some(
             chain::expand(&gw, &owner, &req.model, &mut req.body)
@@ -111,9 +115,98 @@ pub async fn call(
         ),
         _ => None,
     };
-    let (ticket, worst) = reserve(&gw, &owner, &route, &mut req).await?;
-    let reply = dispatch(&gw, &route, &mut req, worst.per_choice).await;
-    Ok(settle(&gw, reply, ticket, &route, &req, worst, chain).await)
+    // A fallback starts again from the caller's request, in its own protocol.
+    let mut fallbacks = route.spec.fallbacks.clone().into_iter();
+    let original = (fallbacks.len() > 0).then(|| req.body.clone());
+    loop {
+        let (mut ticket, worst) = reserve(&gw, &owner, &route, &mut req).await?;
+        let deadline = started + upstream_timeout(&route.spec);
+        let (reply, attempt) =
+            dispatch::dispatch(&gw, &route, &mut req, worst.per_choice, deadline).await;
+        if let Some(a) = &attempt {
+            ticket.served_by(&a.deployment);
+        }
+        if let (Err(e), Some(body)) = (&reply, &original) {
+            if e.failure().is_some() || matches!(e, ProviderError::Unavailable(_)) {
+                if let Some(next) = next_fallback(&gw, &owner, &mut fallbacks, &mut req, &id).await
+                {
+                    tracing::warn!(from = %route.spec.name, to = %next.spec.name, "every deployment failed; falling back: {e}");
+                    ticket.settle(Outcome::priced(
+                        &route.spec.price,
+                        Usage::default(),
+                        CallOutcome::UpstreamError,
+                    ));
+                    req.body = body.clone();
+                    route = next;
+                    continue;
+                }
+            }
+        }
+        return Ok(settle(&gw, reply, ticket, &route, &req, worst, chain, attempt).await);
+    }
+}
+
+/// The next fallback the caller may use (access and consent as for any
+/// call; one it may not use is skipped without a trace in its ledger).
+async fn next_fallback(
+    gw: &Gateway,
+    owner: &KeyOwner,
+    fallbacks: &mut std::vec::IntoIter<String>,
+    req: &mut CallRequest,
+    id: &RequestId,
+) -> Option<Route> {
+    for name in fallbacks.by_ref() {
+        let snapshot = gw.ctx.config.load_full();
+        let Some(spec) = snapshot.config.models.get(&name) else {
+            continue;
+        };
+        let wire = upstream_wire(req.kind, spec.provider())?;
+        let (settings, _) = settings_for(&snapshot.config, owner);
+        let mut decision = settings.access.decide(&name, false);
+        if decision.verdict == Verdict::ConsentRequired {
+            let consented = gw
+                .directory
+                .consents(owner.kind, owner.owner_id)
+                .await
+                .ok()?;
+            decision = settings.access.decide(&name, consented.contains(&name));
+        }
+        if decision.verdict != Verdict::Allowed {
+            continue;
+        }
+        req.model = name.clone();
+        return Some(Route {
+            spec: spec.clone(),
+            pool: pool_of(owner).ok()?.clone(),
+            call: CallInfo {
+                request_id: id.0.clone(),
+                key_id: Some(owner.key_id),
+                model: name,
+                deployment: String::new(),
+            },
+            wire,
+        });
+    }
+    None
+}
+
+fn upstream_timeout(spec: &ModelSpec) -> Duration {
+    spec.timeout_secs
+        .map_or(UPSTREAM_TIMEOUT, |s| Duration::from_secs(s.into()))
+}
+
+/// A provider's failure as the caller sees it, and as the ledger records it.
+fn provider_error(e: ProviderError) -> (ApiError, CallOutcome) {
+    match e {
+        ProviderError::Timeout(m) => (ApiError::UpstreamTimeout(m), CallOutcome::UpstreamTimeout),
+        ProviderError::Failed(m) | ProviderError::Status { message: m, .. } => {
+            (ApiError::Upstream(m), CallOutcome::UpstreamError)
+        }
+        ProviderError::Unavailable(m) => {
+            (ApiError::UpstreamUnavailable(m), CallOutcome::UpstreamError)
+        }
+        ProviderError::Unsupported(m) => (ApiError::InvalidRequest(m), CallOutcome::Refused),
+    }
 }
 
 /// A refusal after the model is known: it leaves a ledger row.
@@ -137,7 +230,7 @@ async fn resolve(
             "model `{model_name}` is not in this gateway's catalog; GET /v1/models lists the models this key may call"
         ))
     })?;
-    let wire = upstream_wire(req.kind, &spec.provider);
+    let wire = upstream_wire(req.kind, spec.provider());
     let route = Route {
         wire: wire.unwrap_or(req.kind),
         spec,
@@ -146,6 +239,7 @@ async fn resolve(
             request_id: id.0,
             key_id: Some(owner.key_id),
             model: model_name.clone(),
+            deployment: String::new(),
         },
     };
     let (settings, _) = settings_for(&snapshot.config, owner);
@@ -248,79 +342,10 @@ fn translate(wire: Kind, req: &mut CallRequest, worst: &mut Bound) {
     req.body = upstream;
 }
 
-fn upstream_timeout(spec: &ModelSpec) -> Duration {
-    spec.timeout_secs
-        .map_or(UPSTREAM_TIMEOUT, |s| Duration::from_secs(s.into()))
-}
-
-/// Sends the bounded request to the model's provider (an upstream takes the
-/// body itself).
-async fn dispatch(
-    gw: &Gateway,
-    route: &Route,
-    req: &mut CallRequest,
-    max_out: u64,
-) -> Result<Reply, ProviderError> {
-    match &route.spec.provider {
-        Provider::Dummy => Ok(dummy::call(
-            route.wire,
-            &req.body,
-            &req.model,
-            &route.call.request_id,
-            max_out,
-            req.stream,
-            req.include_usage,
-        )),
-        Provider::Anthropic {
-            base_url,
-            api_key_env,
-            upstream_model,
-        } => {
-            let target = anthropic::Target {
-                base_url,
-                api_key_env: api_key_env.as_deref(),
-                upstream_model,
-                timeout: upstream_timeout(&route.spec),
-            };
-            anthropic::call(
-                &gw.http,
-                &target,
-                route.wire,
-                std::mem::take(&mut req.body),
-                req.stream,
-                req.include_usage,
-            )
-            .await
-        }
-        Provider::OpenAi {
-            base_url,
-            api_key_env,
-            upstream_model,
-            ..
-        } => {
-            let target = openai::Target {
-                base_url,
-                api_key_env: api_key_env.as_deref(),
-                upstream_model,
-                timeout: upstream_timeout(&route.spec),
-            };
-            openai::call(
-                &gw.http,
-                &target,
-                route.wire,
-                // Sent once: moved out rather than copied.
-                std::mem::take(&mut req.body),
-                req.stream,
-                req.include_usage,
-            )
-            .await
-        }
-    }
-}
-
 /// Charges what the reply cost: at once for a JSON reply, or as the stream
 /// ends (however it ends) through the `Meter`. The reply reaches the caller
 /// in the caller's protocol.
+#[allow(clippy::too_many_arguments)]
 async fn settle(
     gw: &Gateway,
     reply: Result<Reply, ProviderError>,
@@ -329,21 +354,37 @@ async fn settle(
     req: &CallRequest,
     worst: Bound,
     chain: Option<Chain>,
+    attempt: Option<Attempt>,
+) -> Response {
+    let deployment = attempt.as_ref().map(|a| a.deployment.clone());
+    let mut resp = settled(gw, reply, ticket, route, req, worst, chain, attempt).await;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&req.model) {
+        h.insert("x-tollgate-model", v);
+    }
+    if let Some(v) = deployment.and_then(|d| HeaderValue::from_str(&d).ok()) {
+        h.insert("x-tollgate-deployment", v);
+    }
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn settled(
+    gw: &Gateway,
+    reply: Result<Reply, ProviderError>,
+    ticket: Ticket,
+    route: &Route,
+    req: &CallRequest,
+    worst: Bound,
+    chain: Option<Chain>,
+    attempt: Option<Attempt>,
 ) -> Response {
     let price = route.spec.price;
     let typical_input = worst.input.div_ceil(4);
     match reply {
         Err(e) => {
             // Nothing was served: release the whole reservation.
-            let (err, result) = match e {
-                ProviderError::Timeout(m) => {
-                    (ApiError::UpstreamTimeout(m), CallOutcome::UpstreamTimeout)
-                }
-                ProviderError::Failed(m) => (ApiError::Upstream(m), CallOutcome::UpstreamError),
-                ProviderError::Unsupported(m) => {
-                    (ApiError::InvalidRequest(m), CallOutcome::Refused)
-                }
-            };
+            let (err, result) = provider_error(e);
             ticket.settle(Outcome::priced(&price, Usage::default(), result));
             super::error::render(req.kind, err)
         }
@@ -380,6 +421,7 @@ async fn settle(
                 _ => None,
             };
             let relay = Relay {
+                attempt,
                 kind: req.kind,
                 transcode,
                 chain,
@@ -467,7 +509,7 @@ async fn count(
         base_url,
         api_key_env,
         upstream_model,
-    } = &route.spec.provider
+    } = route.spec.provider()
     {
         let target = anthropic::Target {
             base_url,
@@ -490,9 +532,7 @@ async fn count(
         }
         return match anthropic::count_tokens(&gw.http, &target, req.body).await {
             Ok(v) => Ok(Json(v).into_response()),
-            Err(ProviderError::Timeout(m)) => Err(ApiError::UpstreamTimeout(m)),
-            Err(ProviderError::Failed(m)) => Err(ApiError::Upstream(m)),
-            Err(ProviderError::Unsupported(m)) => Err(ApiError::InvalidRequest(m)),
+            Err(e) => Err(provider_error(e).0),
         };
     }
     Ok(Json(serde_json::json!({"input_tokens": worst.input.div_ceil(4)})).into_response())

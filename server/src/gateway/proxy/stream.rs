@@ -84,6 +84,9 @@ impl Drop for Meter {
 
 /// How the upstream's events reach the caller.
 pub struct Relay {
+    /// The deployment serving the stream, in flight until it ends.
+    #[allow(dead_code)]
+    pub attempt: Option<super::super::balancer::Attempt>,
     pub kind: Kind,
     /// Translates the upstream's protocol into the caller's; `None` when
     /// they are the same and events pass as they are.
@@ -154,11 +157,8 @@ impl State {
             Some(Err(e)) => {
                 self.meter.failed = true;
                 self.ended = true;
-                let (code, msg) = match e {
-                    ProviderError::Timeout(m) => ("upstream_timeout", m),
-                    ProviderError::Failed(m) => ("upstream_error", m),
-                    ProviderError::Unsupported(m) => ("invalid_request", m),
-                };
+                let (err, _) = super::provider_error(e);
+                let (code, msg) = (err.code(), err.to_string());
                 match self.relay.transcode.as_mut() {
                     Some(t) => t.fail(code, &msg, &mut out),
                     None => out.push(stream_error(self.relay.kind, code, &msg)),
