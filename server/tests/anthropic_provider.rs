@@ -346,6 +346,58 @@ async fn errors_story(backend: Backend) {
 }
 on_backends!(anthropic_errors_and_refusals, errors_story);
 
+/// `/v1/messages` goes upstream natively; `/v1/responses` reaches the
+/// model through chat completions. Both are charged at the cache prices.
+async fn other_protocols_story(backend: Backend) {
+    let (e, up) = gateway(backend).await;
+    let key = &e.keys["app"];
+    let body = json!({"model": "claude", "max_tokens": 5000, "messages": [{"role": "user", "content": "hi"}]});
+    let before = e.balance("app").await;
+    let (status, reply, rid) = e.post(Some(key), "/v1/messages", body.clone()).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["type"], "message");
+    assert_eq!(reply["content"][0]["text"], "Hello from Claude");
+    assert_eq!(
+        up.last_body(),
+        json!({"model": "claude-mock", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}),
+        "as sent, with the upstream model and the gateway's output limit"
+    );
+    assert_charged(&e, &rid.unwrap(), before).await;
+
+    let mut body = body;
+    body["stream"] = json!(true);
+    let before = e.balance("app").await;
+    let resp = e
+        .http
+        .post(format!("{}/v1/messages", e.url()))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let text = resp.text().await.unwrap();
+    assert!(text.starts_with("event: message_start\n"), "{text}");
+    assert!(text.contains("event: message_stop\n"), "{text}");
+    assert_charged(&e, &rid, before).await;
+
+    let before = e.balance("app").await;
+    let body = json!({"model": "claude", "input": "hi", "store": false});
+    let (status, reply, rid) = e.post(Some(key), "/v1/responses", body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        reply["output"][0]["content"][0]["text"], "Hello from Claude",
+        "{reply}"
+    );
+    assert_eq!(up.last_body()["messages"][0]["content"][0]["text"], "hi");
+    assert_charged(&e, &rid.unwrap(), before).await;
+}
+on_backends!(
+    messages_and_responses_on_an_anthropic_model,
+    other_protocols_story
+);
+
 // ---- the provider's native calls, straight against the mock ----
 
 fn target<'a>(up: &'a Upstream, model: &'a str) -> anthropic::Target<'a> {
