@@ -49,6 +49,7 @@ pub struct TestAppBuilder {
     init_db: bool,
     clients: Vec<String>,
     keys: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl TestAppBuilder {
@@ -79,6 +80,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// An environment variable for every server this app starts (an
+    /// upstream's API key, say).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// The database and config, ready; no server yet ([`TestApp::start`]).
     pub async fn build(self) -> TestApp {
         let tdb = TestDb::new(self.backend).await;
@@ -99,6 +107,7 @@ impl TestAppBuilder {
                 .unwrap(),
             client_ids: HashMap::new(),
             keys: HashMap::new(),
+            env: self.env,
             server: None,
         };
         if !self.clients.is_empty() {
@@ -139,6 +148,7 @@ pub struct TestApp {
     pub client_ids: HashMap<String, i64>,
     /// Key secrets by client name.
     pub keys: HashMap<String, String>,
+    env: Vec<(String, String)>,
     server: Option<Server>,
 }
 
@@ -150,6 +160,7 @@ impl TestApp {
             init_db: false,
             clients: Vec::new(),
             keys: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -161,7 +172,12 @@ impl TestApp {
 
     /// Another `tollgate serve` on the same database and config file.
     pub fn spawn_instance(&self) -> Server {
-        Server::spawn(&self.config, &self.tdb.url, &[])
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Server::spawn(&self.config, &self.tdb.url, &env)
     }
 
     pub fn server(&self) -> &Server {

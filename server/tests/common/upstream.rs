@@ -1,5 +1,7 @@
-//! A mock OpenAI-compatible upstream: a real HTTP server standing in for the
-//! outside world, with call counting and the last request body recorded.
+//! A mock upstream: a real HTTP server standing in for the outside world,
+//! OpenAI-compatible under `/v1/chat/completions` and Anthropic's Messages
+//! API under `/v1/messages` (see `anthropic`), with call counting and the
+//! last request body and headers recorded.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -19,16 +21,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod anthropic;
+
 #[derive(Default)]
 pub struct Recorded {
     pub calls: AtomicU64,
     /// Chunks the slow stream actually produced before the gateway stopped reading.
     pub streamed: AtomicU64,
     pub last_body: Mutex<Option<Value>>,
+    pub last_headers: Mutex<Option<axum::http::HeaderMap>>,
 }
 
 pub struct Upstream {
+    /// OpenAI-style, with `/v1`.
     pub base_url: String,
+    /// Without `/v1`, as Anthropic's SDKs (and `provider: anthropic`) take it.
+    pub root_url: String,
     pub rec: Arc<Recorded>,
 }
 
@@ -117,6 +125,8 @@ impl Upstream {
         let rec = Arc::new(Recorded::default());
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
+            .route("/v1/messages", post(anthropic::messages))
+            .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
             .with_state(rec.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -125,11 +135,26 @@ impl Upstream {
         });
         Upstream {
             base_url: format!("http://{addr}/v1"),
+            root_url: format!("http://{addr}"),
             rec,
         }
     }
 
     pub fn calls(&self) -> u64 {
         self.rec.calls.load(Ordering::SeqCst)
+    }
+
+    /// The body of the last request.
+    pub fn last_body(&self) -> Value {
+        self.rec.last_body.lock().unwrap().clone().unwrap()
+    }
+
+    /// A header of the last request that recorded its headers.
+    pub fn last_header(&self, name: &str) -> Option<String> {
+        let headers = self.rec.last_headers.lock().unwrap();
+        headers
+            .as_ref()?
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
     }
 }
