@@ -51,7 +51,8 @@ impl Meter {
     fn outcome(&self) -> Outcome {
         let (usage, outcome) = match (self.reported, self.finished, self.failed) {
             (Some(u), true, _) => (u, CallOutcome::Ok),
-            (Some(u), false, _) => (u, CallOutcome::ClientDisconnected),
+            (Some(u), false, true) => (u, CallOutcome::UpstreamErrorMidStream),
+            (Some(u), false, false) => (u, CallOutcome::ClientDisconnected),
             // Nothing produced and the upstream failed: release everything.
             (None, _, true) if self.produced == 0 => (Usage::default(), CallOutcome::UpstreamError),
             (None, _, failed) => (

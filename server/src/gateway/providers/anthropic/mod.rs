@@ -138,11 +138,7 @@ async fn post(
     let resp = req.send().await.map_err(|e| classify(e, &url))?;
     let status = resp.status();
     if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        let snippet: String = text.chars().take(300).collect();
-        return Err(ProviderError::Failed(format!(
-            "the upstream model server answered {status}: {snippet}"
-        )));
+        return Err(ProviderError::from_status(resp).await);
     }
     Ok((resp, url))
 }
