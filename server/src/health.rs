@@ -20,6 +20,9 @@ pub async fn healthz(State(gw): State<Gateway>) -> (StatusCode, Json<Value>) {
     let ok = db_ok && open;
     let r = ctx.reload.load();
     let (overage_calls, overage_micro) = gw.accountant.overage();
+    let snapshot = ctx.config.load_full();
+    let deployments = ctx.balancer.health(snapshot.config.models.values());
+    let count = |state: &str| deployments.iter().filter(|d| d.breaker == state).count();
     let body = json!({
         "status": if ok { "ok" } else { "unavailable" },
         "database": if db_ok { "ok" } else { "unreachable" },
@@ -28,6 +31,14 @@ pub async fn healthz(State(gw): State<Gateway>) -> (StatusCode, Json<Value>) {
             "unwritten_ledger_rows": gw.accountant.unwritten_rows(),
             "overage_calls": overage_calls,
             "overage_coins": app::domain::money::micro_to_coins(overage_micro.try_into().unwrap_or(i64::MAX)),
+        },
+        // Counts only: the console's Deployments page has names and errors.
+        "deployments": {
+            "total": deployments.len(),
+            "closed": count("closed"),
+            "open": count("open"),
+            "probing": count("probing"),
+            "in_flight": deployments.iter().map(|d| u64::from(d.in_flight)).sum::<u64>(),
         },
         "config": {
             "generation": r.generation,

@@ -96,7 +96,6 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
         accountant: Accountant::start(ctx.db.clone()),
         directory: gateway::directory::Directory::start(ctx.db.clone()),
         http,
-        balancer: gateway::balancer::Balancer::default(),
     };
     spawn_orphan_sweep(ctx.db.clone());
     spawn_response_purge(ctx.db.clone());
@@ -151,6 +150,7 @@ fn context(
             last_error: None,
         })),
         apply_lock: Arc::new(tokio::sync::Mutex::new(())),
+        balancer: app::ssr::balancer::Balancer::default(),
         setup_token: Arc::new(std::sync::Mutex::new(None)),
     }
 }

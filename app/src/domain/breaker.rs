@@ -79,6 +79,21 @@ impl Breaker {
     }
 
     pub fn failure(&mut self, f: Failure, now_ms: i64) {
+        if let State::Open { until_ms } = self.state {
+            // Calls already in flight when the breaker opened: their failures
+            // say nothing new, so they do not lengthen the cool-down (except
+            // a longer Retry-After).
+            if let Failure::RateLimited {
+                retry_after_ms: Some(ms),
+            } = f
+            {
+                let asked = now_ms.saturating_add(ms.clamp(1_000, MAX_RETRY_AFTER_MS));
+                self.state = State::Open {
+                    until_ms: until_ms.max(asked),
+                };
+            }
+            return;
+        }
         self.failures = self.failures.saturating_add(1);
         let backoff = BASE_COOLDOWN_MS
             .saturating_mul(1i64 << (self.failures - 1).min(10))
@@ -116,8 +131,9 @@ pub struct Candidate {
 /// Weighted least outstanding requests: among the deployments that admit a
 /// call and have room, the one with the fewest calls in flight for its
 /// weight (`(in_flight + 1) / weight`); ties go to the heavier, then the
-/// first. A deployment due a probe is chosen only when no closed one can
-/// take the call, so one probe at a time tests a recovering upstream.
+/// first. A deployment due a probe is chosen first: one call at a time
+/// tests a recovering upstream (and if the probe fails, the call is retried
+/// on another deployment like any failed attempt).
 pub fn choose(candidates: &[Candidate], tried: &[usize]) -> Option<usize> {
     let usable = |i: &usize| {
         let c = &candidates[*i];
@@ -135,7 +151,7 @@ pub fn choose(candidates: &[Candidate], tried: &[usize]) -> Option<usize> {
                 la.cmp(&lb).then(cb.weight.cmp(&ca.weight)).then(a.cmp(b))
             })
     };
-    best(Admit::Yes).or_else(|| best(Admit::Probe))
+    best(Admit::Probe).or_else(|| best(Admit::Yes))
 }
 
 #[cfg(test)]
@@ -172,6 +188,16 @@ mod tests {
     }
 
     #[test]
+    fn failures_of_calls_already_in_flight_do_not_stretch_the_cool_down() {
+        let mut b = Breaker::default();
+        b.failure(Failure::Connect, 0);
+        for _ in 0..5 {
+            b.failure(Failure::Connect, 100);
+        }
+        assert_eq!((b.failures, b.admits(5_000)), (1, Admit::Probe));
+    }
+
+    #[test]
     fn honours_retry_after_and_waits_longer_on_quota() {
         let mut b = Breaker::default();
         b.failure(
@@ -186,6 +212,7 @@ mod tests {
         q.failure(Failure::Quota, 0);
         assert_eq!(q.admits(59_999), Admit::No);
         for _ in 0..50 {
+            q.start_probe();
             q.failure(Failure::Connect, 0);
         }
         assert_eq!(
@@ -224,9 +251,9 @@ mod tests {
             ..c(1, 0)
         };
         assert_eq!(
-            choose(&[probe, c(1, 50)], &[]),
+            choose(&[c(1, 0), probe], &[]),
             Some(1),
-            "closed ones first"
+            "a due probe goes first"
         );
         assert_eq!(choose(&[shut, probe], &[]), Some(1));
         assert_eq!(choose(&[shut], &[]), None);

@@ -482,7 +482,7 @@ users:
         assert_eq!(gpt.price.input_micro, 2_500_000);
         assert_eq!(gpt.price.request_micro, 10_000);
         assert_eq!(gpt.max_output_tokens, Some(4096));
-        match &gpt.provider {
+        match gpt.provider() {
             crate::domain::config::Provider::OpenAi { base_url, .. } => {
                 assert_eq!(base_url, "https://api.openai.com/v1")
             }

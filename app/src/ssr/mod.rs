@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod actions;
 pub mod auth;
+pub mod balancer;
 pub mod changes;
 pub mod config_file;
 pub mod config_state;
@@ -54,6 +55,8 @@ pub struct AppContext {
     pub apply_lock: Arc<tokio::sync::Mutex<()>>,
     /// One-time token for `/setup` while no admin exists.
     pub setup_token: Arc<std::sync::Mutex<Option<String>>>,
+    /// This instance's view of every deployment's health.
+    pub balancer: balancer::Balancer,
 }
 
 impl AppContext {

@@ -3,7 +3,6 @@
 //! coins, calls the provider and settles.
 
 pub mod accountant;
-pub mod balancer;
 pub mod directory;
 pub mod error;
 pub mod protocol;
@@ -33,7 +32,6 @@ pub struct Gateway {
     pub accountant: Accountant,
     pub directory: directory::Directory,
     pub http: reqwest::Client,
-    pub balancer: balancer::Balancer,
 }
 
 /// The id of one request, sent back as `x-request-id` and written to the ledger.

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod flaky_upstream;
 pub mod protocols_upstream;
 pub mod test_app;
 pub mod upstream;

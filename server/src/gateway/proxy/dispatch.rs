@@ -3,11 +3,11 @@
 //! reply, a stream until its first event. At most `MAX_ATTEMPTS` attempts,
 //! all within the call's one deadline.
 
-use super::super::balancer::Attempt;
 use super::super::providers::{anthropic, dummy, openai, ChunkStream, ProviderError, Reply};
 use super::super::Gateway;
 use super::{CallRequest, Route};
 use app::domain::config::{Deployment, Provider};
+use app::ssr::balancer::Attempt;
 use futures::StreamExt;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -115,7 +115,7 @@ pub async fn dispatch(
     let mut tried = Vec::new();
     let mut last = None;
     while tried.len() < MAX_ATTEMPTS.min(spec.deployments.len()) {
-        let Some((i, held)) = gw.balancer.begin(spec, &tried) else {
+        let Some((i, held)) = gw.ctx.balancer.begin(spec, &tried) else {
             break;
         };
         tried.push(i);

@@ -7,7 +7,6 @@ mod dispatch;
 mod stream;
 
 use super::accountant::{Admission, CallInfo, Outcome, Ticket};
-use super::balancer::Attempt;
 use super::error::{invalid_json, ApiError};
 use super::protocol::{messages, responses, upstream_wire, Transcode};
 use super::providers::{anthropic, Kind, ProviderError, Reply, Usage};
@@ -17,6 +16,7 @@ use app::domain::config::{Config, ModelSpec, OwnerSettings, Provider, SettingsSo
 use app::domain::money::format_coins;
 use app::domain::outcome::CallOutcome;
 use app::domain::policy::{Rule, Verdict};
+use app::ssr::balancer::Attempt;
 use app::ssr::entities::pool;
 use app::ssr::keys::KeyOwner;
 use app::ssr::owners::OwnerKind;

@@ -87,7 +87,7 @@ impl Drop for Meter {
 pub struct Relay {
     /// The deployment serving the stream, in flight until it ends.
     #[allow(dead_code)]
-    pub attempt: Option<super::super::balancer::Attempt>,
+    pub attempt: Option<app::ssr::balancer::Attempt>,
     pub kind: Kind,
     /// Translates the upstream's protocol into the caller's; `None` when
     /// they are the same and events pass as they are.

@@ -2,9 +2,9 @@
 //! circuit breaker, its last error) and the choice of deployment for a call.
 //! Passive health: what calls see is all it knows; nothing probes on a timer.
 
-use app::domain::breaker::{self, Admit, Breaker, Candidate, Failure};
-use app::domain::config::{Deployment, ModelSpec};
-use app::ssr::now_ms;
+use super::now_ms;
+use crate::domain::breaker::{self, Admit, Breaker, Candidate, Failure};
+use crate::domain::config::{Deployment, ModelSpec};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
