@@ -169,3 +169,23 @@ pub struct ConfigSummary {
     pub last_reload_ok: bool,
     pub models: Vec<String>,
 }
+
+/// One deployment's health as this instance sees it (the admins' Deployments page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRow {
+    pub model: String,
+    pub deployment: String,
+    /// Where it sends calls (the provider and its base URL).
+    pub upstream: String,
+    pub weight: u32,
+    pub max_in_flight: Option<u32>,
+    /// `closed`, `open` or `probing`.
+    pub breaker: String,
+    pub open_for_ms: i64,
+    pub in_flight: u32,
+    pub served: u64,
+    pub failed: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    pub fallbacks: Vec<String>,
+}

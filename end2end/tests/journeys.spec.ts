@@ -155,6 +155,7 @@ test("7. a plain user cannot reach admin pages or other people's clients", async
   for (const [url, text] of [
     ["/users", "Only admins may do this."],
     ["/config", "Only admins may do this."],
+    ["/deployments", "Only admins may do this."],
     ["/clients/other", "No such client"],
   ]) {
     await c.goto(url);
@@ -164,6 +165,7 @@ test("7. a plain user cannot reach admin pages or other people's clients", async
   for (const [fn, form, status] of [
     ["list_users", {}, 403],
     ["config_overview", {}, 403],
+    ["deployment_health", {}, 403],
     ["client_detail", { name: "other" }, 404],
     ["create_client", { name: "sneaky" }, 403],
   ] as const) {

@@ -30,6 +30,7 @@ async fn check_config(cli: &Cli, path: &Path, plan: bool) -> Result<(), CliError
     for w in &loaded.warnings {
         eprintln!("warning: {}: {w}", path.display());
     }
+    eprint!("{}", app::domain::plan::models_text(&loaded.config));
     if plan {
         let settings = resolve(cli, &loaded);
         let conn = db::connect(&settings.database_url).await?;

@@ -482,7 +482,7 @@ async fn native_messages_go_as_they_are() {
     )
     .await;
     assert!(
-        matches!(failed, Err(ProviderError::Failed(m)) if m.contains("500") && m.contains("boom"))
+        matches!(failed, Err(ProviderError::Status { status: 500, message: m, .. }) if m.contains("boom"))
     );
 }
 

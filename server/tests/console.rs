@@ -310,6 +310,7 @@ async fn role_matrix_story(backend: Backend) {
             [401, 403, 403, 200],
         ),
         ("config_overview", vec![], [401, 403, 403, 200]),
+        ("deployment_health", vec![], [401, 403, 403, 200]),
         ("config_status", vec![], [200, 200, 200, 200]),
         ("setup_needed", vec![], [200, 200, 200, 200]),
         (

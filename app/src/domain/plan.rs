@@ -269,3 +269,69 @@ mod tests {
         assert!(render(&plans).contains("unchanged: client bot"));
     }
 }
+
+/// Where each model's calls go, as `check-config` explains it: its one
+/// upstream, or its deployments with their weights and limits, and its
+/// fallbacks.
+pub fn models_text(config: &Config) -> String {
+    use super::deployment::Provider;
+    let mut out = String::new();
+    for (name, m) in &config.models {
+        let upstream = |p: &Provider| match p {
+            Provider::Dummy => "the built-in dummy".to_string(),
+            Provider::OpenAi {
+                base_url,
+                upstream_model,
+                native_responses,
+                ..
+            } => format!(
+                "openai {base_url} as `{upstream_model}`{}",
+                if *native_responses {
+                    ", Responses API native"
+                } else {
+                    ""
+                }
+            ),
+            Provider::Anthropic {
+                base_url,
+                upstream_model,
+                ..
+            } => {
+                format!("anthropic {base_url} as `{upstream_model}`")
+            }
+        };
+        match m.deployments.as_slice() {
+            [one] if m.deployments.len() == 1 && one.name == "default" => {
+                let _ = writeln!(
+                    out,
+                    "model {name}: one upstream, {}",
+                    upstream(&one.provider)
+                );
+            }
+            list => {
+                let _ = writeln!(out, "model {name}: {} deployments, weighted least-outstanding routing, retried on another before the first byte", list.len());
+                for d in list {
+                    let limit = d
+                        .max_in_flight
+                        .map(|n| format!(", at most {n} in flight"))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "  {}: {} (weight {}{limit})",
+                        d.name,
+                        upstream(&d.provider),
+                        d.weight
+                    );
+                }
+            }
+        }
+        if !m.fallbacks.is_empty() {
+            let _ = writeln!(
+                out,
+                "  falls back to: {} (each under the caller's own access and price)",
+                m.fallbacks.join(", ")
+            );
+        }
+    }
+    out
+}

@@ -704,4 +704,60 @@ clients:
         assert!(l.config.models.contains_key("dummy"));
         assert!(l.warnings.is_empty(), "{:?}", l.warnings);
     }
+
+    #[test]
+    fn deployments_and_fallbacks() {
+        let c = ok("\
+models:
+  llama:
+    price: { input: 1, output: 1 }
+    fallbacks: [small, nowhere]
+    deployments:
+      - { name: a, provider: openai, base_url: http://a:8000/v1/, upstream_model: l, weight: 3, max_in_flight: 8 }
+      - { provider: openai, base_url: http://b:8000/v1, upstream_model: l, timeout_secs: 5 }
+  small: { provider: dummy, price: { input: 0, output: 0 } }
+");
+        let m = &c.config.models["llama"];
+        let names: Vec<_> = m
+            .deployments
+            .iter()
+            .map(|d| (d.name.as_str(), d.weight, d.max_in_flight))
+            .collect();
+        assert_eq!(names, [("a", 3, Some(8)), ("1", 1, None)]);
+        assert_eq!(m.deployments[1].timeout_secs, Some(5));
+        assert_eq!(c.config.models["small"].deployments[0].name, "default");
+        assert!(
+            c.warnings.iter().any(|w| w
+                .to_string()
+                .contains("fallback `nowhere` is not in the catalog")),
+            "{:?}",
+            c.warnings
+        );
+        let text = crate::domain::plan::models_text(&c.config);
+        assert!(text.contains("model llama: 2 deployments"), "{text}");
+        assert!(
+            text.contains("  a: openai http://a:8000/v1 as `l` (weight 3, at most 8 in flight)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("model small: one upstream, the built-in dummy"),
+            "{text}"
+        );
+
+        for (yaml, says) in [
+            ("    provider: dummy\n    deployments:\n      - { provider: dummy }\n", "not both"),
+            ("    deployments: []\n", "1 to 32"),
+            ("    deployments:\n      - { name: x, provider: dummy }\n      - { name: x, provider: dummy }\n", "used twice"),
+            ("    deployments:\n      - { provider: dummy }\n      - { provider: openai, base_url: http://b/v1, upstream_model: l }\n", "same provider"),
+            ("    deployments:\n      - { provider: dummy, weight: 0 }\n", "`weight` must be at least 1"),
+            ("    deployments:\n      - { provider: openai, upstream_model: l }\n", "deployments[0]: provider `openai` needs `base_url`"),
+            ("    deployments:\n      - { provider: dummy, colour: red }\n", "unknown field `colour`"),
+            ("    price: { input: 1, output: 1 }\n", "`provider` is required"),
+        ] {
+            let head = if yaml.contains("price:") { "" } else { "    price: { input: 1, output: 1 }\n" };
+            let e = err(&format!("models:\n  m:\n{head}{yaml}"));
+            assert!(e.to_string().contains(says), "{yaml}: {e}");
+            assert!(e.path.starts_with("models.m"), "{e}");
+        }
+    }
 }

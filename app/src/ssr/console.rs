@@ -404,3 +404,38 @@ pub async fn config_summary(ctx: &AppContext) -> Result<ConfigSummary, DbErr> {
         models: snapshot.config.models.keys().cloned().collect(),
     })
 }
+
+/// Every catalog deployment with this instance's view of its health.
+pub fn deployment_rows(ctx: &AppContext) -> Vec<crate::view::DeploymentRow> {
+    use crate::domain::config::Provider;
+    let snapshot = ctx.config.load_full();
+    let models = &snapshot.config.models;
+    let health = ctx.balancer.health(models.values());
+    health
+        .into_iter()
+        .filter_map(|h| {
+            let spec = models.get(&h.model)?;
+            let d = spec.deployments.iter().find(|d| d.name == h.deployment)?;
+            let upstream = match &d.provider {
+                Provider::Dummy => "dummy (built in)".to_string(),
+                Provider::OpenAi { base_url, .. } => format!("openai {base_url}"),
+                Provider::Anthropic { base_url, .. } => format!("anthropic {base_url}"),
+            };
+            Some(crate::view::DeploymentRow {
+                upstream,
+                weight: d.weight,
+                max_in_flight: d.max_in_flight,
+                breaker: h.breaker.to_string(),
+                open_for_ms: h.open_for_ms,
+                in_flight: h.in_flight,
+                served: h.served,
+                failed: h.failed,
+                last_error: h.last_error,
+                last_error_at: h.last_error_at,
+                fallbacks: spec.fallbacks.clone(),
+                model: h.model,
+                deployment: h.deployment,
+            })
+        })
+        .collect()
+}

@@ -222,6 +222,13 @@ pub async fn reset_password(username: String, password: String) -> Result<(), Se
         .map_err(refuse)
 }
 
+/// Every deployment's health on the instance that answers (admins only).
+#[server(prefix = "/api", endpoint = "deployment_health")]
+pub async fn deployment_health() -> Result<Vec<crate::view::DeploymentRow>, ServerFnError> {
+    let (ctx, _) = admin().await?;
+    Ok(console::deployment_rows(&ctx))
+}
+
 #[server(prefix = "/api", endpoint = "config_overview")]
 pub async fn config_overview() -> Result<ConfigReport, ServerFnError> {
     let (ctx, _) = admin().await?;

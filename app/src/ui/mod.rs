@@ -54,6 +54,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/me") view=owner::MePage ssr=SsrMode::Async/>
                     <Route path=path!("/users") view=pages::UsersPage ssr=SsrMode::Async/>
                     <Route path=path!("/config") view=pages::ConfigPage ssr=SsrMode::Async/>
+                    <Route path=path!("/deployments") view=pages::DeploymentsPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>
@@ -85,7 +86,7 @@ fn Nav() -> impl IntoView {
                                 view! {
                                     {manager.then(|| view! { <A href="/clients">"Clients"</A> })}
                                     <A href="/me">"Me"</A>
-                                    {admin.then(|| view! { <A href="/users">"Users"</A><A href="/config">"Config"</A> })}
+                                    {admin.then(|| view! { <A href="/users">"Users"</A><A href="/deployments">"Deployments"</A><A href="/config">"Config"</A> })}
                                     <span class="who" data-testid="signed-in-as">{format!("{} ({})", u.username, u.role.as_str())}</span>
                                     <ActionForm action=logout attr:class="inline">
                                         <button type="submit" class="link">"Sign out"</button>

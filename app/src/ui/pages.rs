@@ -274,3 +274,47 @@ pub fn ConfigPage() -> impl IntoView {
         </Suspense>
     }
 }
+
+/// Admins: each deployment's breaker, calls in flight and last error, as
+/// the instance that renders the page sees them.
+#[component]
+pub fn DeploymentsPage() -> impl IntoView {
+    let rows = Resource::new(|| (), |_| deployment_health());
+    view! {
+        <h1>"Deployments"</h1>
+        <p class="muted">"Health is passive and per instance: what this instance's calls saw. An open breaker lets one probe call through after its cool-down."</p>
+        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match rows.await {
+                    Err(e) => view! { <section class="card"><ErrorNote message=server_error_text(&e)/></section> }.into_any(),
+                    Ok(rows) => view! {
+                        <section class="card">
+                            <table data-testid="deployments">
+                                <thead><tr><th>"Model"</th><th>"Deployment"</th><th>"Upstream"</th><th>"Weight"</th><th>"Breaker"</th><th>"In flight"</th><th>"Served"</th><th>"Failed"</th><th>"Last error"</th></tr></thead>
+                                <tbody>
+                                    {rows.into_iter().map(|r| {
+                                        let breaker = if r.breaker == "open" { format!("open ({} s left)", (r.open_for_ms + 999) / 1000) } else { r.breaker.clone() };
+                                        let limit = r.max_in_flight.map(|m| format!(" / {m}")).unwrap_or_default();
+                                        view! {
+                                            <tr data-testid="deployment-row">
+                                                <td>{r.model.clone()}</td>
+                                                <td>{r.deployment.clone()}</td>
+                                                <td><code>{r.upstream.clone()}</code></td>
+                                                <td>{r.weight}</td>
+                                                <td data-testid="breaker" class=format!("breaker-{}", r.breaker)>{breaker}</td>
+                                                <td>{format!("{}{limit}", r.in_flight)}</td>
+                                                <td>{r.served}</td>
+                                                <td>{r.failed}</td>
+                                                <td>{r.last_error.clone().map(|e| format!("{} — {e}", r.last_error_at.map(short).unwrap_or_default())).unwrap_or_default()}</td>
+                                            </tr>
+                                        }
+                                    }).collect_view()}
+                                </tbody>
+                            </table>
+                        </section>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+    }
+}
