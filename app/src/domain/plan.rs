@@ -214,62 +214,6 @@ pub fn render(plans: &[OwnerPlan]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::config::PoolSettings;
-    use crate::domain::money::MICRO;
-
-    fn cfg(max: i64) -> Config {
-        let mut c = Config::default();
-        c.clients.default = OwnerSettings {
-            pool: PoolSettings {
-                limit: PoolLimit::Limited(max),
-                refresh_micro: 0,
-                starting_micro: 0,
-            },
-            access: AccessPolicy::deny_all(),
-        };
-        c
-    }
-
-    fn current(balance: i64, max: i64) -> Current {
-        Current {
-            kind: "client",
-            name: "bot".into(),
-            pool: Some(PoolState {
-                limit: PoolLimit::Limited(max),
-                refresh_micro: 0,
-                balance,
-                refilled_at: 0,
-                held: 0,
-            }),
-            access: Some((AccessPolicy::deny_all(), SettingsSource::Default)),
-        }
-    }
-
-    #[test]
-    fn a_blocking_file_shows_coins_held_back_not_lost() {
-        let config = cfg(0);
-        let plans = plan(&[current(40 * MICRO, 100 * MICRO)], &config, 0);
-        let text = render(&plans);
-        assert!(
-            text.contains("~ coins available: 40 -> 0 (40 held back)"),
-            "{text}"
-        );
-        assert!(text.contains("~ max: 100 -> 0 (blocked)"), "{text}");
-        assert!(text.contains("Plan: 1 of 1"), "{text}");
-    }
-
-    #[test]
-    fn the_same_settings_change_nothing() {
-        let config = cfg(100 * MICRO);
-        let plans = plan(&[current(40 * MICRO, 100 * MICRO)], &config, 0);
-        assert!(!plans[0].changes(), "{plans:?}");
-        assert!(render(&plans).contains("unchanged: client bot"));
-    }
-}
-
 /// Where each model's calls go, as `check-config` explains it: its one
 /// upstream, or its deployments with their weights and limits, and its
 /// fallbacks.
@@ -334,4 +278,60 @@ pub fn models_text(config: &Config) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::PoolSettings;
+    use crate::domain::money::MICRO;
+
+    fn cfg(max: i64) -> Config {
+        let mut c = Config::default();
+        c.clients.default = OwnerSettings {
+            pool: PoolSettings {
+                limit: PoolLimit::Limited(max),
+                refresh_micro: 0,
+                starting_micro: 0,
+            },
+            access: AccessPolicy::deny_all(),
+        };
+        c
+    }
+
+    fn current(balance: i64, max: i64) -> Current {
+        Current {
+            kind: "client",
+            name: "bot".into(),
+            pool: Some(PoolState {
+                limit: PoolLimit::Limited(max),
+                refresh_micro: 0,
+                balance,
+                refilled_at: 0,
+                held: 0,
+            }),
+            access: Some((AccessPolicy::deny_all(), SettingsSource::Default)),
+        }
+    }
+
+    #[test]
+    fn a_blocking_file_shows_coins_held_back_not_lost() {
+        let config = cfg(0);
+        let plans = plan(&[current(40 * MICRO, 100 * MICRO)], &config, 0);
+        let text = render(&plans);
+        assert!(
+            text.contains("~ coins available: 40 -> 0 (40 held back)"),
+            "{text}"
+        );
+        assert!(text.contains("~ max: 100 -> 0 (blocked)"), "{text}");
+        assert!(text.contains("Plan: 1 of 1"), "{text}");
+    }
+
+    #[test]
+    fn the_same_settings_change_nothing() {
+        let config = cfg(100 * MICRO);
+        let plans = plan(&[current(40 * MICRO, 100 * MICRO)], &config, 0);
+        assert!(!plans[0].changes(), "{plans:?}");
+        assert!(render(&plans).contains("unchanged: client bot"));
+    }
 }
