@@ -8,16 +8,19 @@
 mod common;
 
 use common::protocols_upstream::ProtocolUpstream;
+use common::upstream::anthropic::ANTHROPIC_KEY;
+use common::upstream::Upstream;
 use common::*;
 use std::path::PathBuf;
 use std::process::Command;
 
 const CLIENTS: [&str; 6] = ["alpha", "beta", "denied", "broke", "blocked", "gray"];
 
-fn config(up: &ProtocolUpstream) -> String {
+fn config(up: &ProtocolUpstream, claude: &str) -> String {
     let u = &up.base_url;
     format!("\
 models:
+  claude: {{ provider: anthropic, base_url: \"{claude}\", api_key_env: TG_TEST_ANTHROPIC_KEY, upstream_model: claude-mock, price: {{ input: 1, output: 2, cached_input: 0.1, cache_write: 1.25 }}, max_output_tokens: 200 }}
   chatty: {{ provider: openai, base_url: \"{u}\", upstream_model: up-chat, price: {{ input: 1, output: 2, cached_input: 0.5 }}, max_output_tokens: 200 }}
   native: {{ provider: openai, base_url: \"{u}\", upstream_model: up-native, responses_api: native, price: {{ input: 1, output: 2, cached_input: 0.5 }}, max_output_tokens: 200 }}
   dummy: {{ provider: dummy, price: {{ input: 1, output: 2 }}, max_output_tokens: 50 }}
@@ -91,7 +94,7 @@ async fn run_sdk(app: &TestApp, script: &str, models: &str) {
 async fn openai_story(backend: Backend) {
     let up = ProtocolUpstream::start().await;
     let app = TestApp::builder(backend)
-        .config(&config(&up))
+        .config(&config(&up, "http://127.0.0.1:9"))
         .clients(&CLIENTS)
         .spawn()
         .await;
@@ -136,12 +139,14 @@ on_backends!(the_openai_sdk_drives_the_responses_api, openai_story);
 
 async fn anthropic_story(backend: Backend) {
     let up = ProtocolUpstream::start().await;
+    let anthropic = Upstream::start().await;
     let app = TestApp::builder(backend)
-        .config(&config(&up))
+        .config(&config(&up, &anthropic.root_url))
+        .env("TG_TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)
         .clients(&CLIENTS)
         .spawn()
         .await;
-    run_sdk(&app, "anthropic_client.py", "chatty,dummy").await;
+    run_sdk(&app, "anthropic_client.py", "chatty,dummy,claude").await;
     // Anthropic callers are charged like everyone else.
     let rows = app.wait_ledger_rows("alpha", 1).await;
     assert!(rows

@@ -58,19 +58,19 @@ def tool_round_trip(model):
                           messages=[{"role": "user", "content": "Weather in Oslo?"}])
     assert m.stop_reason == "tool_use", m
     use = [c for c in m.content if c.type == "tool_use"][0]
-    assert use.name == "get_weather" and use.input == {"city": "Oslo"}, use
+    assert use.name == "get_weather" and isinstance(use.input.get("city"), str), use
     m2 = a.messages.create(model=model, max_tokens=200, tools=[WEATHER], messages=[
         {"role": "user", "content": "Weather in Oslo?"},
         {"role": "assistant", "content": [c.model_dump() for c in m.content]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny"}]},
     ])
-    assert m2.stop_reason == "end_turn" and m2.content[0].text.startswith("seen "), m2
+    assert m2.stop_reason == "end_turn" and m2.content[0].text, m2
 
     with a.messages.stream(model=model, max_tokens=200, tools=[WEATHER],
                            messages=[{"role": "user", "content": "Weather?"}]) as s:
         final = s.get_final_message()
     use = [c for c in final.content if c.type == "tool_use"][0]
-    assert use.input == {"city": "Oslo"} and final.stop_reason == "tool_use", final
+    assert isinstance(use.input.get("city"), str) and final.stop_reason == "tool_use", final
 
 
 def refusals(model):
