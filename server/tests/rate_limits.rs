@@ -210,6 +210,36 @@ async fn key_limit_story(backend: Backend) {
     let r = chat(&app, &app.keys["busy"], chat_body("dummy")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.assert_requests(60, 57);
+    // `tollgate keys create` gives a key its limits too.
+    let out = app.tollgate(&[
+        "keys",
+        "create",
+        "--client",
+        "busy",
+        "--requests-per-minute",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let one = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let r = chat(&app, &one, chat_body("dummy")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.assert_requests(1, 0);
+    chat(&app, &one, chat_body("dummy"))
+        .await
+        .assert_rate_limited("this key has used its 1 requests per minute");
+    let out = app.tollgate(&[
+        "keys",
+        "create",
+        "--client",
+        "busy",
+        "--tokens-per-minute",
+        "0",
+    ]);
+    assert!(!out.status.success());
 }
 on_backends!(a_key_is_held_to_its_own_lower_limit, key_limit_story);
 
