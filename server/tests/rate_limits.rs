@@ -23,6 +23,12 @@ use std::time::Duration;
 const CONFIG: &str = "\
 models:
   dummy: { provider: dummy, price: { input: 1, output: 1 }, max_output_tokens: 2000 }
+  gone:
+    provider: openai
+    base_url: http://127.0.0.1:9
+    upstream_model: nothing
+    price: { input: 1, output: 1 }
+    fallbacks: [dummy]
 clients:
   default:
     max: -2
@@ -39,9 +45,13 @@ clients:
   free:
     max: -2
     model_access: { default: whitelist }
+  twice:
+    max: -2
+    model_access: { default: whitelist }
+    rate_limits: { requests_per_minute: 2 }
 ";
 
-const CLIENTS: [&str; 4] = ["five", "wordy", "busy", "free"];
+const CLIENTS: [&str; 5] = ["five", "wordy", "busy", "free", "twice"];
 
 async fn gateway(backend: Backend) -> TestApp {
     TestApp::builder(backend)
@@ -284,6 +294,24 @@ on_backends!(
     tokens_per_minute_refuse_a_worst_case_beyond_what_is_left,
     tokens_per_minute_story
 );
+
+/// A call that falls back to another model is still one request (each
+/// model's worst case counts as tokens in turn).
+async fn fallback_story(backend: Backend) {
+    let app = gateway(backend).await;
+    early_in_a_window().await;
+    let key = app.keys["twice"].clone();
+    for remaining in [1, 0] {
+        let r = chat(&app, &key, chat_body("gone")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("x-tollgate-model"), Some("dummy"));
+        r.assert_requests(2, remaining);
+    }
+    let third = chat(&app, &key, chat_body("gone")).await;
+    third.assert_rate_limited("has used its 2 requests per minute");
+    assert_refused_row(&app, third.request_id()).await;
+}
+on_backends!(a_call_that_falls_back_is_one_request, fallback_story);
 
 async fn unlimited_story(backend: Backend) {
     let app = gateway(backend).await;

@@ -813,6 +813,7 @@ impl RawConfig {
                                 "not in the catalog"
                             }
                         ),
+                        line: None,
                     });
                 }
             }

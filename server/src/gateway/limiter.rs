@@ -13,10 +13,12 @@
 //! ends, what it did not use comes back to this instance's share, and
 //! whatever the instance then holds beyond two shares goes back to the row.
 //!
-//! The numbers for the `x-ratelimit-*` headers are left for the response in
-//! a task-local that [`reporting`] sets up around a metered call, so every
-//! response of the call carries them, a refusal after admission included,
-//! without threading them through the proxy's stages.
+//! [`reporting`] keeps a little state for each metered call in a
+//! task-local: the numbers for the `x-ratelimit-*` headers, left there by
+//! admission so that every response of the call carries them (a refusal
+//! after admission included) without threading them through the proxy's
+//! stages; and whether the call already holds its request, so that a
+//! fallback to another model counts its tokens but not a second request.
 
 use super::error::ApiError;
 use app::domain::rate::{seconds_left, window_start, Ask, Need, RateLimits, Report, Window};
@@ -32,17 +34,25 @@ use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// What admission leaves for the rest of one metered call.
+#[derive(Default)]
+struct CallState {
+    report: Option<Report>,
+    /// A request was taken for this call (by its first model).
+    counted: bool,
+}
+
 tokio::task_local! {
-    static REPORT: RefCell<Option<Report>>;
+    static CALL: RefCell<CallState>;
 }
 
 /// Runs a metered call and adds the `x-ratelimit-*` headers its admission
 /// left, whatever the response is. No limit, no headers.
 pub async fn reporting(call: impl Future<Output = Response>) -> Response {
-    let (mut resp, report) = REPORT
-        .scope(RefCell::new(None), async move {
+    let (mut resp, report) = CALL
+        .scope(RefCell::new(CallState::default()), async move {
             let resp = call.await;
-            (resp, REPORT.with(|r| r.borrow_mut().take()))
+            (resp, CALL.with(|c| c.borrow_mut().report.take()))
         })
         .await;
     for (name, value) in report.map(|r| r.headers()).unwrap_or_default() {
@@ -55,7 +65,18 @@ pub async fn reporting(call: impl Future<Output = Response>) -> Response {
 
 fn leave_report(r: Report) {
     // Outside `reporting` (no metered call) there is nowhere to put it.
-    let _ = REPORT.try_with(|slot| *slot.borrow_mut() = Some(r));
+    let _ = CALL.try_with(|c| c.borrow_mut().report = Some(r));
+}
+
+/// Requests a call takes now: one, unless an earlier model of the same call
+/// (before a fallback) already took it.
+fn requests_to_take() -> u64 {
+    let counted = CALL.try_with(|c| c.borrow().counted).unwrap_or(false);
+    u64::from(!counted)
+}
+
+fn mark_counted() {
+    let _ = CALL.try_with(|c| c.borrow_mut().counted = true);
 }
 
 /// One scope's window on this instance.
@@ -97,14 +118,15 @@ pub struct Permit {
     limiter: Option<Limiter>,
     start: i64,
     scopes: Vec<String>,
-    tokens: u64,
+    /// What the call took: a request (none for a fallback) and its worst-case tokens.
+    took: Need,
 }
 
 impl std::fmt::Debug for Permit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Permit")
             .field("scopes", &self.scopes)
-            .field("tokens", &self.tokens)
+            .field("took", &self.took)
             .finish()
     }
 }
@@ -115,15 +137,15 @@ impl Permit {
         if let Some(l) = self.limiter.take() {
             let unused = Need {
                 requests: 0,
-                tokens: self.tokens.saturating_sub(used),
+                tokens: self.took.tokens.saturating_sub(used),
             };
-            l.give_back(&self.scopes, self.start, unused, self.tokens);
+            l.give_back(&self.scopes, self.start, unused, self.took.tokens);
         }
     }
 
     /// The call ran, and what it used is not known: all of its tokens count.
     pub fn settle_in_full(self) {
-        let tokens = self.tokens;
+        let tokens = self.took.tokens;
         self.settle(tokens);
     }
 }
@@ -131,12 +153,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some(l) = self.limiter.take() {
-            l.give_back(
-                &self.scopes,
-                self.start,
-                Need::call(self.tokens),
-                self.tokens,
-            );
+            l.give_back(&self.scopes, self.start, self.took, self.took.tokens);
         }
     }
 }
@@ -183,11 +200,15 @@ impl Limiter {
         let scopes = self.scopes(owner);
         let now = now_ms();
         let start = window_start(now);
+        let need = Need {
+            requests: requests_to_take(),
+            tokens,
+        };
         let mut permit = Permit {
             limiter: None,
             start,
             scopes: Vec::new(),
-            tokens,
+            took: need,
         };
         if scopes.is_empty() {
             return Ok(permit);
@@ -197,7 +218,6 @@ impl Limiter {
             locked(&self.inner.slots).retain(|_, x| x.window.start >= start);
         }
         permit.limiter = Some(self.clone());
-        let need = Need::call(tokens);
         let mut refused = None;
         for s in &scopes {
             if let Err(e) = self.hold(s, start, need, now).await {
@@ -210,7 +230,10 @@ impl Limiter {
         match refused {
             // Dropping the permit gives back what the scopes before held.
             Some(e) => Err(e),
-            None => Ok(permit),
+            None => {
+                mark_counted();
+                Ok(permit)
+            }
         }
     }
 
