@@ -5,6 +5,7 @@ use crate::domain::explain::{explain, Explanation, Recorded};
 use crate::domain::outcome::CallOutcome;
 pub use crate::domain::owner::{OwnerKind, Role};
 use crate::domain::pricing::Breakdown;
+use crate::domain::rate::RateLimits;
 use crate::domain::usage::Usage;
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +76,8 @@ pub struct KeyRow {
     pub last_used_at: Option<i64>,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The key's own rate limits (its owner's apply as well).
+    pub limits: RateLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,7 @@ mod m20261129_000005_changes;
 mod m20261129_000006_outcome_code;
 mod m20261129_000007_usage_breakdown;
 mod m20261129_000008_stored_responses;
+mod m20261129_000009_rate_limits;
 mod m20261129_000010_ledger_deployment;
 
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000006_outcome_code::Migration),
             Box::new(m20261129_000007_usage_breakdown::Migration),
             Box::new(m20261129_000008_stored_responses::Migration),
+            Box::new(m20261129_000009_rate_limits::Migration),
             Box::new(m20261129_000010_ledger_deployment::Migration),
         ]
     }

@@ -60,6 +60,12 @@ pub enum KeysCommand {
         /// Expiry, e.g. 30d, 12h, 45m.
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
+        /// The key's own requests per minute (its owner's limit applies too).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000_000))]
+        requests_per_minute: Option<u64>,
+        /// The key's own tokens per minute (its owner's limit applies too).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=1_000_000_000_000))]
+        tokens_per_minute: Option<u64>,
     },
     /// List keys (all, or one owner's).
     List {

@@ -28,7 +28,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
 async fn check_config(cli: &Cli, path: &Path, plan: bool) -> Result<(), CliError> {
     let loaded = config_file::load(path)?;
     for w in &loaded.warnings {
-        eprintln!("warning: {}: {w}", path.display());
+        eprintln!("warning: {}", w.located(&path.display().to_string()));
     }
     eprint!("{}", app::domain::plan::models_text(&loaded.config));
     if plan {
@@ -56,7 +56,7 @@ async fn check_config(cli: &Cli, path: &Path, plan: bool) -> Result<(), CliError
 async fn init_db(cli: &Cli, path: &Path) -> Result<(), CliError> {
     let loaded = config_file::load(path)?;
     for w in &loaded.warnings {
-        tracing::warn!("{}: {w}", path.display());
+        tracing::warn!("{}", w.located(&path.display().to_string()));
     }
     let settings = resolve(cli, &loaded);
     let (conn, generation) = prepare_database(&settings.database_url, &loaded).await?;

@@ -4,8 +4,9 @@
 
 use crate::args::KeysCommand;
 use crate::error::CliError;
+use app::domain::rate::RateLimits;
 use app::domain::time::rfc3339;
-use app::ssr::keys::{self, parse_duration_ms};
+use app::ssr::keys::{self, parse_duration_ms, KeyTerms};
 use app::ssr::now_ms;
 use app::ssr::owners::{client_by_name, user_by_name, OwnerKind};
 use sea_orm::DatabaseConnection;
@@ -36,7 +37,16 @@ pub async fn run(db: &DatabaseConnection, command: &KeysCommand) -> Result<(), C
             user,
             label,
             expires_in,
-        } => create(db, client, user, label, expires_in.as_deref(), now).await,
+            requests_per_minute,
+            tokens_per_minute,
+        } => {
+            let limits = RateLimits {
+                requests_per_minute: *requests_per_minute,
+                tokens_per_minute: *tokens_per_minute,
+            };
+            let owner = owner(db, client, user).await?;
+            create(db, owner, label, expires_in.as_deref(), limits, now).await
+        }
         KeysCommand::List { client, user } => list(db, client, user).await,
         KeysCommand::Revoke { prefix } => {
             let k = keys::revoke_by_prefix(db, prefix, now)
@@ -51,10 +61,10 @@ pub async fn run(db: &DatabaseConnection, command: &KeysCommand) -> Result<(), C
 /// `keys create`: prints the secret, the only time it is shown.
 async fn create(
     db: &DatabaseConnection,
-    client: &Option<String>,
-    user: &Option<String>,
+    owner: Option<(OwnerKind, i64)>,
     label: &str,
     expires_in: Option<&str>,
+    limits: RateLimits,
     now: i64,
 ) -> Result<(), CliError> {
     let expires_at = match expires_in {
@@ -67,12 +77,18 @@ async fn create(
             })?,
         ),
     };
-    let Some((kind, id)) = owner(db, client, user).await? else {
+    let Some(owner) = owner else {
         return Err(CliError::Other(
             "name the owner with --client NAME or --user USERNAME".into(),
         ));
     };
-    let new = keys::create(db, kind, id, label, expires_at, None, now)
+    let terms = KeyTerms {
+        label,
+        expires_at,
+        created_by: None,
+        limits,
+    };
+    let new = keys::create_with(db, owner, &terms, now)
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;
     eprintln!(

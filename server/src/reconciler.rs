@@ -153,7 +153,7 @@ async fn reload(ctx: &AppContext, path: &Path, last_seen: &mut Option<String>) -
         }
         Ok(loaded) => {
             for w in &loaded.warnings {
-                tracing::warn!("{file}: {w}");
+                tracing::warn!("{}", w.located(&file));
             }
             match apply(&ctx.db, &loaded).await {
                 Ok(generation) => {

@@ -78,7 +78,7 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
 
 pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliError> {
     for w in &loaded.warnings {
-        tracing::warn!("{}: {w}", settings.config_path.display());
+        tracing::warn!("{}", w.located(&settings.config_path.display().to_string()));
     }
     let (db, generation) = prepare_database(&settings.database_url, &loaded).await?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
@@ -95,6 +95,7 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
         ctx: ctx.clone(),
         accountant: Accountant::start(ctx.db.clone()),
         directory: gateway::directory::Directory::start(ctx.db.clone()),
+        limiter: gateway::limiter::Limiter::new(ctx.db.clone(), ctx.config.clone()),
         http,
     };
     spawn_orphan_sweep(ctx.db.clone());

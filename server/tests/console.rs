@@ -1289,3 +1289,86 @@ async fn public_url_origin_story(backend: Backend) {
     );
 }
 on_backends!(only_the_public_origin_is_accepted, public_url_origin_story);
+
+async fn key_limits_story(backend: Backend) {
+    let (c, token) = console(backend).await;
+    let admin = c.first_admin(&token).await;
+    c.call(Some(&admin), "create_client", &[("name", "alpha")])
+        .await;
+    let form = |rpm: &'static str, tpm: &'static str| {
+        vec![
+            ("client", "alpha"),
+            ("label", "capped"),
+            ("expires_days", ""),
+            ("requests_per_minute", rpm),
+            ("tokens_per_minute", tpm),
+        ]
+    };
+    for (rpm, tpm, says) in [
+        ("0", "", "Requests per minute"),
+        ("ten", "", "Requests per minute"),
+        ("", "-5", "Tokens per minute"),
+    ] {
+        let (s, b, _) = c
+            .call(Some(&admin), "create_client_key", &form(rpm, tpm))
+            .await;
+        assert_eq!(s, 400, "{backend:?}: {rpm} {tpm}: {b}");
+        assert!(b.to_string().contains(says), "{b}");
+    }
+    let (s, key, _) = c
+        .call(Some(&admin), "create_client_key", &form("1", ""))
+        .await;
+    assert_eq!(s, 200, "{key}");
+    let (_, detail, _) = c
+        .call(Some(&admin), "client_detail", &[("name", "alpha")])
+        .await;
+    assert_eq!(detail["keys"].as_array().unwrap().len(), 1, "{detail}");
+    assert_eq!(
+        detail["keys"][0]["limits"],
+        serde_json::json!({"requests_per_minute": 1, "tokens_per_minute": null})
+    );
+    // The gateway holds the key to it (the config gives clients no limit).
+    let resp = c
+        .http
+        .post(format!("{}/v1/chat/completions", c.url()))
+        .bearer_auth(key["secret"].as_str().unwrap())
+        .json(&chat_body("dummy"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["x-ratelimit-limit-requests"], "1");
+    // A user's own key, from /me; the form there has the same fields.
+    let (s, b, _) = c
+        .call(
+            Some(&admin),
+            "create_my_key",
+            &[
+                ("label", "mine"),
+                ("expires_days", ""),
+                ("tokens_per_minute", "500"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (_, me, _) = c.call(Some(&admin), "my_account", &[]).await;
+    assert_eq!(me["keys"][0]["limits"]["tokens_per_minute"], 500, "{me}");
+    let page = c
+        .http
+        .get(format!("{}/me", c.url()))
+        .header("Cookie", &admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("name=\"requests_per_minute\"") && page.contains("500 tokens/min"),
+        "{backend:?}"
+    );
+}
+on_backends!(
+    a_key_created_in_the_console_carries_its_limits,
+    key_limits_story
+);

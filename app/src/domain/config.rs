@@ -5,7 +5,8 @@
 //! Semantics (see docs/configuration.md): a named entry replaces `default`
 //! completely. A field omitted from an entry is not inherited: no `max` means
 //! blocked, no `refresh`/`starting` means 0, no `model_access` denies every
-//! model, and a `model_access` without `default` denies unlisted models.
+//! model, a `model_access` without `default` denies unlisted models, and no
+//! `rate_limits` means no rate limit.
 
 use super::bound::MediaCosts;
 use super::deployment::{ProviderFields, ProviderKind, RawDeployment, ResponsesApi};
@@ -13,6 +14,7 @@ use super::money::coins_to_micro;
 use super::names::validate_name;
 use super::policy::{AccessMode, AccessPolicy};
 use super::pricing::Price;
+use super::rate::{RateLimits, MAX_LIMIT};
 use super::time::{parse_duration_ms, DAY_MS};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
@@ -47,6 +49,9 @@ pub struct PoolSettings {
 pub struct OwnerSettings {
     pub pool: PoolSettings,
     pub access: AccessPolicy,
+    /// Requests and tokens per minute; omitted means unlimited.
+    #[serde(default)]
+    pub rate_limits: RateLimits,
 }
 
 impl OwnerSettings {
@@ -59,6 +64,7 @@ impl OwnerSettings {
                 starting_micro: 0,
             },
             access: AccessPolicy::deny_all(),
+            rate_limits: RateLimits::NONE,
         }
     }
 }
@@ -235,11 +241,24 @@ pub struct Config {
 pub struct Warning {
     pub path: String,
     pub message: String,
+    /// The line the path points at in the file, when it can be found.
+    #[serde(default)]
+    pub line: Option<usize>,
 }
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+impl Warning {
+    /// `FILE:LINE: PATH: message`, or `FILE: PATH: message` without a line.
+    pub fn located(&self, file: &str) -> String {
+        match self.line {
+            Some(l) => format!("{file}:{l}: {self}"),
+            None => format!("{file}: {self}"),
+        }
     }
 }
 
@@ -457,6 +476,35 @@ pub struct RawEntry {
     pub refresh: Option<Coins>,
     pub starting: Option<Coins>,
     pub model_access: Option<RawAccess>,
+    #[serde(default)]
+    pub rate_limits: Option<RawRateLimits>,
+}
+
+/// `rate_limits:` on an entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    #[serde(default)]
+    pub requests_per_minute: Option<PerMinute>,
+    #[serde(default)]
+    pub tokens_per_minute: Option<PerMinute>,
+}
+
+/// A limit per minute: a whole number ≥ 1.
+#[derive(Debug, Clone, Copy)]
+pub struct PerMinute(pub u64);
+
+impl<'de> Deserialize<'de> for PerMinute {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        number_visitor(d, "a whole number ≥ 1", |v| {
+            if v.fract() != 0.0 || !(1.0..=MAX_LIMIT as f64).contains(&v) {
+                return Err(format!(
+                    "must be a whole number from 1 to {MAX_LIMIT} (omit the field for no limit), got {v}"
+                ));
+            }
+            Ok(PerMinute(v as u64))
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -635,6 +683,10 @@ fn entry_settings(raw: Option<RawEntry>) -> OwnerSettings {
             starting_micro: raw.starting.map_or(0, |c| c.0),
         },
         access,
+        rate_limits: raw.rate_limits.map_or(RateLimits::NONE, |r| RateLimits {
+            requests_per_minute: r.requests_per_minute.map(|n| n.0),
+            tokens_per_minute: r.tokens_per_minute.map(|n| n.0),
+        }),
     }
 }
 
@@ -675,6 +727,7 @@ fn section_warnings(
                         message: format!(
                             "model `{m}` is in both {la} and {lb}; blacklist wins over whitelist, whitelist over graylist"
                         ),
+                        line: None,
                     });
                 }
             }
@@ -683,9 +736,30 @@ fn section_warnings(
                     out.push(Warning {
                         path: format!("{path}.{la}"),
                         message: format!("model `{m}` is not in the `models` catalog"),
+                        line: None,
                     });
                 }
             }
+        }
+    }
+}
+
+/// Named entries inherit nothing, so an entry without `rate_limits` is
+/// unlimited even when `default` is limited: probably an oversight.
+fn rate_limit_warnings(kind: &str, section: &Section, out: &mut Vec<Warning>) {
+    if section.default.rate_limits.is_none() {
+        return;
+    }
+    let one = if kind == "clients" { "client" } else { "user" };
+    for (name, settings) in &section.named {
+        if settings.rate_limits.is_none() {
+            out.push(Warning {
+                path: format!("{kind}.{name}.rate_limits"),
+                message: format!(
+                    "`{kind}.default` has rate_limits but this entry has none, so {one} `{name}` is not rate limited (a named entry inherits nothing from `default`); add rate_limits here to limit it"
+                ),
+                line: None,
+            });
         }
     }
 }
@@ -724,6 +798,8 @@ impl RawConfig {
         let mut warnings = Vec::new();
         section_warnings("clients", &config.clients, &config.models, &mut warnings);
         section_warnings("users", &config.users, &config.models, &mut warnings);
+        rate_limit_warnings("clients", &config.clients, &mut warnings);
+        rate_limit_warnings("users", &config.users, &mut warnings);
         for (name, m) in &config.models {
             for f in &m.fallbacks {
                 if f == name || !config.models.contains_key(f) {
@@ -737,6 +813,7 @@ impl RawConfig {
                                 "not in the catalog"
                             }
                         ),
+                        line: None,
                     });
                 }
             }
@@ -746,6 +823,7 @@ impl RawConfig {
                     message: format!(
                         "`{field}` is forwarded as callers send it; the gateway cannot bound what it costs, so a call may cost more than it reserved (the excess is recorded as overage)"
                     ),
+                    line: None,
                 });
             }
         }

@@ -18,5 +18,6 @@ pub mod plan;
 pub mod policy;
 pub mod pool;
 pub mod pricing;
+pub mod rate;
 pub mod time;
 pub mod usage;

@@ -295,6 +295,7 @@ mod tests {
                 starting_micro: 0,
             },
             access: AccessPolicy::deny_all(),
+            rate_limits: crate::domain::rate::RateLimits::NONE,
         };
         c
     }

@@ -4,12 +4,13 @@
 //! when it refuses. Sign-in and user accounts are in `accounts`.
 
 use super::entities::{api_key, client};
-use super::keys::{self, KeyError};
+use super::keys::{self, KeyError, KeyTerms};
 use super::owners::{self, OwnerError};
 use super::session::SessionUser;
 use super::{consents, console, now_ms, AppContext};
 use crate::domain::names::MAX_NAME_LEN;
 use crate::domain::owner::{OwnerKind, Role};
+use crate::domain::rate::{parse_limit, RateLimits};
 use crate::domain::time::{parse_duration_ms, DAY_MS};
 use crate::view::NewKeyShown;
 use http::StatusCode;
@@ -101,18 +102,43 @@ fn key_expiry(expires_days: &str, now: i64) -> Result<Option<i64>, ConsoleError>
     Ok(Some(now + ms))
 }
 
+/// The create-key form, as typed.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyForm<'a> {
+    pub label: &'a str,
+    /// Days, or `12h` and the like; empty for never.
+    pub expires_days: &'a str,
+    /// The key's own limits; empty for none (the owner's still apply).
+    pub requests_per_minute: &'a str,
+    pub tokens_per_minute: &'a str,
+}
+
+fn key_limits(form: &KeyForm<'_>) -> Result<RateLimits, ConsoleError> {
+    let read = |what: &str, text: &str| {
+        parse_limit(text).map_err(|e| ConsoleError::bad_request(format!("{what}: {e}.")))
+    };
+    Ok(RateLimits {
+        requests_per_minute: read("Requests per minute", form.requests_per_minute)?,
+        tokens_per_minute: read("Tokens per minute", form.tokens_per_minute)?,
+    })
+}
+
 /// Creates a key for an owner the caller may issue keys for and returns the
 /// secret, which is shown this once.
 pub async fn issue_key(
     ctx: &AppContext,
-    (kind, owner_id): (OwnerKind, i64),
-    label: &str,
-    expires_days: &str,
+    owner: (OwnerKind, i64),
+    form: &KeyForm<'_>,
     by: i64,
 ) -> Result<NewKeyShown, ConsoleError> {
     let now = now_ms();
-    let expires = key_expiry(expires_days, now)?;
-    let k = keys::create(&ctx.db, kind, owner_id, label, expires, Some(by), now)
+    let terms = KeyTerms {
+        label: form.label,
+        expires_at: key_expiry(form.expires_days, now)?,
+        created_by: Some(by),
+        limits: key_limits(form)?,
+    };
+    let k = keys::create_with(&ctx.db, owner, &terms, now)
         .await
         .map_err(|e| match e {
             KeyError::InvalidLabel(m) => ConsoleError::bad_request(m),

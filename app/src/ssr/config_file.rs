@@ -162,6 +162,45 @@ fn blank_entry(text: &str, e: &ConfigError) -> Option<((String, usize), usize, u
 
 impl std::error::Error for ConfigError {}
 
+/// The line (1-based) of the deepest key of a dotted `path` that the text
+/// spells out in block style: for a field that is missing or inside a flow
+/// mapping, the line of the entry that holds it. Keys may contain dots, so
+/// each level takes the longest key that starts the rest of the path.
+fn line_of(text: &str, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let content = |l: &str| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    };
+    let key = |l: &str| {
+        let k = l.trim().split(':').next().unwrap_or("").trim();
+        k.trim_matches(|c| c == '"' || c == '\'').to_string()
+    };
+    let (mut rest, mut from, mut to, mut found) = (path, 0, lines.len(), None);
+    while !rest.is_empty() {
+        let Some(level) = (from..to)
+            .find(|&i| content(lines[i]))
+            .map(|i| indent(lines[i]))
+        else {
+            break;
+        };
+        let hit = (from..to)
+            .filter(|&i| content(lines[i]) && indent(lines[i]) == level)
+            .map(|i| (i, key(lines[i])))
+            .filter(|(_, k)| rest == k || rest.starts_with(&format!("{k}.")))
+            .max_by_key(|(_, k)| k.len());
+        let Some((i, k)) = hit else { break };
+        found = Some(i + 1);
+        rest = rest[k.len()..].trim_start_matches('.');
+        to = (i + 1..to)
+            .find(|&j| content(lines[j]) && indent(lines[j]) <= level)
+            .unwrap_or(to);
+        from = i + 1;
+    }
+    found
+}
+
 /// Strips what our own error line already says: serde_norway appends
 /// " at line L column C" and may prefix the path.
 fn clean_message(raw: &str, path: &str) -> String {
@@ -208,7 +247,10 @@ fn parse_once(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
         let message = clean_message(&inner.to_string(), &path);
         err(line, column, path, message)
     })?;
-    let (config, warnings) = raw.into_config();
+    let (config, mut warnings) = raw.into_config();
+    for w in &mut warnings {
+        w.line = line_of(text, &w.path);
+    }
     Ok(LoadedConfig {
         config,
         warnings,
@@ -644,6 +686,86 @@ clients:
             "{text:?}"
         );
         assert_eq!(l.warnings.len(), 2, "{text:?}");
+    }
+
+    #[test]
+    fn rate_limits_are_read_and_omitted_means_unlimited() {
+        use crate::domain::rate::RateLimits;
+        let l = ok("\
+clients:
+  default:
+    rate_limits: { requests_per_minute: 60, tokens_per_minute: 100000 }
+  bot:
+    max: 1
+    rate_limits:
+      tokens_per_minute: 500
+  app.v2: { max: 1, rate_limits: {} }
+  free:
+    max: 1
+users:
+  default:
+    max: 1
+");
+        let c = &l.config;
+        assert_eq!(
+            c.clients.default.rate_limits,
+            RateLimits {
+                requests_per_minute: Some(60),
+                tokens_per_minute: Some(100_000)
+            }
+        );
+        assert_eq!(
+            c.clients.named["bot"].rate_limits,
+            RateLimits {
+                requests_per_minute: None,
+                tokens_per_minute: Some(500)
+            }
+        );
+        assert!(c.clients.named["free"].rate_limits.is_none());
+        assert!(c.users.default.rate_limits.is_none());
+        // Limits on `default` and none on a named entry: one warning each,
+        // with the line of the entry.
+        let text: Vec<String> = l.warnings.iter().map(|w| w.located("t.yaml")).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text[0].starts_with("t.yaml:8: clients.app.v2.rate_limits: `clients.default` has rate_limits but this entry has none"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].starts_with("t.yaml:9: clients.free.rate_limits: ")
+                && text[1].contains("client `free` is not rate limited"),
+            "{text:?}"
+        );
+        for bad in ["0", "-5", "1.5", "lots", "1000000000001"] {
+            let e = err(&format!(
+                "clients:\n  default:\n    rate_limits:\n      requests_per_minute: {bad}\n"
+            ));
+            assert_eq!(
+                (e.line, e.path.as_str()),
+                (Some(4), "clients.default.rate_limits.requests_per_minute"),
+                "{bad}: {e}"
+            );
+        }
+        let e = err("clients:\n  default:\n    rate_limits: { per_hour: 5 }\n");
+        assert!(e.message.contains("unknown field `per_hour`"), "{e}");
+    }
+
+    #[test]
+    fn warnings_point_at_their_line() {
+        let l = ok("\
+models:
+  dummy: { provider: dummy, price: { input: 0, output: 0 } }
+clients:
+  default:
+    max: 1
+    # a comment
+    model_access:
+      whitelist: [ghost]
+");
+        assert_eq!(
+            l.warnings[0].located("t.yaml"),
+            "t.yaml:8: clients.default.model_access.whitelist: model `ghost` is not in the `models` catalog"
+        );
     }
 
     #[test]

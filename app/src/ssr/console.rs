@@ -262,6 +262,7 @@ async fn key_rows<C: ConnectionTrait>(
         .await?
         .into_iter()
         .map(|k| KeyRow {
+            limits: keys::key_limits(&k),
             id: k.id,
             prefix: k.prefix,
             label: k.label,

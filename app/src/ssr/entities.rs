@@ -84,6 +84,26 @@ pub mod api_key {
         pub last_used_at: Option<i64>,
         pub expires_at: Option<i64>,
         pub revoked_at: Option<i64>,
+        /// The key's own limits, below its owner's; `None` is none.
+        pub requests_per_minute: Option<i64>,
+        pub tokens_per_minute: Option<i64>,
+    }
+    no_relations!();
+}
+
+pub mod rate_window {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rate_windows")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        /// `client:ID`, `user:ID` or `key:ID`.
+        pub scope: String,
+        /// Unix ms of the window's first instant (a whole minute).
+        pub window_start: i64,
+        pub requests_taken: i64,
+        pub tokens_taken: i64,
     }
     no_relations!();
 }

@@ -5,6 +5,7 @@ use super::entities::{api_key, pool};
 use super::sha256_hex;
 use crate::domain::keys::{check_format, display_prefix, encode, KeyFormatError};
 use crate::domain::owner::OwnerKind;
+use crate::domain::rate::RateLimits;
 /// The one duration parser; re-exported where the CLI has always found it.
 pub use crate::domain::time::parse_duration_ms;
 use sea_orm::sea_query::Expr;
@@ -56,7 +57,38 @@ pub async fn create<C: ConnectionTrait>(
     created_by: Option<i64>,
     now: i64,
 ) -> Result<NewKey, KeyError> {
-    let label = label.trim();
+    let terms = KeyTerms {
+        label,
+        expires_at,
+        created_by,
+        limits: RateLimits::NONE,
+    };
+    create_with(c, (kind, owner_id), &terms, now).await
+}
+
+/// What a new key is given besides its owner.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyTerms<'a> {
+    pub label: &'a str,
+    pub expires_at: Option<i64>,
+    pub created_by: Option<i64>,
+    /// The key's own limits; its owner's apply as well, so these can only
+    /// lower them.
+    pub limits: RateLimits,
+}
+
+/// A limit as stored: `NULL` for none.
+fn stored_limit(n: Option<u64>) -> Option<i64> {
+    n.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+pub async fn create_with<C: ConnectionTrait>(
+    c: &C,
+    (kind, owner_id): (OwnerKind, i64),
+    terms: &KeyTerms<'_>,
+    now: i64,
+) -> Result<NewKey, KeyError> {
+    let label = terms.label.trim();
     crate::domain::names::validate_label(label).map_err(KeyError::InvalidLabel)?;
     let secret = generate_secret()?;
     let record = api_key::ActiveModel {
@@ -65,16 +97,31 @@ pub async fn create<C: ConnectionTrait>(
         secret_hash: Set(sha256_hex(secret.as_bytes())),
         prefix: Set(display_prefix(&secret)),
         label: Set(label.to_string()),
-        created_by: Set(created_by),
+        created_by: Set(terms.created_by),
         created_at: Set(now),
         last_used_at: Set(None),
-        expires_at: Set(expires_at),
+        expires_at: Set(terms.expires_at),
         revoked_at: Set(None),
+        requests_per_minute: Set(stored_limit(terms.limits.requests_per_minute)),
+        tokens_per_minute: Set(stored_limit(terms.limits.tokens_per_minute)),
         ..Default::default()
     }
     .insert(c)
     .await?;
     Ok(NewKey { secret, record })
+}
+
+/// A key's own limits as stored.
+pub fn key_limits(k: &api_key::Model) -> RateLimits {
+    limits_of(k.requests_per_minute, k.tokens_per_minute)
+}
+
+fn limits_of(requests: Option<i64>, tokens: Option<i64>) -> RateLimits {
+    let positive = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok()).filter(|n| *n > 0);
+    RateLimits {
+        requests_per_minute: positive(requests),
+        tokens_per_minute: positive(tokens),
+    }
 }
 
 pub async fn list<C: ConnectionTrait>(
@@ -189,6 +236,8 @@ pub struct KeyOwner {
     pub touch_due: bool,
     /// When the key stops working (Unix ms), for callers that keep it in memory.
     pub expires_at: Option<i64>,
+    /// The key's own rate limits (its owner's come from the config).
+    pub limits: RateLimits,
 }
 
 fn unreadable(e: DbErr) -> AuthError {
@@ -230,7 +279,8 @@ pub async fn authenticate<C: ConnectionTrait>(
     check_format(presented).map_err(AuthError::Malformed)?;
     let sql = "SELECT k.id, k.owner_kind, k.owner_id, k.revoked_at, k.expires_at, k.last_used_at, \
          COALESCE(c.name, u.username), u.active, \
-         p.id, p.max_micro, p.unlimited, p.refresh_micro, p.balance_micro, p.refilled_at, p.updated_at, p.held_micro \
+         p.id, p.max_micro, p.unlimited, p.refresh_micro, p.balance_micro, p.refilled_at, p.updated_at, p.held_micro, \
+         k.requests_per_minute, k.tokens_per_minute \
          FROM api_keys k \
          LEFT JOIN clients c ON k.owner_kind = 'client' AND c.id = k.owner_id \
          LEFT JOIN users u ON k.owner_kind = 'user' AND u.id = k.owner_id \
@@ -267,6 +317,10 @@ pub async fn authenticate<C: ConnectionTrait>(
         return Err(AuthError::OwnerDeactivated);
     }
     let pool = pool_of_row(&row, kind, owner_id)?;
+    let limits = limits_of(
+        row.try_get_by_index(16).map_err(unreadable)?,
+        row.try_get_by_index(17).map_err(unreadable)?,
+    );
     Ok(KeyOwner {
         key_id,
         kind,
@@ -275,5 +329,6 @@ pub async fn authenticate<C: ConnectionTrait>(
         pool,
         touch_due: last_used_at.is_none_or(|t| now - t >= LAST_USED_GRANULARITY_MS),
         expires_at,
+        limits,
     })
 }

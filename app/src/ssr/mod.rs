@@ -18,6 +18,7 @@ pub mod ledger;
 pub mod owner_settings;
 pub mod owners;
 pub mod pools;
+pub mod rate_windows;
 pub mod responses;
 pub mod session;
 pub mod sync;

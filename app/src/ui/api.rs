@@ -108,11 +108,18 @@ pub async fn create_client_key(
     client: String,
     label: String,
     expires_days: String,
+    #[server(default)] requests_per_minute: String,
+    #[server(default)] tokens_per_minute: String,
 ) -> Result<NewKeyShown, ServerFnError> {
     let (ctx, u, c) = managed_client(&client).await?;
     guard::require_script_for_key()?;
-    let owner = (OwnerKind::Client, c.id);
-    actions::issue_key(&ctx, owner, &label, &expires_days, u.id)
+    let form = actions::KeyForm {
+        label: &label,
+        expires_days: &expires_days,
+        requests_per_minute: &requests_per_minute,
+        tokens_per_minute: &tokens_per_minute,
+    };
+    actions::issue_key(&ctx, (OwnerKind::Client, c.id), &form, u.id)
         .await
         .map_err(refuse)
 }
@@ -121,11 +128,18 @@ pub async fn create_client_key(
 pub async fn create_my_key(
     label: String,
     expires_days: String,
+    #[server(default)] requests_per_minute: String,
+    #[server(default)] tokens_per_minute: String,
 ) -> Result<NewKeyShown, ServerFnError> {
     let (ctx, u) = signed_in().await?;
     guard::require_script_for_key()?;
-    let owner = (OwnerKind::User, u.id);
-    actions::issue_key(&ctx, owner, &label, &expires_days, u.id)
+    let form = actions::KeyForm {
+        label: &label,
+        expires_days: &expires_days,
+        requests_per_minute: &requests_per_minute,
+        tokens_per_minute: &tokens_per_minute,
+    };
+    actions::issue_key(&ctx, (OwnerKind::User, u.id), &form, u.id)
         .await
         .map_err(refuse)
 }

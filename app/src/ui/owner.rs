@@ -180,6 +180,30 @@ fn NewKey(shown: Option<Result<NewKeyShown, ServerFnError>>) -> impl IntoView {
     }
 }
 
+/// A key's own limits, below its owner's; empty means the owner's alone.
+#[component]
+fn KeyLimitFields() -> impl IntoView {
+    view! {
+        <label>"Requests per minute" <input name="requests_per_minute" inputmode="numeric" placeholder="owner's limit"/></label>
+        <label>"Tokens per minute" <input name="tokens_per_minute" inputmode="numeric" placeholder="owner's limit"/></label>
+    }
+}
+
+fn limits_text(l: crate::domain::rate::RateLimits) -> String {
+    let parts: Vec<String> = [
+        l.requests_per_minute.map(|n| format!("{n} requests/min")),
+        l.tokens_per_minute.map(|n| format!("{n} tokens/min")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if parts.is_empty() {
+        "owner's".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
 #[component]
 fn Keys(keys: Vec<KeyRow>, actions: Actions, client: Signal<Option<String>>) -> impl IntoView {
     // Until the page is interactive the form would be a plain post, whose
@@ -193,6 +217,7 @@ fn Keys(keys: Vec<KeyRow>, actions: Actions, client: Signal<Option<String>>) -> 
                 <input type="hidden" name="client" value=c/>
                 <label>"Label" <input name="label" maxlength="100" placeholder="e.g. nightly pipeline"/></label>
                 <label>"Expires in (days)" <input name="expires_days" inputmode="numeric" placeholder="never"/></label>
+                <KeyLimitFields/>
                 <button type="submit" disabled=move || !ready.get()>"Create key"</button>
             </ActionForm>
         }
@@ -201,6 +226,7 @@ fn Keys(keys: Vec<KeyRow>, actions: Actions, client: Signal<Option<String>>) -> 
             <ActionForm action=actions.key_me attr:class="inline-form">
                 <label>"Label" <input name="label" maxlength="100" placeholder="e.g. laptop"/></label>
                 <label>"Expires in (days)" <input name="expires_days" inputmode="numeric" placeholder="never"/></label>
+                <KeyLimitFields/>
                 <button type="submit" disabled=move || !ready.get()>"Create key"</button>
             </ActionForm>
         }
@@ -214,7 +240,7 @@ fn Keys(keys: Vec<KeyRow>, actions: Actions, client: Signal<Option<String>>) -> 
     } else {
         view! {
             <table>
-                <thead><tr><th>"Prefix"</th><th>"Label"</th><th>"Created"</th><th>"Last used"</th><th>"Expires"</th><th>"State"</th></tr></thead>
+                <thead><tr><th>"Prefix"</th><th>"Label"</th><th>"Created"</th><th>"Last used"</th><th>"Expires"</th><th>"Rate limits"</th><th>"State"</th></tr></thead>
                 <tbody>
                     {keys.into_iter().map(|k| {
                         let revoke_label = format!("Revoke {}", k.prefix);
@@ -235,6 +261,7 @@ fn Keys(keys: Vec<KeyRow>, actions: Actions, client: Signal<Option<String>>) -> 
                                 <td>{when(Some(k.created_at))}</td>
                                 <td>{when(k.last_used_at)}</td>
                                 <td>{k.expires_at.map_or("never".to_string(), |t| when(Some(t)))}</td>
+                                <td>{limits_text(k.limits)}</td>
                                 <td>{state}</td>
                             </tr>
                         }

@@ -19,6 +19,7 @@
 //! - if rows cannot be written, the gate closes: no call is admitted until a
 //!   batch commits again, and the unwritten rows are kept and retried.
 
+use super::limiter::Permit;
 use app::domain::lease::wanted;
 use app::domain::outcome::CallOutcome;
 use app::domain::pricing::{Breakdown, Price};
@@ -104,6 +105,8 @@ pub struct Ticket {
     reserved: i64,
     unlimited: bool,
     settled: bool,
+    /// The call's rate-limit permit: its unused tokens go back when it settles.
+    rate: Option<Permit>,
 }
 
 impl std::fmt::Debug for Ticket {
@@ -123,17 +126,30 @@ impl Ticket {
         self.call.deployment = deployment.to_string();
     }
 
+    /// Carries the call's rate-limit permit until the call ends.
+    pub fn with_rate(mut self, permit: Permit) -> Ticket {
+        self.rate = Some(permit);
+        self
+    }
+
     /// Charges what the call cost (never more than it reserved plus what the
     /// lease can spare) and queues its ledger row. Returns the coins charged.
     /// Never waits.
     pub fn settle(mut self, o: Outcome) -> i64 {
         self.settled = true;
+        if let Some(p) = self.rate.take() {
+            let u = &o.usage;
+            p.settle(u.input + u.cached_input + u.cache_write + u.output);
+        }
         self.accountant.settle(&self, o)
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        if let Some(p) = self.rate.take() {
+            p.settle_in_full();
+        }
         if !self.settled {
             let o = Outcome {
                 usage: Usage::default(),
@@ -353,6 +369,7 @@ impl Accountant {
             reserved,
             unlimited: pool.unlimited,
             settled: false,
+            rate: None,
         })
     }
 

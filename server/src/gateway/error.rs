@@ -2,7 +2,8 @@
 //! `{"error":{"message","type","code"}}`, with a stable `code` and a message
 //! that says what to do. Internal details go to the log, not the client.
 
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -35,6 +36,14 @@ pub enum ApiError {
     UpstreamUnavailable(String),
     #[error("{0}")]
     AccountingUnavailable(String),
+    /// Over a rate limit: `retry_after` seconds until the window ends;
+    /// `what` is `requests` or `tokens`, OpenAI's error type.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: u64,
+        what: &'static str,
+    },
 }
 
 impl ApiError {
@@ -51,6 +60,7 @@ impl ApiError {
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::AccountingUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -68,6 +78,7 @@ impl ApiError {
             ApiError::UpstreamTimeout(_) => "upstream_timeout",
             ApiError::UpstreamUnavailable(_) => "upstream_unavailable",
             ApiError::AccountingUnavailable(_) => "accounting_unavailable",
+            ApiError::RateLimited { .. } => "rate_limit_exceeded",
         }
     }
 
@@ -85,7 +96,17 @@ impl ApiError {
             | ApiError::UpstreamTimeout(_)
             | ApiError::UpstreamUnavailable(_)
             | ApiError::AccountingUnavailable(_) => "api_error",
+            ApiError::RateLimited { what, .. } => what,
         }
+    }
+
+    /// `Retry-After` for a rate-limited call.
+    fn with_retry_after(&self, mut resp: Response) -> Response {
+        if let ApiError::RateLimited { retry_after, .. } = self {
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        resp
     }
 }
 
@@ -94,7 +115,8 @@ impl IntoResponse for ApiError {
         let body = json!({
             "error": { "message": self.to_string(), "type": self.kind(), "param": null, "code": self.code() }
         });
-        (self.status(), Json(body)).into_response()
+        let resp = (self.status(), Json(body)).into_response();
+        self.with_retry_after(resp)
     }
 }
 
@@ -127,5 +149,5 @@ pub fn render(kind: crate::gateway::providers::Kind, e: ApiError) -> Response {
         "type": "error",
         "error": {"type": ty, "message": e.to_string(), "code": e.code()}
     });
-    (e.status(), Json(body)).into_response()
+    e.with_retry_after((e.status(), Json(body)).into_response())
 }

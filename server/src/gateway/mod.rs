@@ -5,6 +5,7 @@
 pub mod accountant;
 pub mod directory;
 pub mod error;
+pub mod limiter;
 pub mod protocol;
 pub mod providers;
 mod proxy;
@@ -31,6 +32,7 @@ pub struct Gateway {
     pub ctx: AppContext,
     pub accountant: Accountant,
     pub directory: directory::Directory,
+    pub limiter: limiter::Limiter,
     pub http: reqwest::Client,
 }
 
@@ -228,18 +230,21 @@ async fn balance(
 
 pub(crate) type JsonBody = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
 
-/// A metered endpoint: `proxy::call` for one kind of call.
+/// A metered endpoint: `proxy::call` for one kind of call, its response
+/// with the rate-limit headers its admission left.
 fn metered(kind: Kind) -> axum::routing::MethodRouter<Gateway> {
     post(
         move |State(gw): State<Gateway>,
               Extension(id): Extension<RequestId>,
               caller: Result<Caller, ApiError>,
-              body: JsonBody| async move {
-            let result = match caller {
-                Ok(caller) => proxy::call(gw, id, caller, body, kind).await,
-                Err(e) => Err(e),
-            };
-            result.unwrap_or_else(|e| error::render(kind, e))
+              body: JsonBody| {
+            limiter::reporting(async move {
+                let result = match caller {
+                    Ok(caller) => proxy::call(gw, id, caller, body, kind).await,
+                    Err(e) => Err(e),
+                };
+                result.unwrap_or_else(|e| error::render(kind, e))
+            })
         },
     )
 }

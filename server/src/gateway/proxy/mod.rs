@@ -303,6 +303,11 @@ async fn reserve(
     let mut worst = bound(req.kind, &mut req.body, limits)
         .map_err(|r| refuse(ApiError::InvalidRequest(r.to_string())))?;
     translate(route.wire, req, &mut worst);
+    let rate = gw
+        .limiter
+        .admit(owner, worst.input.saturating_add(worst.output))
+        .await
+        .map_err(refuse)?;
     let estimate = route.spec.price.worst(worst.input, worst.output);
     let admission = gw
         .accountant
@@ -311,7 +316,7 @@ async fn reserve(
         .map_err(db_down)?;
     let who = format!("{} `{}`", owner.kind.as_str(), owner.name);
     match admission {
-        Admission::Admitted(t) => Ok((t, worst)),
+        Admission::Admitted(t) => Ok((t.with_rate(rate), worst)),
         Admission::Blocked => Err(refuse(ApiError::PoolBlocked(format!(
             "the coin pool of {who} is blocked (max: 0); an admin can raise its max in the config"
         )))),
