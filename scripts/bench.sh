@@ -32,16 +32,29 @@ models:
     upstream_model: bench
     price: { input: 0.001, output: 0.001 }
     max_output_tokens: 16
+  # The same upstream as three weighted deployments with a fallback: the
+  # routing phase compares it, with a rate-limited key, against `bench`.
+  bench3:
+    price: { input: 0.001, output: 0.001 }
+    max_output_tokens: 16
+    fallbacks: [bench]
+    deployments:
+      - { name: a, provider: openai, base_url: http://$up_addr/v1, upstream_model: bench, weight: 2 }
+      - { name: b, provider: openai, base_url: http://$up_addr/v1, upstream_model: bench }
+      - { name: c, provider: openai, base_url: http://$up_addr/v1, upstream_model: bench, max_in_flight: 1000 }
 users:
   default:
     max: 1000000000
     starting: 1000000000
-    model_access: { whitelist: [bench] }
+    model_access: { whitelist: [bench, bench3] }
 YAML
 db="sqlite://$work/bench.db"
 tg=./target/release/tollgate
 TOLLGATE_ADMIN_PASSWORD=bench-password-1 $tg create-admin bench --config "$work/tollgate.yaml" --database-url "$db" 2>/dev/null
 key=$($tg keys create --user bench --config "$work/tollgate.yaml" --database-url "$db" 2>/dev/null)
+# A key with rate limits high enough never to refuse: the limiter runs on every call.
+key_limited=$($tg keys create --user bench --requests-per-minute 100000000 --tokens-per-minute 100000000000 \
+  --config "$work/tollgate.yaml" --database-url "$db" 2>/dev/null)
 
 ./target/release/examples/mock_upstream "$up_addr" >/dev/null &
 pids+=($!)
@@ -51,10 +64,16 @@ pids+=($tg_pid)
 for _ in $(seq 1 100); do curl -fs "http://$tg_addr/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
 
 body='{"model":"bench","messages":[{"role":"user","content":"Say ok."}],"max_tokens":16}'
+body3='{"model":"bench3","messages":[{"role":"user","content":"Say ok."}],"max_tokens":16}'
 load() { # url extra-oha-args...
   local url=$1; shift
   oha --no-tui --output-format json -z "${secs}s" -m POST \
     -H "Authorization: Bearer $key" -H "Content-Type: application/json" -d "$body" "$@" "$url"
+}
+load_routed() { # url extra-oha-args...: bench3 with the rate-limited key
+  local url=$1; shift
+  oha --no-tui --output-format json -z "${secs}s" -m POST \
+    -H "Authorization: Bearer $key_limited" -H "Content-Type: application/json" -d "$body3" "$@" "$url"
 }
 
 # Fixed-rate phases: the mock directly, then through Tollgate, at a low and
@@ -63,6 +82,10 @@ direct_low=$(load "http://$up_addr/v1/chat/completions" -q 100 -c 16)
 through_low=$(load "http://$tg_addr/v1/chat/completions" -q 100 -c 16)
 direct=$(load "http://$up_addr/v1/chat/completions" -q "$rate" -c 16)
 through=$(load "http://$tg_addr/v1/chat/completions" -q "$rate" -c 16)
+# Routing and rate limits side by side with a run without them: plain,
+# routed, plain again, at the same rate.
+routed=$(load_routed "http://$tg_addr/v1/chat/completions" -q "$rate" -c 16)
+through2=$(load "http://$tg_addr/v1/chat/completions" -q "$rate" -c 16)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$tg_pid/stat"; }
 # The JSON API at 100 req/s while 8 connections sign in with the right
 # password (so every attempt runs argon2): what a sign-in flood costs it.
@@ -122,8 +145,8 @@ render=$(printf '%s\n' "${render_ms[@]}" | sort -n | sed -n 4p)
 wasm_raw=$(stat -c %s target/site/pkg/tollgate.wasm 2>/dev/null || echo 0)
 wasm_gz=$({ gzip -9 -c target/site/pkg/tollgate.wasm 2>/dev/null || true; } | wc -c)
 
-python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" "$books" "$rows_at_end" "$direct_low" "$through_low" "$((cpu_after - cpu_before))" "$(getconf CLK_TCK)" "$through_flood" "$flood_rss_kb" <<'PY'
-import json, sys
+BENCH_ROUTED="$routed" BENCH_THROUGH2="$through2" python3 - "$direct" "$through" "$max" "$rows_before" "$rows_after" "$rss_kb" "$secs" "$rate" "$conns" "$render" "$rows" "$wasm_raw" "$wasm_gz" "$books" "$rows_at_end" "$direct_low" "$through_low" "$((cpu_after - cpu_before))" "$(getconf CLK_TCK)" "$through_flood" "$flood_rss_kb" <<'PY'
+import json, os, sys
 direct, through, peak = (json.loads(a) for a in sys.argv[1:4])
 direct_low, through_low = (json.loads(a) for a in sys.argv[16:18])
 cpu_s = int(sys.argv[18]) / int(sys.argv[19])
@@ -145,6 +168,16 @@ print(f"| p50 latency at {rate} req/s | {d50:.3f} ms | {t50:.3f} ms | {t50 - d50
 f50, f99 = pct(flood, "p50"), pct(flood, "p99")
 print(f"| p99 latency at {rate} req/s | {d99:.3f} ms | {t99:.3f} ms | {t99 - d99:+.3f} ms ({t99 / d99:.2f}x) |")
 print(f"| successful at {rate} req/s | {ok(direct)} | {ok(through)} | |")
+routed, through2 = json.loads(os.environ["BENCH_ROUTED"]), json.loads(os.environ["BENCH_THROUGH2"])
+r50, p50b = pct(routed, "p50"), pct(through2, "p50")
+plain50 = (t50 + p50b) / 2
+print()
+print(f"| routing and rate limits, {rate} req/s | p50 | p99 | 200s |")
+print("|---|---|---|---|")
+print(f"| `bench`: one upstream, no limits (before) | {t50:.3f} ms | {t99:.3f} ms | {ok(through)} |")
+print(f"| `bench3`: 3 weighted deployments, a fallback, a rate-limited key | {r50:.3f} ms | {pct(routed, 'p99'):.3f} ms | {ok(routed)} |")
+print(f"| `bench`: one upstream, no limits (after) | {p50b:.3f} ms | {pct(through2, 'p99'):.3f} ms | {ok(through2)} |")
+print(f"| routing and limits add to p50 (vs. the mean of before and after) | {r50 - plain50:+.3f} ms | | |")
 print(f"| p50 / p99 through Tollgate at 100 req/s: quiet, then during a sign-in flood (8 connections, argon2 each) | {m50:.3f} / {m99:.3f} ms | {f50:.3f} / {f99:.3f} ms | {f50 - m50:+.3f} / {f99 - m99:+.3f} ms |")
 print()
 print(f"| throughput, {conns} connections, no rate limit | value |")
