@@ -1022,6 +1022,19 @@ async fn charge_explained_story(backend: Backend) {
         "{backend:?}: zero lines are left out"
     );
 
+    // Admins' Deployments page, as served: every catalog model's deployment
+    // with its breaker.
+    let html = page("/deployments").await;
+    assert!(
+        html.contains("data-testid=\"deployments\"")
+            && html.contains("data-testid=\"deployment-row\""),
+        "{backend:?}: the deployments table"
+    );
+    assert!(
+        html.contains("closed"),
+        "{backend:?}: breakers start closed"
+    );
+
     let ada = owners::user_by_name(&c.db, "ada").await.unwrap().unwrap();
     write_charges(
         &c,
