@@ -33,7 +33,7 @@ models:
     price: { input: 0.001, output: 0.001 }
     max_output_tokens: 16
   # The same upstream as three weighted deployments with a fallback: the
-  # routing phase compares it, with a rate-limited key, against `bench`.
+  # routing phase compares it, with a rate-limited key, against bench.
   bench3:
     price: { input: 0.001, output: 0.001 }
     max_output_tokens: 16
