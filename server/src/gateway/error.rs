@@ -37,7 +37,30 @@ pub enum ApiError {
     AccountingUnavailable(String),
 }
 
+/// The `code` of an error response, kept on the response for the metrics
+/// layer (`crate::metrics::track`), which counts refusals by code.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 impl ApiError {
+    /// Every `code` an error response can carry: the codes of `ApiError`, and
+    /// `request_too_large` from the body limit (`crate::body_limit`).
+    pub const CODES: [&'static str; 13] = [
+        "invalid_api_key",
+        "model_not_found",
+        "model_not_allowed",
+        "consent_required",
+        "pool_blocked",
+        "insufficient_coins",
+        "invalid_request",
+        "response_not_found",
+        "upstream_error",
+        "upstream_timeout",
+        "upstream_unavailable",
+        "accounting_unavailable",
+        "request_too_large",
+    ];
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
@@ -94,7 +117,10 @@ impl IntoResponse for ApiError {
         let body = json!({
             "error": { "message": self.to_string(), "type": self.kind(), "param": null, "code": self.code() }
         });
-        (self.status(), Json(body)).into_response()
+        let code = ErrorCode(self.code());
+        let mut resp = (self.status(), Json(body)).into_response();
+        resp.extensions_mut().insert(code);
+        resp
     }
 }
 
@@ -127,5 +153,34 @@ pub fn render(kind: crate::gateway::providers::Kind, e: ApiError) -> Response {
         "type": "error",
         "error": {"type": ty, "message": e.to_string(), "code": e.code()}
     });
-    (e.status(), Json(body)).into_response()
+    let mut resp = (e.status(), Json(body)).into_response();
+    resp.extensions_mut().insert(ErrorCode(e.code()));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+
+    #[test]
+    fn every_code_is_listed() {
+        let all = [
+            ApiError::InvalidApiKey(String::new()),
+            ApiError::ModelNotFound(String::new()),
+            ApiError::ModelNotAllowed(String::new()),
+            ApiError::ConsentRequired(String::new()),
+            ApiError::PoolBlocked(String::new()),
+            ApiError::InsufficientCoins(String::new()),
+            ApiError::InvalidRequest(String::new()),
+            ApiError::ResponseNotFound(String::new()),
+            ApiError::Upstream(String::new()),
+            ApiError::UpstreamTimeout(String::new()),
+            ApiError::UpstreamUnavailable(String::new()),
+            ApiError::AccountingUnavailable(String::new()),
+        ];
+        for e in &all {
+            assert!(ApiError::CODES.contains(&e.code()), "{}", e.code());
+        }
+        assert_eq!(all.len() + 1, ApiError::CODES.len());
+    }
 }

@@ -32,6 +32,7 @@ pub struct Gateway {
     pub accountant: Accountant,
     pub directory: directory::Directory,
     pub http: reqwest::Client,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The id of one request, sent back as `x-request-id` and written to the ledger.
@@ -235,13 +236,35 @@ fn metered(kind: Kind) -> axum::routing::MethodRouter<Gateway> {
               Extension(id): Extension<RequestId>,
               caller: Result<Caller, ApiError>,
               body: JsonBody| async move {
+            let model = catalog_model(&gw, &body);
             let result = match caller {
                 Ok(caller) => proxy::call(gw, id, caller, body, kind).await,
                 Err(e) => Err(e),
             };
-            result.unwrap_or_else(|e| error::render(kind, e))
+            with_model(result.unwrap_or_else(|e| error::render(kind, e)), model)
         },
     )
+}
+
+/// The model a call asks for, if the catalog has it: the metrics' `model`
+/// label, which must not grow with names callers make up.
+pub(crate) fn catalog_model(gw: &Gateway, body: &JsonBody) -> Option<String> {
+    let Ok(Json(v)) = body else { return None };
+    let name = v.get("model")?.as_str()?;
+    gw.ctx
+        .config
+        .load()
+        .config
+        .models
+        .contains_key(name)
+        .then(|| name.to_string())
+}
+
+pub(crate) fn with_model(mut resp: Response, model: Option<String>) -> Response {
+    if let Some(m) = model {
+        resp.extensions_mut().insert(crate::metrics::CallModel(m));
+    }
+    resp
 }
 
 #[cfg(test)]
