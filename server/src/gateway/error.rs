@@ -23,6 +23,10 @@ pub enum ApiError {
     InsufficientCoins(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// A method the path does not serve (with an `Allow` header, see
+    /// `gateway::method_not_allowed`).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// A stored response this key's owner cannot see: missing, expired,
     /// deleted or another owner's, all alike.
     #[error("{0}")]
@@ -45,7 +49,7 @@ pub struct ErrorCode(pub &'static str);
 impl ApiError {
     /// Every `code` an error response can carry: the codes of `ApiError`, and
     /// `request_too_large` from the body limit (`crate::body_limit`).
-    pub const CODES: [&'static str; 13] = [
+    pub const CODES: [&'static str; 14] = [
         "invalid_api_key",
         "model_not_found",
         "model_not_allowed",
@@ -53,6 +57,7 @@ impl ApiError {
         "pool_blocked",
         "insufficient_coins",
         "invalid_request",
+        "method_not_allowed",
         "response_not_found",
         "upstream_error",
         "upstream_timeout",
@@ -70,6 +75,7 @@ impl ApiError {
             | ApiError::PoolBlocked(_) => StatusCode::FORBIDDEN,
             ApiError::InsufficientCoins(_) => StatusCode::PAYMENT_REQUIRED,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -86,6 +92,7 @@ impl ApiError {
             ApiError::PoolBlocked(_) => "pool_blocked",
             ApiError::InsufficientCoins(_) => "insufficient_coins",
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::ResponseNotFound(_) => "response_not_found",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::UpstreamTimeout(_) => "upstream_timeout",
@@ -103,6 +110,7 @@ impl ApiError {
             ApiError::InsufficientCoins(_) => "insufficient_quota",
             ApiError::ModelNotFound(_)
             | ApiError::InvalidRequest(_)
+            | ApiError::MethodNotAllowed(_)
             | ApiError::ResponseNotFound(_) => "invalid_request_error",
             ApiError::Upstream(_)
             | ApiError::UpstreamTimeout(_)
@@ -172,6 +180,7 @@ mod tests {
             ApiError::PoolBlocked(String::new()),
             ApiError::InsufficientCoins(String::new()),
             ApiError::InvalidRequest(String::new()),
+            ApiError::MethodNotAllowed(String::new()),
             ApiError::ResponseNotFound(String::new()),
             ApiError::Upstream(String::new()),
             ApiError::UpstreamTimeout(String::new()),

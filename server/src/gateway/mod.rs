@@ -54,7 +54,7 @@ pub fn router(gw: Gateway) -> Router {
             "/v1/responses/{id}",
             get(stored::retrieve)
                 .delete(stored::delete)
-                .fallback(not_found),
+                .fallback(method_not_allowed),
         )
         .route("/v1/{*rest}", axum::routing::any(not_found))
         // The server-wide limit (`crate::body_limit`) has already refused
@@ -109,6 +109,19 @@ fn new_request_id() -> String {
 
 async fn not_found() -> ApiError {
     ApiError::InvalidRequest("no such endpoint; see docs/api.md for /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/messages and /v1/balance".into())
+}
+
+/// Another method on `/v1/responses/{id}`: 405 with `Allow`, and an
+/// OpenAI-shaped body like every other error of the API.
+async fn method_not_allowed() -> Response {
+    let mut resp = axum::response::IntoResponse::into_response(ApiError::MethodNotAllowed(
+        "a stored response can only be read (GET) or deleted (DELETE)".into(),
+    ));
+    resp.headers_mut().insert(
+        axum::http::header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, DELETE"),
+    );
+    resp
 }
 
 pub(crate) async fn auth(gw: &Gateway, headers: &HeaderMap) -> Result<KeyOwner, ApiError> {
