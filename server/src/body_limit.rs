@@ -31,7 +31,7 @@ fn limit_for(path: &str) -> usize {
     }
 }
 
-fn too_large(path: &str, limit: usize) -> Response {
+pub(crate) fn too_large(path: &str, limit: usize) -> Response {
     let mut resp = too_large_body(path, limit);
     if path.starts_with("/v1/") {
         resp.extensions_mut()

@@ -3,7 +3,7 @@
 //! [`serve::router`].
 //!
 //! Dependencies point one way: `commands` → `serve` → (`reconciler`,
-//! `gateway`, `health`, `metrics`, `origin`, `body_limit`) → `startup` → `error`, with
+//! `gateway`, `health`, `metrics`, `openapi`, `origin`, `body_limit`) → `startup` → `error`, with
 //! `args` at the bottom.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod health;
 pub mod keys_cli;
 pub mod metrics;
+pub mod openapi;
 pub mod origin;
 pub mod reconciler;
 pub mod serve;

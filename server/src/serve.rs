@@ -65,6 +65,7 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(crate::metrics::metrics))
+        .route("/openapi.json", get(crate::openapi::document))
         .with_state(gw.clone());
     let metrics = gw.metrics.clone();
     gateway::router(gw)
