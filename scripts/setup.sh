@@ -49,15 +49,16 @@ if $for_tests; then
   fi
 
   # The official OpenAI and Anthropic Python packages, pinned, drive the
-  # protocol tests (server/tests/protocols.rs) as real clients.
-  sdk_pins="openai==3.57.0 anthropic==2.14.0"
+  # protocol tests (server/tests/protocols.rs) as real clients; schemathesis
+  # checks the OpenAPI document against the gateway (server/tests/schemathesis.rs).
+  sdk_pins="openai==3.57.0 anthropic==2.14.0 schemathesis==4.32.5"
   venv=end2end/.venv-sdk
   if [ "$(cat "$venv/.tollgate-pins" 2>/dev/null)" != "$sdk_pins" ]; then
-    say "installing the openai and anthropic Python packages into $venv"
+    say "installing the openai, anthropic and schemathesis Python packages into $venv"
     rm -rf "$venv"
     python3 -m venv "$venv"
     # shellcheck disable=SC2086
-    "$venv/bin/pip" install -q --disable-pip-version-check $sdk_pins
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check $sdk_pins
     echo "$sdk_pins" > "$venv/.tollgate-pins"
   fi
 

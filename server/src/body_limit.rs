@@ -31,7 +31,16 @@ fn limit_for(path: &str) -> usize {
     }
 }
 
-fn too_large(path: &str, limit: usize) -> Response {
+pub(crate) fn too_large(path: &str, limit: usize) -> Response {
+    let mut resp = too_large_body(path, limit);
+    if path.starts_with("/v1/") {
+        resp.extensions_mut()
+            .insert(crate::gateway::error::ErrorCode("request_too_large"));
+    }
+    resp
+}
+
+fn too_large_body(path: &str, limit: usize) -> Response {
     let message = format!(
         "the request body is larger than {} KiB, the most this endpoint accepts",
         limit / 1024

@@ -3,7 +3,7 @@
 //! [`serve::router`].
 //!
 //! Dependencies point one way: `commands` → `serve` → (`reconciler`,
-//! `gateway`, `health`, `origin`, `body_limit`) → `startup` → `error`, with
+//! `gateway`, `health`, `metrics`, `openapi`, `origin`, `body_limit`) → `startup` → `error`, with
 //! `args` at the bottom.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
@@ -14,6 +14,8 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod keys_cli;
+pub mod metrics;
+pub mod openapi;
 pub mod origin;
 pub mod reconciler;
 pub mod serve;

@@ -113,6 +113,7 @@ async fn reject(ctx: &AppContext, message: String) {
     set_status(ctx, |s| {
         s.last_reload_ok = false;
         s.last_error = Some(message);
+        s.failures += 1;
     });
 }
 
@@ -172,6 +173,7 @@ async fn reload(ctx: &AppContext, path: &Path, last_seen: &mut Option<String>) -
                     set_status(ctx, |s| {
                         s.last_reload_ok = false;
                         s.last_error = Some(format!("database error while applying: {e}"));
+                        s.failures += 1;
                     });
                     Next::Retry
                 }

@@ -64,7 +64,10 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
         .with_state(ctx);
     let health = Router::new()
         .route("/healthz", get(health::healthz))
+        .route("/metrics", get(crate::metrics::metrics))
+        .route("/openapi.json", get(crate::openapi::document))
         .with_state(gw.clone());
+    let metrics = gw.metrics.clone();
     gateway::router(gw)
         .merge(health)
         .merge(ui)
@@ -73,6 +76,10 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
             crate::origin::check,
         ))
         .layer(axum::middleware::from_fn(crate::body_limit::limit))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
         .layer(axum::middleware::from_fn(gateway::request_id))
 }
 
@@ -91,12 +98,14 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
     offer_setup(&ctx).await?;
     let _watcher = reconciler::spawn(ctx.clone())?;
     let http = http_client()?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let gw = Gateway {
         ctx: ctx.clone(),
-        accountant: Accountant::start(ctx.db.clone()),
+        accountant: Accountant::start(ctx.db.clone(), metrics.clone()),
         directory: gateway::directory::Directory::start(ctx.db.clone()),
         limiter: gateway::limiter::Limiter::new(ctx.db.clone(), ctx.config.clone()),
         http,
+        metrics,
     };
     spawn_orphan_sweep(ctx.db.clone());
     spawn_response_purge(ctx.db.clone());
@@ -149,6 +158,7 @@ fn context(
             applied_at: now_ms(),
             last_reload_ok: true,
             last_error: None,
+            failures: 0,
         })),
         apply_lock: Arc::new(tokio::sync::Mutex::new(())),
         balancer: app::ssr::balancer::Balancer::default(),

@@ -133,13 +133,19 @@ async fn only_the_owner_story(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(anonymous.status().as_u16(), 401);
-    // Another method on the path is an OpenAI-shaped error, not a bare 405.
-    let (status, body, _) = app.post(Some(alice), &path, json!({})).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_request")),
-        "{body}"
-    );
+    // Another method on the path is a 405 with `Allow`, OpenAI-shaped.
+    let resp = app
+        .http
+        .post(format!("{}{path}", app.url()))
+        .bearer_auth(alice)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers()["allow"], "GET, HEAD, DELETE");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
 
     // The owner deletes it; then it is gone for the owner too.
     let (status, body) = delete(&app, alice, &r.id).await;

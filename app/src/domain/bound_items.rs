@@ -106,10 +106,11 @@ pub fn responses_input(input: &Value, media: &MediaCosts) -> Result<u64, Refused
             let mut total = 0;
             for (i, item) in items.iter().enumerate() {
                 let at = format!("input[{i}]");
-                let ty = item
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("message");
+                let ty = match item.get("type") {
+                    None => "message",
+                    Some(Value::String(t)) => t.as_str(),
+                    Some(_) => return refuse(format!("{at}.type"), "must be a string"),
+                };
                 if !RESPONSE_ITEMS.contains(&ty) {
                     return refuse(
                         format!("{at}.type"),
@@ -146,7 +147,14 @@ pub fn tools(kind: Kind, tools: &Value) -> Result<(), Refused> {
         return refuse("tools", "must be an array");
     };
     for (i, t) in list.iter().enumerate() {
-        let ty = t.get("type").and_then(Value::as_str);
+        let Some(tool) = t.as_object() else {
+            return refuse(format!("tools[{i}]"), "must be an object");
+        };
+        let ty = match tool.get("type") {
+            None => None,
+            Some(Value::String(t)) => Some(t.as_str()),
+            Some(_) => return refuse(format!("tools[{i}].type"), "must be a string"),
+        };
         let ok = match kind {
             Kind::Messages => matches!(ty, None | Some("custom")),
             _ => ty == Some("function"),
@@ -189,6 +197,22 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.field, "input[0].type");
+    }
+
+    #[test]
+    fn a_type_that_is_not_a_string_is_refused_not_read_as_missing() {
+        let e = tools(Kind::Messages, &json!([{"type": {}}])).unwrap_err();
+        assert_eq!(e.field, "tools[0].type");
+        let e = tools(Kind::Messages, &json!([5])).unwrap_err();
+        assert_eq!(e.field, "tools[0]");
+        let e = responses_input(
+            &json!([{"type": 7, "content": "hi"}]),
+            &MediaCosts::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "input[0].type");
+        assert!(tools(Kind::Messages, &json!([{"name": "f"}, {"type": "custom"}])).is_ok());
+        assert!(responses_input(&json!([{"content": "hi"}]), &MediaCosts::default()).is_ok());
     }
 
     #[test]

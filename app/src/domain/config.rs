@@ -142,6 +142,8 @@ pub struct ServerSettings {
     pub public_url: Option<String>,
     #[serde(default)]
     pub responses: Option<ResponsesSettings>,
+    #[serde(default)]
+    pub metrics: Option<MetricsSettings>,
 }
 
 impl ServerSettings {
@@ -151,6 +153,49 @@ impl ServerSettings {
             .as_ref()
             .and_then(|r| r.retention)
             .map_or(Retention::DEFAULT_MS, Retention::ms)
+    }
+}
+
+/// `server.metrics`: who may read `GET /metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// The bearer token a scraper presents; without one, only loopback may scrape.
+    #[serde(default, skip_serializing)]
+    pub token: Option<MetricsToken>,
+}
+
+/// `server.metrics.token`: at least 16 characters, no whitespace. Its
+/// `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct MetricsToken(String);
+
+impl MetricsToken {
+    pub const MIN_LEN: usize = 16;
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for MetricsToken {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.chars().count() < Self::MIN_LEN || s.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "the metrics token must be at least {} characters with no spaces",
+                Self::MIN_LEN
+            ));
+        }
+        Ok(MetricsToken(s))
+    }
+}
+
+impl fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MetricsToken(<redacted>)")
     }
 }
 

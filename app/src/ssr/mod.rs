@@ -74,6 +74,8 @@ pub struct ReloadStatus {
     pub applied_at: i64,
     pub last_reload_ok: bool,
     pub last_error: Option<String>,
+    /// Reloads that failed since this process started.
+    pub failures: u64,
 }
 
 impl axum::extract::FromRef<AppContext> for LeptosOptions {

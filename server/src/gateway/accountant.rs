@@ -20,6 +20,7 @@
 //!   batch commits again, and the unwritten rows are kept and retried.
 
 use super::limiter::Permit;
+use crate::metrics::Metrics;
 use app::domain::lease::wanted;
 use app::domain::outcome::CallOutcome;
 use app::domain::pricing::{Breakdown, Price};
@@ -220,6 +221,17 @@ struct Pending {
     charges: Vec<Charge>,
     returns: Vec<Return>,
     touched: std::collections::BTreeSet<i64>,
+    /// When the oldest charge not yet committed was queued (an upper bound
+    /// while a batch is being written), for the writer-lag metric.
+    oldest: Option<Instant>,
+}
+
+/// This instance's leases, for the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LeaseStats {
+    pub leases: usize,
+    pub in_flight: u32,
+    pub unspent_micro: i64,
 }
 
 /// Whether a lease covers a call once its top-up turn comes.
@@ -265,6 +277,7 @@ struct Inner {
     /// Calls whose reported usage cost more than their reservation, and by how much.
     overage_calls: AtomicU64,
     overage_micro: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Clone)]
@@ -279,7 +292,7 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Accountant {
-    pub fn start(db: DatabaseConnection) -> Accountant {
+    pub fn start(db: DatabaseConnection, metrics: Arc<Metrics>) -> Accountant {
         let (jobs, rx) = mpsc::unbounded_channel();
         let mut id = [0u8; 8];
         let _ = getrandom::fill(&mut id);
@@ -298,6 +311,7 @@ impl Accountant {
             healthy: AtomicBool::new(true),
             overage_calls: AtomicU64::new(0),
             overage_micro: AtomicU64::new(0),
+            metrics,
         });
         tokio::spawn(run(inner.clone(), rx));
         Accountant { inner }
@@ -540,6 +554,9 @@ impl Accountant {
             self.record_overage(call, t.reserved, cost, overage);
         }
         let charged = base + extra;
+        self.inner
+            .metrics
+            .ledger_row(&call.model, o.code, &o.usage, charged);
         let charge = Charge {
             pool_id: t.pool_id,
             lease_id: t.lease_id,
@@ -618,6 +635,9 @@ impl Accountant {
     /// Records a call refused before admission: a ledger row with no coins,
     /// code `refused`, and the API error code as its detail.
     pub fn refuse(&self, pool_id: i64, call: &CallInfo, error_code: &str) {
+        self.inner
+            .metrics
+            .ledger_row(&call.model, CallOutcome::Refused, &Usage::default(), 0);
         let charge = Charge {
             pool_id,
             lease_id: None,
@@ -642,6 +662,9 @@ impl Accountant {
         }
         {
             let mut p = locked(&self.inner.pending);
+            if !charges.is_empty() && p.oldest.is_none() {
+                p.oldest = Some(Instant::now());
+            }
             p.charges.extend(charges);
             p.returns.extend(returns);
         }
@@ -666,6 +689,27 @@ impl Accountant {
     /// Ledger rows queued and not committed yet.
     pub fn unwritten_rows(&self) -> usize {
         locked(&self.inner.pending).charges.len()
+    }
+
+    /// How long the oldest ledger row not yet committed has waited.
+    pub fn writer_lag(&self) -> Duration {
+        locked(&self.inner.pending)
+            .oldest
+            .map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    /// The leases this instance holds, the calls running on them and the
+    /// coins on them no call has taken.
+    pub fn lease_stats(&self) -> LeaseStats {
+        let budgets = locked(&self.inner.budgets);
+        budgets
+            .values()
+            .filter(|b| b.lease_id.is_some())
+            .fold(LeaseStats::default(), |s, b| LeaseStats {
+                leases: s.leases + 1,
+                in_flight: s.in_flight + b.in_flight,
+                unspent_micro: s.unspent_micro + b.remaining.max(0),
+            })
     }
 
     /// Records that an API key was used, with the next batch. Best effort:
@@ -703,6 +747,13 @@ impl Accountant {
 }
 
 impl Inner {
+    /// The rows taken at `taken_at` are committed: what is still queued
+    /// was queued after that.
+    fn committed_rows(&self, taken_at: Instant) {
+        let mut p = locked(&self.pending);
+        p.oldest = (!p.charges.is_empty()).then_some(taken_at);
+    }
+
     /// Returns leases that have had no calls for a while.
     fn return_idle(&self) {
         let mut returns = Vec::new();
@@ -741,6 +792,7 @@ async fn run(inner: Arc<Inner>, rx: mpsc::UnboundedReceiver<Job>) {
             w.inner.return_idle();
         }
         let renew = w.last_renew.elapsed() >= RENEW_EVERY;
+        let taken_at = Instant::now();
         let (batch, writes) = w.next_batch(renew);
         let result = if batch.is_empty() {
             Ok(Vec::new())
@@ -748,7 +800,10 @@ async fn run(inner: Arc<Inner>, rx: mpsc::UnboundedReceiver<Job>) {
             apply(&w.inner.db, &w.inner.holder, &batch).await
         };
         match result {
-            Ok(outcomes) => w.committed(outcomes, writes, renew),
+            Ok(outcomes) => {
+                w.inner.committed_rows(taken_at);
+                w.committed(outcomes, writes, renew)
+            }
             Err(e) => w.failed(batch, &e, writes),
         }
     }

@@ -24,6 +24,10 @@ pub enum ApiError {
     InsufficientCoins(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// A method the path does not serve (with an `Allow` header, see
+    /// `gateway::method_not_allowed`).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// A stored response this key's owner cannot see: missing, expired,
     /// deleted or another owner's, all alike.
     #[error("{0}")]
@@ -46,7 +50,32 @@ pub enum ApiError {
     },
 }
 
+/// The `code` of an error response, kept on the response for the metrics
+/// layer (`crate::metrics::track`), which counts refusals by code.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
 impl ApiError {
+    /// Every `code` an error response can carry: the codes of `ApiError`, and
+    /// `request_too_large` from the body limit (`crate::body_limit`).
+    pub const CODES: [&'static str; 15] = [
+        "invalid_api_key",
+        "model_not_found",
+        "model_not_allowed",
+        "consent_required",
+        "pool_blocked",
+        "insufficient_coins",
+        "invalid_request",
+        "method_not_allowed",
+        "response_not_found",
+        "upstream_error",
+        "upstream_timeout",
+        "upstream_unavailable",
+        "accounting_unavailable",
+        "rate_limit_exceeded",
+        "request_too_large",
+    ];
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
@@ -56,6 +85,7 @@ impl ApiError {
             | ApiError::PoolBlocked(_) => StatusCode::FORBIDDEN,
             ApiError::InsufficientCoins(_) => StatusCode::PAYMENT_REQUIRED,
             ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -73,6 +103,7 @@ impl ApiError {
             ApiError::PoolBlocked(_) => "pool_blocked",
             ApiError::InsufficientCoins(_) => "insufficient_coins",
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::ResponseNotFound(_) => "response_not_found",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::UpstreamTimeout(_) => "upstream_timeout",
@@ -91,6 +122,7 @@ impl ApiError {
             ApiError::InsufficientCoins(_) => "insufficient_quota",
             ApiError::ModelNotFound(_)
             | ApiError::InvalidRequest(_)
+            | ApiError::MethodNotAllowed(_)
             | ApiError::ResponseNotFound(_) => "invalid_request_error",
             ApiError::Upstream(_)
             | ApiError::UpstreamTimeout(_)
@@ -115,7 +147,9 @@ impl IntoResponse for ApiError {
         let body = json!({
             "error": { "message": self.to_string(), "type": self.kind(), "param": null, "code": self.code() }
         });
-        let resp = (self.status(), Json(body)).into_response();
+        let code = ErrorCode(self.code());
+        let mut resp = (self.status(), Json(body)).into_response();
+        resp.extensions_mut().insert(code);
         self.with_retry_after(resp)
     }
 }
@@ -149,5 +183,40 @@ pub fn render(kind: crate::gateway::providers::Kind, e: ApiError) -> Response {
         "type": "error",
         "error": {"type": ty, "message": e.to_string(), "code": e.code()}
     });
-    e.with_retry_after((e.status(), Json(body)).into_response())
+    let mut resp = (e.status(), Json(body)).into_response();
+    resp.extensions_mut().insert(ErrorCode(e.code()));
+    e.with_retry_after(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiError;
+
+    #[test]
+    fn every_code_is_listed() {
+        let all = [
+            ApiError::InvalidApiKey(String::new()),
+            ApiError::ModelNotFound(String::new()),
+            ApiError::ModelNotAllowed(String::new()),
+            ApiError::ConsentRequired(String::new()),
+            ApiError::PoolBlocked(String::new()),
+            ApiError::InsufficientCoins(String::new()),
+            ApiError::InvalidRequest(String::new()),
+            ApiError::MethodNotAllowed(String::new()),
+            ApiError::ResponseNotFound(String::new()),
+            ApiError::Upstream(String::new()),
+            ApiError::UpstreamTimeout(String::new()),
+            ApiError::UpstreamUnavailable(String::new()),
+            ApiError::AccountingUnavailable(String::new()),
+            ApiError::RateLimited {
+                message: String::new(),
+                retry_after: 1,
+                what: "requests",
+            },
+        ];
+        for e in &all {
+            assert!(ApiError::CODES.contains(&e.code()), "{}", e.code());
+        }
+        assert_eq!(all.len() + 1, ApiError::CODES.len());
+    }
 }

@@ -34,6 +34,7 @@ pub struct Gateway {
     pub directory: directory::Directory,
     pub limiter: limiter::Limiter,
     pub http: reqwest::Client,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// The id of one request, sent back as `x-request-id` and written to the ledger.
@@ -55,7 +56,7 @@ pub fn router(gw: Gateway) -> Router {
             "/v1/responses/{id}",
             get(stored::retrieve)
                 .delete(stored::delete)
-                .fallback(not_found),
+                .fallback(method_not_allowed),
         )
         .route("/v1/{*rest}", axum::routing::any(not_found))
         // The server-wide limit (`crate::body_limit`) has already refused
@@ -110,6 +111,19 @@ fn new_request_id() -> String {
 
 async fn not_found() -> ApiError {
     ApiError::InvalidRequest("no such endpoint; see docs/api.md for /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/messages and /v1/balance".into())
+}
+
+/// Another method on `/v1/responses/{id}`: 405 with `Allow`, and an
+/// OpenAI-shaped body like every other error of the API.
+async fn method_not_allowed() -> Response {
+    let mut resp = axum::response::IntoResponse::into_response(ApiError::MethodNotAllowed(
+        "a stored response can only be read (GET) or deleted (DELETE)".into(),
+    ));
+    resp.headers_mut().insert(
+        axum::http::header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, DELETE"),
+    );
+    resp
 }
 
 pub(crate) async fn auth(gw: &Gateway, headers: &HeaderMap) -> Result<KeyOwner, ApiError> {
@@ -239,14 +253,36 @@ fn metered(kind: Kind) -> axum::routing::MethodRouter<Gateway> {
               caller: Result<Caller, ApiError>,
               body: JsonBody| {
             limiter::reporting(async move {
+                let model = catalog_model(&gw, &body);
                 let result = match caller {
                     Ok(caller) => proxy::call(gw, id, caller, body, kind).await,
                     Err(e) => Err(e),
                 };
-                result.unwrap_or_else(|e| error::render(kind, e))
+                with_model(result.unwrap_or_else(|e| error::render(kind, e)), model)
             })
         },
     )
+}
+
+/// The model a call asks for, if the catalog has it: the metrics' `model`
+/// label, which must not grow with names callers make up.
+pub(crate) fn catalog_model(gw: &Gateway, body: &JsonBody) -> Option<String> {
+    let Ok(Json(v)) = body else { return None };
+    let name = v.get("model")?.as_str()?;
+    gw.ctx
+        .config
+        .load()
+        .config
+        .models
+        .contains_key(name)
+        .then(|| name.to_string())
+}
+
+pub(crate) fn with_model(mut resp: Response, model: Option<String>) -> Response {
+    if let Some(m) = model {
+        resp.extensions_mut().insert(crate::metrics::CallModel(m));
+    }
+    resp
 }
 
 #[cfg(test)]

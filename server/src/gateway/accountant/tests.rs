@@ -181,7 +181,7 @@ on_backends!(
 async fn settle_charges_the_actual_cost(backend: Backend) {
     let t = TestDb::new(backend).await;
     let p = t.pool(1, 10_000_000, 10_000_000).await;
-    let acc = Accountant::start(t.db.clone());
+    let acc = Accountant::start(t.db.clone(), Default::default());
     let ticket = admitted(&acc, &p, 1_000, "r1").await;
     assert_eq!(ticket.settle(served(600)), 600);
     acc.flush(FLUSH_LIMIT).await;
@@ -205,7 +205,7 @@ on_backends!(
 async fn the_ledger_keeps_usage_and_cost_line_by_line(backend: Backend) {
     let t = TestDb::new(backend).await;
     let p = t.pool(1, 10_000_000, 10_000_000).await;
-    let acc = Accountant::start(t.db.clone());
+    let acc = Accountant::start(t.db.clone(), Default::default());
     let price = Price {
         input_micro: 3_000,
         output_micro: 15_000,
@@ -258,7 +258,7 @@ on_backends!(
 async fn a_pool_too_small_is_insufficient(backend: Backend) {
     let t = TestDb::new(backend).await;
     let p = t.pool(1, 1_000_000, 500).await;
-    let acc = Accountant::start(t.db.clone());
+    let acc = Accountant::start(t.db.clone(), Default::default());
     let refused = acc.admit(&p, 1_000, &call("r1")).await.unwrap();
     assert!(
         matches!(refused, Admission::Insufficient { balance: 500 }),
@@ -279,7 +279,7 @@ on_backends!(
 async fn a_blocked_pool_is_blocked(backend: Backend) {
     let t = TestDb::new(backend).await;
     let p = t.pool(1, 0, 0).await;
-    let acc = Accountant::start(t.db.clone());
+    let acc = Accountant::start(t.db.clone(), Default::default());
     let refused = acc.admit(&p, 1_000, &call("r1")).await.unwrap();
     assert!(matches!(refused, Admission::Blocked), "{refused:?}");
     // Blocked in the database since the caller read the pool: the top-up says so.
@@ -302,7 +302,7 @@ on_backends!(
 async fn a_dropped_ticket_is_charged_its_reservation(backend: Backend) {
     let t = TestDb::new(backend).await;
     let p = t.pool(1, 10_000_000, 10_000_000).await;
-    let acc = Accountant::start(t.db.clone());
+    let acc = Accountant::start(t.db.clone(), Default::default());
     drop(admitted(&acc, &p, 1_000, "r1").await);
     acc.flush(FLUSH_LIMIT).await;
     let rows = t.rows(&p).await;
@@ -319,7 +319,7 @@ on_backends!(
 );
 async fn usage_above_the_reservation_is_charged_as_far_as_it_goes(backend: Backend) {
     let t = TestDb::new(backend).await;
-    let acc = Accountant::start(t.db.clone());
+    let acc = Accountant::start(t.db.clone(), Default::default());
 
     // A full pool: the lease holds a chunk, and covers the excess itself.
     let full = t.pool(1, 10_000_000, 10_000_000).await;
@@ -366,7 +366,7 @@ on_backends!(
 async fn flush_makes_queued_rows_visible(backend: Backend) {
     let t = TestDb::new(backend).await;
     let p = t.pool(1, 10_000_000, 10_000_000).await;
-    let acc = Accountant::start(t.db.clone());
+    let acc = Accountant::start(t.db.clone(), Default::default());
     let tickets = [
         admitted(&acc, &p, 1_000, "r1").await,
         admitted(&acc, &p, 1_000, "r2").await,
@@ -401,7 +401,7 @@ async fn concurrent_admits_never_take_more_than_the_pool_holds(backend: Backend)
     const PER_CALL: i64 = 3_000;
     let t = TestDb::new(backend).await;
     let p = t.pool(1, BALANCE, BALANCE).await;
-    let acc = Accountant::start(t.db.clone());
+    let acc = Accountant::start(t.db.clone(), Default::default());
     // More calls than the pool covers, all in flight at once.
     let calls: Vec<_> = (0..400)
         .map(|i| {

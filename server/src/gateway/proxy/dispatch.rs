@@ -81,6 +81,17 @@ async fn attempt(
     }
 }
 
+/// The `reason` label of a failed attempt (`crate::metrics::UPSTREAM_REASONS`).
+fn reason(e: &ProviderError) -> &'static str {
+    match e {
+        ProviderError::Status { .. } => "status",
+        ProviderError::Timeout(_) => "timeout",
+        ProviderError::Failed(_) => "failed",
+        ProviderError::Unsupported(_) => "unsupported",
+        ProviderError::Unavailable(_) => "no_deployment",
+    }
+}
+
 /// A stream counts as served once its first event arrives; until then its
 /// failure can still be retried elsewhere.
 async fn first_event(reply: Reply, left: Duration) -> Result<Reply, ProviderError> {
@@ -140,6 +151,7 @@ pub async fn dispatch(
             Err(e) => {
                 let failure = e.failure();
                 held.failed(failure, &e.to_string());
+                gw.metrics.upstream_error(&spec.name, reason(&e));
                 tracing::warn!(model = %spec.name, deployment = %d.name, request_id = %route.call.request_id, "upstream attempt failed: {e}");
                 let retry = failure.is_some() && !left.is_zero();
                 last = Some(e);
@@ -150,6 +162,7 @@ pub async fn dispatch(
         }
     }
     let err = last.unwrap_or_else(|| {
+        gw.metrics.upstream_error(&spec.name, "no_deployment");
         ProviderError::Unavailable(format!(
             "no deployment of `{}` can take the call now: each is cooling down after failures or is full; retry shortly",
             spec.name

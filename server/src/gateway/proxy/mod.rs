@@ -118,11 +118,14 @@ pub async fn call(
     // A fallback starts again from the caller's request, in its own protocol.
     let mut fallbacks = route.spec.fallbacks.clone().into_iter();
     let original = (fallbacks.len() > 0).then(|| req.body.clone());
+    let mut upstream = Duration::ZERO;
     loop {
         let (mut ticket, worst) = reserve(&gw, &owner, &route, &mut req).await?;
         let deadline = started + upstream_timeout(&route.spec);
+        let sent = Instant::now();
         let (reply, attempt) =
             dispatch::dispatch(&gw, &route, &mut req, worst.per_choice, deadline).await;
+        upstream += sent.elapsed();
         if let Some(a) = &attempt {
             ticket.served_by(&a.deployment);
         }
@@ -142,7 +145,10 @@ pub async fn call(
                 }
             }
         }
-        return Ok(settle(&gw, reply, ticket, &route, &req, worst, chain, attempt).await);
+        let mut resp = settle(&gw, reply, ticket, &route, &req, worst, chain, attempt).await;
+        resp.extensions_mut()
+            .insert(crate::metrics::UpstreamTime(upstream));
+        return Ok(resp);
     }
 }
 
@@ -489,9 +495,11 @@ pub async fn count_tokens(
     caller: Result<Caller, ApiError>,
     body: JsonBody,
 ) -> Response {
-    count(gw, id, caller, body)
+    let model = super::catalog_model(&gw, &body);
+    let resp = count(gw, id, caller, body)
         .await
-        .unwrap_or_else(|e| super::error::render(Kind::Messages, e))
+        .unwrap_or_else(|e| super::error::render(Kind::Messages, e));
+    super::with_model(resp, model)
 }
 
 async fn count(
@@ -535,10 +543,15 @@ async fn count(
                 .contains(&k.as_str())
             });
         }
-        return match anthropic::count_tokens(&gw.http, &target, req.body).await {
-            Ok(v) => Ok(Json(v).into_response()),
-            Err(e) => Err(provider_error(e).0),
+        let sent = Instant::now();
+        let counted = anthropic::count_tokens(&gw.http, &target, req.body).await;
+        let waited = crate::metrics::UpstreamTime(sent.elapsed());
+        let mut resp = match counted {
+            Ok(v) => Json(v).into_response(),
+            Err(e) => super::error::render(Kind::Messages, provider_error(e).0),
         };
+        resp.extensions_mut().insert(waited);
+        return Ok(resp);
     }
     Ok(Json(serde_json::json!({"input_tokens": worst.input.div_ceil(4)})).into_response())
 }
