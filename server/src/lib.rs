@@ -3,7 +3,7 @@
 //! [`serve::router`].
 //!
 //! Dependencies point one way: `commands` → `serve` → (`reconciler`,
-//! `gateway`, `health`, `origin`, `body_limit`) → `startup` → `error`, with
+//! `gateway`, `health`, `origin`, `body_limit`, `site`) → `startup` → `error`, with
 //! `args` at the bottom.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
@@ -17,4 +17,5 @@ pub mod keys_cli;
 pub mod origin;
 pub mod reconciler;
 pub mod serve;
+pub mod site;
 pub mod startup;
