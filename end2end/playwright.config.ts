@@ -2,6 +2,8 @@ import { defineConfig } from "@playwright/test";
 
 // Runs against the real `tollgate` binary (built by the test script) on a
 // fresh SQLite database, in Debian's Chromium. No browser is downloaded.
+// TOLLGATE_E2E_BIN and TOLLGATE_E2E_CWD (read by start-server.sh) choose the
+// binary and the directory it runs in.
 const port = process.env.TOLLGATE_E2E_PORT ?? "3210";
 
 export default defineConfig({

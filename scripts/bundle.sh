@@ -4,6 +4,9 @@
 # version, wasm-opt for release, and the stylesheet beside them. The names
 # match what the server links from its HTML shell (LEPTOS_OUTPUT_NAME in
 # .cargo/config.toml): pkg/tollgate.js, pkg/tollgate.wasm, pkg/tollgate.css.
+# Gzip copies go to target/site-gz for the binary to embed (the server's
+# `embed-site` feature); not beside the originals, where a later
+# `cargo leptos watch` would leave them stale but still served.
 # Usage: scripts/bundle.sh [--release]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,4 +32,9 @@ fi
 mv "$tmp/tollgate_bg.wasm" "$pkg/tollgate.wasm"
 mv "$tmp/tollgate.js" "$pkg/tollgate.js"
 cp style/main.css "$pkg/tollgate.css"
+gz=target/site-gz
+mkdir -p "$gz"
+for f in tollgate.js tollgate.wasm tollgate.css; do
+  gzip -9 -n -c "$pkg/$f" > "$gz/$f.gz"
+done
 echo "bundle ($profile): $(du -h "$pkg/tollgate.wasm" | cut -f1) of wasm in $pkg" >&2

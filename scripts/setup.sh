@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Tollgate's build needs, skipping whatever is already present,
 # so running it again is quick. With --test it also prepares the test tools:
-# Debian's Chromium, the end-to-end npm packages and a running PostgreSQL.
+# Debian's Chromium and sqlite3, the end-to-end npm packages and a running
+# PostgreSQL.
 # With --watch it installs cargo-leptos, for `cargo leptos watch` only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,8 @@ apt_missing=()
 command -v wasm-opt >/dev/null || apt_missing+=(binaryen)
 if $for_tests; then
   command -v chromium >/dev/null || apt_missing+=(chromium)
+  # The backup test (server/tests/backup.rs) runs the SQLite shell's .backup.
+  command -v sqlite3 >/dev/null || apt_missing+=(sqlite3)
 fi
 if [ ${#apt_missing[@]} -gt 0 ]; then
   say "installing ${apt_missing[*]} from Debian"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit and property tests, storage and server tests on SQLite
 # and PostgreSQL, and the Playwright journeys in Chromium. Builds once: the
-# wasm bundle (scripts/bundle.sh), then one cargo build shared by every test.
+# wasm bundle (scripts/bundle.sh), then one cargo build, with the bundle
+# embedded in the server, shared by every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --test
@@ -20,14 +21,29 @@ cargo clippy -p app -p migration -p server --all-targets -- -D warnings
 echo "==> building the browser bundle" >&2
 ./scripts/bundle.sh
 
+# Every build below has the bundle embedded (`embed-site`): the feature is
+# part of what cargo fingerprints, so building the end-to-end binary with it
+# after tests built without it would compile the server crate a second time
+# (a minute and more). `--features server/embed-site` adds it to `server`
+# alone; the disk path it replaces is what `cargo leptos watch` uses.
 echo "==> cargo tests (SQLite and PostgreSQL)" >&2
-cargo test -p app -p migration -p server --lib --bins --tests 2>&1 | tee -a "$log"
+cargo test -p app -p migration -p server --features server/embed-site --lib --bins --tests 2>&1 | tee -a "$log"
 
-# The browser journeys run the binary a bare `cargo build` at the workspace
-# root gives (default-members keep the browser crate's features out of it).
-cargo build
+# The browser journeys run the binary `cargo build` at the workspace root
+# gives (default-members keep the browser crate's features out of it; the
+# feature flag does not select it either): already built by the tests.
+cargo build --features server/embed-site
 echo "==> end-to-end tests in Chromium" >&2
 (cd end2end && npx playwright test) 2>&1 | tee -a "$log"
+
+# That binary copied alone into an empty directory (no Leptos.toml, no
+# target/site) serves and hydrates the console from the bundle it carries.
+echo "==> the binary alone in an empty directory: hydration" >&2
+alone=$(mktemp -d)
+trap 'rm -f "$log"; rm -rf "$alone"' EXIT
+cp target/debug/tollgate "$alone/"
+(cd end2end && TOLLGATE_E2E_BIN="$alone/tollgate" TOLLGATE_E2E_CWD="$alone" \
+  npx playwright test tests/hydration.spec.ts) 2>&1 | tee -a "$log"
 
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 e2e=$(grep -Eo '^ +[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')

@@ -3,7 +3,7 @@
 //! [`serve::router`].
 //!
 //! Dependencies point one way: `commands` → `serve` → (`reconciler`,
-//! `gateway`, `health`, `metrics`, `openapi`, `origin`, `body_limit`) → `startup` → `error`, with
+//! `gateway`, `health`, `metrics`, `openapi`, `origin`, `body_limit`, `site`) → `startup` → `error`, with
 //! `args` at the bottom.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
@@ -19,4 +19,5 @@ pub mod openapi;
 pub mod origin;
 pub mod reconciler;
 pub mod serve;
+pub mod site;
 pub mod startup;

@@ -4,7 +4,7 @@ use crate::args::Resolved;
 use crate::error::CliError;
 use crate::gateway::{self, accountant::Accountant, Gateway};
 use crate::startup::prepare_database;
-use crate::{health, reconciler};
+use crate::{health, reconciler, site};
 use app::ssr::{now_ms, AppContext, LoadedConfig, ReloadStatus};
 use app::{shell, App};
 use arc_swap::ArcSwap;
@@ -16,10 +16,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Site settings from Leptos.toml (and LEPTOS_* env vars), or the defaults
-/// cargo-leptos builds with when the file is absent.
+/// cargo-leptos builds with when the file is absent. A binary with the
+/// bundle embedded ([`site`]) always uses the defaults, so its HTML shell
+/// links the names it serves whatever the working directory holds.
 fn leptos_options(listen: &str) -> LeptosOptions {
-    let from_file = Path::new("Leptos.toml")
-        .exists()
+    let from_file = (!site::embedded() && Path::new("Leptos.toml").exists())
         .then(|| get_configuration(Some("Leptos.toml")).ok())
         .flatten();
     let mut opts = match from_file {
@@ -51,6 +52,7 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
             },
             move || shell(opts.clone()),
         )
+        .merge(site::routes())
         .fallback(leptos_axum::file_and_error_handler_with_context::<
             AppContext,
             _,
