@@ -74,6 +74,12 @@ models:
     fallbacks: [forbidden, pricier]
     deployments:
       - {}
+  hasty:
+    price: {{ input: 1, output: 1 }}
+    timeout_secs: 1
+    deployments:
+      - {}
+      - {}
   forbidden: {{ provider: dummy, price: {{ input: 0, output: 0 }} }}
   pricier: {{ provider: dummy, price: {{ input: 5, output: 5 }}, max_output_tokens: 50 }}
 clients:
@@ -86,6 +92,8 @@ clients:
         dep("b", b, ", weight: 2"),
         dep("c", c, ""),
         dep("only", c, ", timeout_secs: 2"),
+        dep("x", a, ""),
+        dep("y", c, ""),
     )
 }
 
@@ -273,4 +281,24 @@ async fn fallback_story(backend: Backend) {
 on_backends!(
     fallbacks_follow_the_caller_s_access_and_their_own_price,
     fallback_story
+);
+
+async fn deadline_story(backend: Backend) {
+    let (app, key, [a, _b, c]) = setup(backend).await;
+    a.set(Mode::Hang);
+    // x hangs through the whole 1 s deadline: the call times out, and y,
+    // which nobody gave a chance, is not blamed for it.
+    let r = call(&app, &key, "hasty", false).await;
+    assert_eq!(r.status, 504, "{:?}", r.body);
+    assert_eq!(c.calls(), 0, "no attempt once the deadline is spent");
+    let h = app.health().await.1;
+    assert_eq!(
+        h["deployments"]["open"], 1,
+        "only the hanging deployment: {h}"
+    );
+}
+on_backends!(
+    a_spent_deadline_trips_no_other_breaker,
+    deadline_story,
+    sqlite
 );

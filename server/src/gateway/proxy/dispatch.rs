@@ -126,11 +126,20 @@ pub async fn dispatch(
     let mut tried = Vec::new();
     let mut last = None;
     while tried.len() < MAX_ATTEMPTS.min(spec.deployments.len()) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // The call's deadline is spent: no deployment is to blame for
+            // that, so none is tried (and none has its breaker tripped).
+            last.get_or_insert(ProviderError::Timeout(format!(
+                "`{}` did not answer within the call's deadline",
+                spec.name
+            )));
+            break;
+        }
         let Some((i, held)) = gw.ctx.balancer.begin(spec, &tried) else {
             break;
         };
         tried.push(i);
-        let left = deadline.saturating_duration_since(Instant::now());
         let d = &spec.deployments[i];
         let timeout = d
             .timeout_secs
@@ -153,7 +162,7 @@ pub async fn dispatch(
                 held.failed(failure, &e.to_string());
                 gw.metrics.upstream_error(&spec.name, reason(&e));
                 tracing::warn!(model = %spec.name, deployment = %d.name, request_id = %route.call.request_id, "upstream attempt failed: {e}");
-                let retry = failure.is_some() && !left.is_zero();
+                let retry = failure.is_some();
                 last = Some(e);
                 if !retry {
                     break;
