@@ -79,24 +79,43 @@ pub struct Health {
     pub last_error_at: Option<i64>,
 }
 
+/// One model's deployments as last seen, with their states.
+type ModelStates = Vec<(Deployment, Arc<DeploymentState>)>;
+
 #[derive(Default, Clone)]
 pub struct Balancer {
-    states: Arc<Mutex<HashMap<String, Arc<DeploymentState>>>>,
-}
-
-/// A deployment's state is kept while its model, name and upstream stay the
-/// same; a changed upstream starts afresh.
-fn key(model: &str, d: &Deployment) -> String {
-    format!("{model}\u{0}{}\u{0}{:?}", d.name, d.provider)
+    states: Arc<Mutex<HashMap<String, ModelStates>>>,
 }
 
 impl Balancer {
+    /// The states of a model's deployments, looked up by the model's name
+    /// (no allocation on the call path). A deployment's state is kept while
+    /// its name and settings stay the same; a changed one starts afresh, and
+    /// the states of deployments no longer listed are dropped.
     fn states(&self, spec: &ModelSpec) -> Vec<Arc<DeploymentState>> {
         let mut map = lock(&self.states);
-        spec.deployments
+        if let Some(known) = map.get(&spec.name) {
+            if known.len() == spec.deployments.len()
+                && known
+                    .iter()
+                    .zip(&spec.deployments)
+                    .all(|((d, _), s)| d == s)
+            {
+                return known.iter().map(|(_, st)| st.clone()).collect();
+            }
+        }
+        let old = map.remove(&spec.name).unwrap_or_default();
+        let fresh: ModelStates = spec
+            .deployments
             .iter()
-            .map(|d| map.entry(key(&spec.name, d)).or_default().clone())
-            .collect()
+            .map(|d| {
+                let kept = old.iter().find(|(o, _)| o == d).map(|(_, st)| st.clone());
+                (d.clone(), kept.unwrap_or_default())
+            })
+            .collect();
+        let out = fresh.iter().map(|(_, st)| st.clone()).collect();
+        map.insert(spec.name.clone(), fresh);
+        out
     }
 
     /// Picks a deployment not yet `tried` for this call and counts the call
@@ -168,5 +187,63 @@ impl Balancer {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::config::Provider;
+
+    fn spec(url: &str) -> ModelSpec {
+        let d = |name: &str| Deployment {
+            name: name.into(),
+            provider: Provider::OpenAi {
+                base_url: url.into(),
+                api_key_env: None,
+                upstream_model: "m".into(),
+                native_responses: false,
+            },
+            timeout_secs: None,
+            weight: 1,
+            max_in_flight: None,
+        };
+        ModelSpec {
+            name: "m".into(),
+            deployments: vec![d("a"), d("b")],
+            fallbacks: Vec::new(),
+            price: Default::default(),
+            max_output_tokens: None,
+            consent_notice: None,
+            timeout_secs: None,
+            media: Default::default(),
+            pass_through: Default::default(),
+        }
+    }
+
+    #[test]
+    fn state_lives_as_long_as_the_deployment_is_unchanged() {
+        let b = Balancer::default();
+        let s = spec("http://one/v1");
+        let (i, attempt) = b.begin(&s, &[]).unwrap_or_else(|| panic!("a deployment"));
+        attempt.failed(Some(Failure::Server), "boom");
+        let open = |s: &ModelSpec| {
+            b.health(std::iter::once(s))
+                .iter()
+                .filter(|h| h.breaker == "open")
+                .count()
+        };
+        assert_eq!(open(&s), 1);
+        assert_eq!(
+            b.begin(&s, &[]).map(|(j, _)| j),
+            Some(1 - i),
+            "the open one is passed over"
+        );
+        assert_eq!(open(&s), 1, "the same config keeps the state");
+        assert_eq!(
+            open(&spec("http://two/v1")),
+            0,
+            "a changed upstream starts afresh"
+        );
     }
 }
