@@ -22,17 +22,17 @@ pub fn to_chat(body: &Value) -> Value {
     let mut chat = Map::new();
     chat.insert("model".into(), body["model"].clone());
     chat.insert("messages".into(), Value::Array(messages));
-    for (from, to) in [
-        ("max_tokens", "max_tokens"),
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("stop_sequences", "stop"),
-        ("stream", "stream"),
-    ] {
-        if !body[from].is_null() {
-            chat.insert(to.into(), body[from].clone());
-        }
-    }
+    super::copy_fields(
+        body,
+        &mut chat,
+        &[
+            ("max_tokens", "max_tokens"),
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("stop_sequences", "stop"),
+            ("stream", "stream"),
+        ],
+    );
     if let Some(u) = body["metadata"]["user_id"].as_str() {
         chat.insert("user".into(), json!(u));
     }

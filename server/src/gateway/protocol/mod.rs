@@ -96,6 +96,15 @@ pub fn now_secs() -> i64 {
     app::ssr::now_ms() / 1000
 }
 
+/// Copies the fields a request gives from one protocol's names to another's.
+pub fn copy_fields(from: &Value, to: &mut serde_json::Map<String, Value>, names: &[(&str, &str)]) {
+    for (f, t) in names {
+        if !from[*f].is_null() {
+            to.insert((*t).into(), from[*f].clone());
+        }
+    }
+}
+
 /// Text of chat `content`: a string, or the text of its parts.
 pub fn text_of(content: &Value) -> String {
     match content {

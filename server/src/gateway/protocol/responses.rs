@@ -47,18 +47,18 @@ pub fn to_chat(body: &Value) -> Value {
     let mut chat = Map::new();
     chat.insert("model".into(), body["model"].clone());
     chat.insert("messages".into(), Value::Array(messages));
-    for (from, to) in [
-        ("max_output_tokens", "max_tokens"),
-        ("temperature", "temperature"),
-        ("top_p", "top_p"),
-        ("user", "user"),
-        ("parallel_tool_calls", "parallel_tool_calls"),
-        ("stream", "stream"),
-    ] {
-        if !body[from].is_null() {
-            chat.insert(to.into(), body[from].clone());
-        }
-    }
+    super::copy_fields(
+        body,
+        &mut chat,
+        &[
+            ("max_output_tokens", "max_tokens"),
+            ("temperature", "temperature"),
+            ("top_p", "top_p"),
+            ("user", "user"),
+            ("parallel_tool_calls", "parallel_tool_calls"),
+            ("stream", "stream"),
+        ],
+    );
     if let Some(e) = body["reasoning"]["effort"].as_str() {
         chat.insert("reasoning_effort".into(), json!(e));
     }
