@@ -875,6 +875,8 @@ models:
             ("    deployments:\n      - { provider: openai, upstream_model: l }\n", "deployments[0]: provider `openai` needs `base_url`"),
             ("    deployments:\n      - { provider: dummy, colour: red }\n", "unknown field `colour`"),
             ("    price: { input: 1, output: 1 }\n", "`provider` is required"),
+            ("    provider: dummy\n    responses_api: native\n", "`responses_api` applies only to provider `openai`"),
+            ("    provider: openai\n    base_url: ftp://x\n    upstream_model: l\n", "must start with http:// or https://"),
         ] {
             let head = if yaml.contains("price:") { "" } else { "    price: { input: 1, output: 1 }\n" };
             let e = err(&format!("models:\n  m:\n{head}{yaml}"));
