@@ -29,10 +29,11 @@ echo "==> building the browser bundle" >&2
 echo "==> cargo tests (SQLite and PostgreSQL)" >&2
 cargo test -p app -p migration -p server --features server/embed-site --lib --bins --tests 2>&1 | tee -a "$log"
 
-# The browser journeys run the binary `cargo build` at the workspace root
-# gives (default-members keep the browser crate's features out of it; the
-# feature flag does not select it either): already built by the tests.
-cargo build --features server/embed-site
+# The browser journeys run target/debug/tollgate, which the integration
+# tests above built (cargo builds a package's binaries for its tests). A
+# separate `cargo build` would resolve features without the dev-dependencies
+# and compile some thirty crates and the server a second time.
+test -x target/debug/tollgate
 echo "==> end-to-end tests in Chromium" >&2
 (cd end2end && npx playwright test) 2>&1 | tee -a "$log"
 
