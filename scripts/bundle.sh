@@ -7,19 +7,26 @@
 # Gzip copies go to target/site-gz for the binary to embed (the server's
 # `embed-site` feature); not beside the originals, where a later
 # `cargo leptos watch` would leave them stale but still served.
-# Usage: scripts/bundle.sh [--release]
+# Usage: scripts/bundle.sh [--release] [--compile-only]
+# --compile-only stops after the cargo build (scripts/run.sh runs it while
+# wasm-bindgen-cli is still being installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=dev
 dir=debug
-if [ "${1:-}" = "--release" ]; then
-  profile=wasm-release
-  dir=wasm-release
-fi
+compile_only=false
+for arg in "$@"; do
+  case "$arg" in
+    --release) profile=wasm-release; dir=wasm-release ;;
+    --compile-only) compile_only=true ;;
+    *) echo "usage: scripts/bundle.sh [--release] [--compile-only]" >&2; exit 2 ;;
+  esac
+done
 pkg=target/site/pkg
 # Only `frontend` is selected, so the server's `ssr` features never reach the
 # browser crate (and the browser's `hydrate` never reaches the server).
 cargo build -p frontend --lib --target wasm32-unknown-unknown --profile "$profile"
+$compile_only && exit 0
 mkdir -p "$pkg"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -24,11 +24,18 @@ if [ "${1:-}" = "--watch" ] && ! cargo leptos --version 2>/dev/null | grep -q "0
 fi
 
 # wasm-bindgen-cli must match the wasm-bindgen version in Cargo.lock exactly.
+# Only the `wasm-bindgen` tool is used, never its test runner, so the test
+# runner's TLS stack is left out (--no-default-features), and it is compiled
+# at opt-level 1: a third of the compile time of the default 3, and it still
+# runs in seconds on our bundle. With --wasm-bindgen-only, setup does nothing
+# else (scripts/run.sh runs that in parallel with the browser crate's build).
 wb_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
 if ! wasm-bindgen --version 2>/dev/null | grep -q " ${wb_version}\$"; then
   say "installing wasm-bindgen-cli ${wb_version}"
-  cargo install wasm-bindgen-cli --version "${wb_version}"
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 cargo install wasm-bindgen-cli --version "${wb_version}" \
+    --no-default-features --bin wasm-bindgen
 fi
+[ "${1:-}" = "--wasm-bindgen-only" ] && exit 0
 
 apt_missing=()
 command -v wasm-opt >/dev/null || apt_missing+=(binaryen)
