@@ -28,20 +28,29 @@ pkg=target/site/pkg
 cargo build -p frontend --lib --target wasm32-unknown-unknown --profile "$profile"
 $compile_only && exit 0
 mkdir -p "$pkg"
+gz=target/site-gz
+mkdir -p "$gz"
+# The marker a waiting server build (scripts/run.sh) looks for; gone while
+# the bundle is being replaced.
+rm -f "$gz/.complete"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 wasm-bindgen --target web --no-typescript --out-name tollgate --out-dir "$tmp" \
   "target/wasm32-unknown-unknown/$dir/frontend.wasm"
+mv "$tmp/tollgate_bg.wasm" "$tmp/tollgate.wasm"
 if [ "$profile" = wasm-release ]; then
   wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
-    "$tmp/tollgate_bg.wasm" -o "$tmp/tollgate_bg.wasm"
+    "$tmp/tollgate.wasm" -o "$tmp/tollgate.wasm"
 fi
-mv "$tmp/tollgate_bg.wasm" "$pkg/tollgate.wasm"
-mv "$tmp/tollgate.js" "$pkg/tollgate.js"
-cp style/main.css "$pkg/tollgate.css"
-gz=target/site-gz
-mkdir -p "$gz"
+cp style/main.css "$tmp/tollgate.css"
+# Only changed files are replaced (each with its gzip copy after it): an
+# unchanged bundle keeps its times, so the server's build script does not
+# rerun and the server crate is not compiled again for nothing.
 for f in tollgate.js tollgate.wasm tollgate.css; do
-  gzip -9 -n -c "$pkg/$f" > "$gz/$f.gz"
+  if ! cmp -s "$tmp/$f" "$pkg/$f" || [ ! -e "$gz/$f.gz" ]; then
+    mv "$tmp/$f" "$pkg/$f"
+    gzip -9 -n -c "$pkg/$f" > "$gz/$f.gz"
+  fi
 done
+touch "$gz/.complete"
 echo "bundle ($profile): $(du -h "$pkg/tollgate.wasm" | cut -f1) of wasm in $pkg" >&2
