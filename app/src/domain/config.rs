@@ -1006,23 +1006,48 @@ pub struct WebhookUrl(String);
 
 impl<'de> Deserialize<'de> for WebhookUrl {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let url = String::deserialize(d)?;
-        let rest = url
-            .strip_prefix("https://")
-            .or_else(|| url.strip_prefix("http://"));
-        let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
-        if host.is_none_or(str::is_empty) {
-            return Err(de::Error::custom(format!(
-                "url `{url}` must start with http:// or https:// and name a host"
-            )));
-        }
-        if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(de::Error::custom(
-                "url must be at most 2048 characters, without spaces",
-            ));
-        }
-        Ok(WebhookUrl(url))
+        text_visitor(d, "an http:// or https:// URL", |url| {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+            if host.is_none_or(str::is_empty) {
+                return Err(format!(
+                    "url `{url}` must start with http:// or https:// and name a host"
+                ));
+            }
+            if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err("url must be at most 2048 characters, without spaces".into());
+            }
+            Ok(WebhookUrl(url.to_string()))
+        })
     }
+}
+
+/// Reads a string and checks it inside the visitor, so that an error
+/// carries the position of the value itself.
+fn text_visitor<'de, D, T>(
+    d: D,
+    what: &'static str,
+    check: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct V<T> {
+        what: &'static str,
+        check: fn(&str) -> Result<T, String>,
+    }
+    impl<T> Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.what)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.check)(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V { what, check })
 }
 
 /// A webhook's `secret_env`: the name of an environment variable, read
@@ -1036,28 +1061,29 @@ pub struct SecretEnv {
 
 impl<'de> Deserialize<'de> for SecretEnv {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let name = String::deserialize(d)?;
-        let valid = !name.is_empty()
-            && name.len() <= 128
-            && !name.starts_with(|c: char| c.is_ascii_digit())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(de::Error::custom(format!(
-                "`{name}` is not an environment variable name (letters, digits and `_`)"
-            )));
-        }
-        match std::env::var(&name) {
-            Ok(v) if !v.is_empty() => Ok(SecretEnv {
-                name,
-                secret: WebhookSecret(v),
-            }),
-            Ok(_) => Err(de::Error::custom(format!(
-                "environment variable `{name}` is empty; it must hold the webhook's signing secret"
-            ))),
-            Err(_) => Err(de::Error::custom(format!(
-                "environment variable `{name}` is not set; it must hold the webhook's signing secret"
-            ))),
-        }
+        text_visitor(d, "the name of an environment variable", |name| {
+            let valid = !name.is_empty()
+                && name.len() <= 128
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!(
+                    "`{name}` is not an environment variable name (letters, digits and `_`)"
+                ));
+            }
+            match std::env::var(name) {
+                Ok(v) if !v.is_empty() => Ok(SecretEnv {
+                    name: name.to_string(),
+                    secret: WebhookSecret(v),
+                }),
+                Ok(_) => Err(format!(
+                    "environment variable `{name}` is empty; it must hold the webhook's signing secret"
+                )),
+                Err(_) => Err(format!(
+                    "environment variable `{name}` is not set; it must hold the webhook's signing secret"
+                )),
+            }
+        })
     }
 }
 
@@ -1088,7 +1114,7 @@ impl<'de> Deserialize<'de> for RawThresholds {
             .into_iter()
             .map(|p| p.0)
             .collect();
-        super::alerts::check_thresholds(&list).map_err(D::Error::custom)?;
+        super::alerts::check_thresholds(&list).map_err(<D::Error as de::Error>::custom)?;
         Ok(RawThresholds(list))
     }
 }

@@ -58,8 +58,9 @@ fn alerts_view(r: AlertsReport) -> impl IntoView {
 }
 
 fn delivery_row(d: AlertDeliveryRow) -> impl IntoView {
+    let class = format!("delivery-{}", d.status);
     view! {
-        <tr data-testid="alert-delivery" class=format!("delivery-{}", d.status)>
+        <tr data-testid="alert-delivery" class=class>
             <td>{short(d.created_at)}</td>
             <td>{d.owner}</td>
             <td>{format!("{} %", d.threshold_percent)}</td>
