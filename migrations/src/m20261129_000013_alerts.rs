@@ -43,7 +43,10 @@ impl MigrationTrait for Migration {
                 big("attempts"),
                 big("next_attempt_at"),
                 text("status"),
-                ColumnDef::new(Alias::new("last_error")).text().null().to_owned(),
+                ColumnDef::new(Alias::new("last_error"))
+                    .text()
+                    .null()
+                    .to_owned(),
                 ColumnDef::new(Alias::new("finished_at"))
                     .big_integer()
                     .null()

@@ -218,7 +218,10 @@ fn assert_alerts(got: &[Received], thresholds: &[i64]) {
         assert_eq!(b["max_micro"], 10 * MICRO, "{b}");
         let t = b["threshold_percent"].as_i64().unwrap();
         let used = b["used_micro"].as_i64().unwrap();
-        assert!(used * 100 >= t * 10 * MICRO, "used {used} reaches {t} %: {b}");
+        assert!(
+            used * 100 >= t * 10 * MICRO,
+            "used {used} reaches {t} %: {b}"
+        );
         assert!(b["at"].as_str().unwrap().ends_with('Z'), "{b}");
         seen.push(t);
     }
@@ -248,7 +251,11 @@ async fn thresholds_story(backend: Backend) {
     assert_settled(&app, &rx, 3).await;
     assert_alerts(&rx.got(), &[50, 80, 100]);
     let rows = deliveries(&app).await;
-    assert!(rows.iter().all(|d| d.attempts == 1 && d.last_error.is_none()), "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|d| d.attempts == 1 && d.last_error.is_none()),
+        "{rows:?}"
+    );
     assert!(!app.log().contains(SECRET), "the secret is never logged");
     for d in &rows {
         assert!(!d.body.contains(SECRET));
@@ -305,7 +312,10 @@ async fn receiver_down_story(backend: Backend) {
         .await;
     assert_eq!(row.status, "pending");
     assert!(
-        row.last_error.as_deref().unwrap().contains("cannot connect"),
+        row.last_error
+            .as_deref()
+            .unwrap()
+            .contains("cannot connect"),
         "{row:?}"
     );
     let rx = Receiver::start_on(addr).await;
@@ -340,12 +350,18 @@ async fn receiver_down_story(backend: Backend) {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("Budget alerts") && page.contains(&url), "{page}");
+    assert!(
+        page.contains("Budget alerts") && page.contains(&url),
+        "{page}"
+    );
     assert!(!page.contains(SECRET));
     let (status, _) = call(&app, None, "alert_overview").await;
     assert_eq!(status, 401);
 }
-on_backends!(a_receiver_down_for_a_while_gets_the_alert, receiver_down_story);
+on_backends!(
+    a_receiver_down_for_a_while_gets_the_alert,
+    receiver_down_story
+);
 
 async fn failing_receiver_story(backend: Backend) {
     let rx = Receiver::start().await;
@@ -360,25 +376,43 @@ async fn failing_receiver_story(backend: Backend) {
         .await;
     let tries = app::domain::alerts::MAX_ATTEMPTS;
     assert_eq!(row.attempts, tries);
-    assert!(row.last_error.as_deref().unwrap().contains("HTTP 500"), "{row:?}");
+    assert!(
+        row.last_error.as_deref().unwrap().contains("HTTP 500"),
+        "{row:?}"
+    );
     // Every attempt sent the same signed body under the same id.
     let got = rx.got();
     assert_eq!(got.len() as i64, tries);
-    assert!(got.iter().all(|r| r.delivery == row.id && r.body == got[0].body));
+    assert!(got
+        .iter()
+        .all(|r| r.delivery == row.id && r.body == got[0].body));
     assert_signed(&got[0]);
 }
-on_backends!(a_receiver_that_keeps_failing_is_given_up, failing_receiver_story);
+on_backends!(
+    a_receiver_that_keeps_failing_is_given_up,
+    failing_receiver_story
+);
 
 async fn two_instances_story(backend: Backend) {
     let rx = Receiver::start().await;
     let app = acme(backend, &rx.url(), "200").await;
-    let _second = app.spawn_instance();
+    let second = app.spawn_instance();
     // Both instances scan and send; the calls go to the first.
     spend(&app, 10).await;
     wait_received(&app, &rx, 3).await;
     assert_settled(&app, &rx, 3).await;
     assert_alerts(&rx.got(), &[50, 80, 100]);
     assert!(deliveries(&app).await.iter().all(|d| d.attempts == 1));
+    // Between them, the two queued three deliveries, no more.
+    let queued: usize = [app.log(), second.log()]
+        .iter()
+        .flat_map(|log| log.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|l| {
+            let n = l.split("budget alert queued for ").nth(1)?;
+            n.split(' ').next()?.parse::<usize>().ok()
+        })
+        .sum();
+    assert_eq!(queued, 3, "{}\n{}", app.log(), second.log());
 }
 on_backends!(two_instances_send_each_alert_once, two_instances_story);
 
@@ -423,7 +457,10 @@ async fn bad_config_story(backend: Backend) {
     let got = wait_received(&app, &rx, 1).await;
     assert_alerts(&got, &[50]);
 }
-on_backends!(a_bad_alerts_section_names_file_line_and_field, bad_config_story);
+on_backends!(
+    a_bad_alerts_section_names_file_line_and_field,
+    bad_config_story
+);
 
 // ---- the console, as a browser calls it ----
 
@@ -441,7 +478,10 @@ async fn call(app: &TestApp, cookie: Option<&str>, name: &str) -> (u16, Value) {
     let resp = req.send().await.unwrap();
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// Creates the first admin through the one-time setup token; returns the

@@ -161,7 +161,10 @@ mod tests {
     #[test]
     fn each_threshold_fires_once_as_spending_rises() {
         assert_eq!(replay(&T, &[0, 100, 499]), Vec::<u8>::new());
-        assert_eq!(replay(&T, &[0, 500, 600, 799, 800, 999, 1000, 1000]), [50, 80, 100]);
+        assert_eq!(
+            replay(&T, &[0, 500, 600, 799, 800, 999, 1000, 1000]),
+            [50, 80, 100]
+        );
         // One look past several thresholds fires each of them.
         assert_eq!(replay(&T, &[0, 850]), [50, 80]);
         assert_eq!(replay(&T, &[1000]), [50, 80, 100]);
@@ -193,7 +196,13 @@ mod tests {
 
     #[test]
     fn pools_without_a_positive_max_are_not_watched() {
-        assert_eq!(step(&T, 80, 5, 0), Step { fire: vec![], fired: 80 });
+        assert_eq!(
+            step(&T, 80, 5, 0),
+            Step {
+                fire: vec![],
+                fired: 80
+            }
+        );
         assert_eq!(step(&T, 0, 5, -2).fire, Vec::<u8>::new());
     }
 
@@ -201,7 +210,13 @@ mod tests {
     fn a_state_from_other_thresholds_is_read_as_a_percentage() {
         // Thresholds changed by a reload from 50/80/100 to 60/90.
         let s = step(&[60, 90], 80, 850, 1000);
-        assert_eq!(s, Step { fire: vec![], fired: 60 });
+        assert_eq!(
+            s,
+            Step {
+                fire: vec![],
+                fired: 60
+            }
+        );
         let s = step(&[60, 90], 60, 900, 1000);
         assert_eq!(s.fire, [90]);
     }
@@ -231,7 +246,9 @@ mod tests {
         assert!(check_thresholds(&[1]).is_ok());
         assert!(check_thresholds(&[]).unwrap_err().contains("at least one"));
         assert!(check_thresholds(&[50, 50]).unwrap_err().contains("twice"));
-        assert!(check_thresholds(&[80, 50]).unwrap_err().contains("ascending"));
+        assert!(check_thresholds(&[80, 50])
+            .unwrap_err()
+            .contains("ascending"));
     }
 
     fn thresholds() -> impl Strategy<Value = Vec<u8>> {

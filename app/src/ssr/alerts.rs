@@ -134,7 +134,10 @@ async fn advance(
         .await?;
     }
     let moved = alert_state::Entity::update_many()
-        .col_expr(alert_state::Column::FiredPercent, Expr::value(i64::from(s.fired)))
+        .col_expr(
+            alert_state::Column::FiredPercent,
+            Expr::value(i64::from(s.fired)),
+        )
         .col_expr(alert_state::Column::UpdatedAt, Expr::value(now))
         .filter(alert_state::Column::PoolId.eq(w.pool_id))
         .filter(alert_state::Column::FiredPercent.eq(i64::from(w.fired.unwrap_or(0))))
@@ -378,7 +381,11 @@ mod tests {
         // The secret shows in neither Debug nor the serialized config.
         let shown = format!("{a:?}{}", serde_json::to_string(&a).unwrap());
         assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(parse("t.yaml", "clients:\n").unwrap().config.alerts.is_none());
+        assert!(parse("t.yaml", "clients:\n")
+            .unwrap()
+            .config
+            .alerts
+            .is_none());
         let l = parse(
             "t.yaml",
             "alerts:\n  thresholds: [25, 90]\n  webhooks: [{ url: 'http://127.0.0.1:9/x', secret_env: TG_TEST_HOOK_A }]\n",
@@ -391,18 +398,85 @@ mod tests {
     fn a_bad_alerts_section_names_its_line_and_field() {
         with_secret("TG_TEST_HOOK_B");
         std::env::set_var("TG_TEST_HOOK_EMPTY", "");
-        let hook = |url: &str, env: &str| format!("alerts:\n  webhooks:\n    - url: {url}\n      secret_env: {env}\n");
+        let hook = |url: &str, env: &str| {
+            format!("alerts:\n  webhooks:\n    - url: {url}\n      secret_env: {env}\n")
+        };
         let cases: Vec<(String, usize, &str, &str)> = vec![
-            (hook("ftp://x", "TG_TEST_HOOK_B"), 3, "alerts.webhooks[0].url", "http:// or https://"),
-            (hook("'https://'", "TG_TEST_HOOK_B"), 3, "alerts.webhooks[0].url", "name a host"),
-            (hook("https://a.example", "TG_TEST_HOOK_UNSET_XYZ"), 4, "alerts.webhooks[0].secret_env", "`TG_TEST_HOOK_UNSET_XYZ` is not set"),
-            (hook("https://a.example", "TG_TEST_HOOK_EMPTY"), 4, "alerts.webhooks[0].secret_env", "is empty"),
-            (hook("https://a.example", "'BAD NAME'"), 4, "alerts.webhooks[0].secret_env", "not an environment variable name"),
-            (format!("{}  thresholds: [50, 0]\n", hook("https://a.example", "TG_TEST_HOOK_B")), 5, "alerts.thresholds[1]", "from 1 to 100"),
-            (format!("{}  thresholds: [50, 101]\n", hook("https://a.example", "TG_TEST_HOOK_B")), 5, "alerts.thresholds[1]", "from 1 to 100"),
-            (format!("{}  thresholds: [50.5]\n", hook("https://a.example", "TG_TEST_HOOK_B")), 5, "alerts.thresholds[0]", "whole percentage"),
-            (format!("{}  colour: red\n", hook("https://a.example", "TG_TEST_HOOK_B")), 5, "alerts.colour", "unknown field `colour`"),
-            (format!("{}      retries: 3\n", hook("https://a.example", "TG_TEST_HOOK_B")), 5, "alerts.webhooks[0].retries", "unknown field `retries`"),
+            (
+                hook("ftp://x", "TG_TEST_HOOK_B"),
+                3,
+                "alerts.webhooks[0].url",
+                "http:// or https://",
+            ),
+            (
+                hook("'https://'", "TG_TEST_HOOK_B"),
+                3,
+                "alerts.webhooks[0].url",
+                "name a host",
+            ),
+            (
+                hook("https://a.example", "TG_TEST_HOOK_UNSET_XYZ"),
+                4,
+                "alerts.webhooks[0].secret_env",
+                "`TG_TEST_HOOK_UNSET_XYZ` is not set",
+            ),
+            (
+                hook("https://a.example", "TG_TEST_HOOK_EMPTY"),
+                4,
+                "alerts.webhooks[0].secret_env",
+                "is empty",
+            ),
+            (
+                hook("https://a.example", "'BAD NAME'"),
+                4,
+                "alerts.webhooks[0].secret_env",
+                "not an environment variable name",
+            ),
+            (
+                format!(
+                    "{}  thresholds: [50, 0]\n",
+                    hook("https://a.example", "TG_TEST_HOOK_B")
+                ),
+                5,
+                "alerts.thresholds[1]",
+                "from 1 to 100",
+            ),
+            (
+                format!(
+                    "{}  thresholds: [50, 101]\n",
+                    hook("https://a.example", "TG_TEST_HOOK_B")
+                ),
+                5,
+                "alerts.thresholds[1]",
+                "from 1 to 100",
+            ),
+            (
+                format!(
+                    "{}  thresholds: [50.5]\n",
+                    hook("https://a.example", "TG_TEST_HOOK_B")
+                ),
+                5,
+                "alerts.thresholds[0]",
+                "whole percentage",
+            ),
+            (
+                format!(
+                    "{}  colour: red\n",
+                    hook("https://a.example", "TG_TEST_HOOK_B")
+                ),
+                5,
+                "alerts.colour",
+                "unknown field `colour`",
+            ),
+            (
+                format!(
+                    "{}      retries: 3\n",
+                    hook("https://a.example", "TG_TEST_HOOK_B")
+                ),
+                5,
+                "alerts.webhooks[0].retries",
+                "unknown field `retries`",
+            ),
         ];
         for (yaml, line, path, says) in cases {
             let e = parse("t.yaml", &yaml).expect_err(&yaml);
@@ -431,7 +505,9 @@ mod tests {
         let e = parse("t.yaml", "alerts:\n  webhooks: []\n").unwrap_err();
         assert!(e.to_string().contains("give 1 to 10 webhooks"), "{e}");
         let many: String = (0..11)
-            .map(|i| format!("    - {{ url: 'https://h{i}.example', secret_env: TG_TEST_HOOK_B }}\n"))
+            .map(|i| {
+                format!("    - {{ url: 'https://h{i}.example', secret_env: TG_TEST_HOOK_B }}\n")
+            })
             .collect();
         let e = parse("t.yaml", &format!("alerts:\n  webhooks:\n{many}")).unwrap_err();
         assert!(e.to_string().contains("got 11"), "{e}");
