@@ -416,6 +416,50 @@ async fn two_instances_story(backend: Backend) {
 }
 on_backends!(two_instances_send_each_alert_once, two_instances_story);
 
+async fn reload_story(backend: Backend) {
+    let mut app = TestApp::builder(backend)
+        .config(&base_config("0"))
+        .clients(&["acme"])
+        .keys(&["acme"])
+        .env("TG_ALERT_SECRET", SECRET)
+        .env("TOLLGATE_ALERT_TICK_MS", "100")
+        .build()
+        .await;
+    app.start();
+    // No `alerts:` section: half the pool spent, and nothing is watched.
+    spend(&app, 5).await;
+    app.wait_ledger_rows("acme", 5).await;
+    let (_, h) = app.health().await;
+    let generation = h["config"]["generation"].as_i64().unwrap();
+    assert!(alert_state::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .is_empty());
+    // Alerts added by a reload: the pool already past 50 % alerts once.
+    let first = Receiver::start().await;
+    app.write_config(&config(&first.url(), "0"));
+    app.wait_health(|h| h["config"]["generation"].as_i64() == Some(generation + 1))
+        .await;
+    let got = wait_received(&app, &first, 1).await;
+    assert_alerts(&got, &[50]);
+    // The target changed by a reload: the next alert goes to the new one.
+    let second = Receiver::start().await;
+    app.write_config(&config(&second.url(), "0"));
+    app.wait_health(|h| h["config"]["generation"].as_i64() == Some(generation + 2))
+        .await;
+    spend(&app, 3).await;
+    let got = wait_received(&app, &second, 1).await;
+    assert_alerts(&got, &[80]);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!((first.got().len(), second.got().len()), (1, 1));
+    let rows = deliveries(&app).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].target_url, first.url());
+    assert_eq!(rows[1].target_url, second.url());
+}
+on_backends!(alerts_follow_a_live_reload, reload_story);
+
 async fn bad_config_story(backend: Backend) {
     let rx = Receiver::start().await;
     let app = acme(backend, &rx.url(), "200").await;
