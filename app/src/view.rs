@@ -192,3 +192,29 @@ pub struct DeploymentRow {
     pub last_error_at: Option<i64>,
     pub fallbacks: Vec<String>,
 }
+
+/// Budget alerts on the admins' `/config` page: the targets (URLs only,
+/// never a secret), the thresholds and the most recent deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertsReport {
+    /// Whether the config has an `alerts:` section.
+    pub configured: bool,
+    pub targets: Vec<String>,
+    pub thresholds: Vec<u8>,
+    /// Newest first.
+    pub deliveries: Vec<AlertDeliveryRow>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertDeliveryRow {
+    pub id: String,
+    pub created_at: i64,
+    /// `client acme` or `user alice`.
+    pub owner: String,
+    pub threshold_percent: i64,
+    pub target: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}

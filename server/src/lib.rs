@@ -3,10 +3,11 @@
 //! [`serve::router`].
 //!
 //! Dependencies point one way: `commands` → `serve` → (`reconciler`,
-//! `gateway`, `health`, `metrics`, `openapi`, `origin`, `body_limit`, `site`) → `startup` → `error`, with
+//! `alerts`, `gateway`, `health`, `metrics`, `openapi`, `origin`, `body_limit`, `site`) → `startup` → `error`, with
 //! `args` at the bottom.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
+pub mod alerts;
 pub mod args;
 pub mod body_limit;
 pub mod commands;

@@ -111,6 +111,7 @@ pub async fn serve(settings: Resolved, loaded: LoadedConfig) -> Result<(), CliEr
     };
     spawn_orphan_sweep(ctx.db.clone());
     spawn_response_purge(ctx.db.clone());
+    crate::alerts::spawn(ctx.clone()).map_err(CliError::Other)?;
     // Sign-in compares unknown names against this hash; compute it now, off
     // the request threads, rather than during the first such sign-in.
     tokio::task::spawn_blocking(|| {

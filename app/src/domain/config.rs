@@ -279,6 +279,9 @@ pub struct Config {
     pub models: BTreeMap<String, ModelSpec>,
     pub clients: Section,
     pub users: Section,
+    /// Budget alerts; `None` without an `alerts:` section.
+    #[serde(default)]
+    pub alerts: Option<AlertSettings>,
 }
 
 /// A problem that does not stop the config from loading.
@@ -323,6 +326,8 @@ pub struct RawConfig {
     pub clients: Option<BTreeMap<EntryName, Option<RawEntry>>>,
     #[serde(default, deserialize_with = "unique_entries")]
     pub users: Option<BTreeMap<EntryName, Option<RawEntry>>>,
+    #[serde(default)]
+    pub alerts: Option<RawAlerts>,
 }
 
 /// Reads a mapping of entries, refusing a name that appears twice. A plain
@@ -809,6 +814,37 @@ fn rate_limit_warnings(kind: &str, section: &Section, out: &mut Vec<Warning>) {
     }
 }
 
+/// Fallbacks that go nowhere, and fields forwarded unbounded.
+fn model_warnings(models: &BTreeMap<String, ModelSpec>, out: &mut Vec<Warning>) {
+    for (name, m) in models {
+        for f in &m.fallbacks {
+            if f == name || !models.contains_key(f) {
+                out.push(Warning {
+                    path: format!("models.{name}.fallbacks"),
+                    message: format!(
+                        "fallback `{f}` is {}; it is skipped",
+                        if f == name {
+                            "the model itself"
+                        } else {
+                            "not in the catalog"
+                        }
+                    ),
+                    line: None,
+                });
+            }
+        }
+        for field in &m.pass_through {
+            out.push(Warning {
+                path: format!("models.{name}.pass_through"),
+                message: format!(
+                    "`{field}` is forwarded as callers send it; the gateway cannot bound what it costs, so a call may cost more than it reserved (the excess is recorded as overage)"
+                ),
+                line: None,
+            });
+        }
+    }
+}
+
 impl RawConfig {
     /// Turns the parsed file into the effective configuration plus warnings.
     /// Value errors were already raised while reading, with their positions.
@@ -839,39 +875,14 @@ impl RawConfig {
             clients: section(self.clients),
             users: section(self.users),
             models,
+            alerts: self.alerts.map(RawAlerts::into_settings),
         };
         let mut warnings = Vec::new();
         section_warnings("clients", &config.clients, &config.models, &mut warnings);
         section_warnings("users", &config.users, &config.models, &mut warnings);
         rate_limit_warnings("clients", &config.clients, &mut warnings);
         rate_limit_warnings("users", &config.users, &mut warnings);
-        for (name, m) in &config.models {
-            for f in &m.fallbacks {
-                if f == name || !config.models.contains_key(f) {
-                    warnings.push(Warning {
-                        path: format!("models.{name}.fallbacks"),
-                        message: format!(
-                            "fallback `{f}` is {}; it is skipped",
-                            if f == name {
-                                "the model itself"
-                            } else {
-                                "not in the catalog"
-                            }
-                        ),
-                        line: None,
-                    });
-                }
-            }
-            for field in &m.pass_through {
-                warnings.push(Warning {
-                    path: format!("models.{name}.pass_through"),
-                    message: format!(
-                        "`{field}` is forwarded as callers send it; the gateway cannot bound what it costs, so a call may cost more than it reserved (the excess is recorded as overage)"
-                    ),
-                    line: None,
-                });
-            }
-        }
+        model_warnings(&config.models, &mut warnings);
         (config, warnings)
     }
 }
@@ -882,5 +893,232 @@ impl ModelSpec {
         // A parsed model always has at least one deployment.
         const NONE: &Provider = &Provider::Dummy;
         self.deployments.first().map_or(NONE, |d| &d.provider)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `alerts:`: budget alert webhooks (the rules are in `domain::alerts`).
+// ---------------------------------------------------------------------------
+
+/// `alerts:`: where budget alerts are sent, and at which percentages of
+/// `max` used. No section, no alerts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertSettings {
+    pub webhooks: Vec<WebhookTarget>,
+    /// Whole percentages from 1 to 100, ascending.
+    pub thresholds: Vec<u8>,
+}
+
+impl AlertSettings {
+    /// The target with this URL (URLs are unique).
+    pub fn target(&self, url: &str) -> Option<&WebhookTarget> {
+        self.webhooks.iter().find(|w| w.url == url)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookTarget {
+    pub url: String,
+    /// The name of the environment variable the secret was read from.
+    pub secret_env: String,
+    /// The HMAC key, read from `secret_env` when the file was loaded.
+    /// Never serialized, and its `Debug` does not show it.
+    #[serde(skip)]
+    pub secret: WebhookSecret,
+}
+
+/// A webhook's signing secret.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct WebhookSecret(String);
+
+impl WebhookSecret {
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    pub webhooks: RawWebhooks,
+    #[serde(default)]
+    pub thresholds: Option<RawThresholds>,
+}
+
+impl RawAlerts {
+    pub fn into_settings(self) -> AlertSettings {
+        AlertSettings {
+            webhooks: self.webhooks.0,
+            thresholds: self
+                .thresholds
+                .map_or_else(|| super::alerts::DEFAULT_THRESHOLDS.to_vec(), |t| t.0),
+        }
+    }
+}
+
+/// `alerts.webhooks`: 1 to [`super::alerts::MAX_WEBHOOKS`] targets, each URL once.
+#[derive(Debug)]
+pub struct RawWebhooks(Vec<WebhookTarget>);
+
+impl<'de> Deserialize<'de> for RawWebhooks {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<RawWebhook>::deserialize(d)?;
+        let max = super::alerts::MAX_WEBHOOKS;
+        if list.is_empty() || list.len() > max {
+            return Err(de::Error::custom(format!(
+                "give 1 to {max} webhooks, got {}",
+                list.len()
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for w in &list {
+            if !seen.insert(w.url.0.as_str()) {
+                return Err(de::Error::custom(format!(
+                    "webhook `{}` is listed twice",
+                    w.url.0
+                )));
+            }
+        }
+        Ok(RawWebhooks(
+            list.into_iter()
+                .map(|w| WebhookTarget {
+                    url: w.url.0,
+                    secret_env: w.secret_env.name,
+                    secret: w.secret_env.secret,
+                })
+                .collect(),
+        ))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: WebhookUrl,
+    pub secret_env: SecretEnv,
+}
+
+/// A webhook's `url`: http(s), at most 2048 characters, no spaces.
+#[derive(Debug)]
+pub struct WebhookUrl(String);
+
+impl<'de> Deserialize<'de> for WebhookUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        text_visitor(d, "an http:// or https:// URL", |url| {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            let host = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+            if host.is_none_or(str::is_empty) {
+                return Err(format!(
+                    "url `{url}` must start with http:// or https:// and name a host"
+                ));
+            }
+            if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err("url must be at most 2048 characters, without spaces".into());
+            }
+            Ok(WebhookUrl(url.to_string()))
+        })
+    }
+}
+
+/// Reads a string and checks it inside the visitor, so that an error
+/// carries the position of the value itself.
+fn text_visitor<'de, D, T>(
+    d: D,
+    what: &'static str,
+    check: fn(&str) -> Result<T, String>,
+) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct V<T> {
+        what: &'static str,
+        check: fn(&str) -> Result<T, String>,
+    }
+    impl<T> Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.what)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.check)(v).map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V { what, check })
+}
+
+/// A webhook's `secret_env`: the name of an environment variable, read
+/// when the file is loaded. A variable that is missing or empty is an
+/// error here, with the file position, rather than unsigned alerts later.
+#[derive(Debug)]
+pub struct SecretEnv {
+    name: String,
+    secret: WebhookSecret,
+}
+
+impl<'de> Deserialize<'de> for SecretEnv {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        text_visitor(d, "the name of an environment variable", |name| {
+            let valid = !name.is_empty()
+                && name.len() <= 128
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err(format!(
+                    "`{name}` is not an environment variable name (letters, digits and `_`)"
+                ));
+            }
+            match std::env::var(name) {
+                Ok(v) if !v.is_empty() => Ok(SecretEnv {
+                    name: name.to_string(),
+                    secret: WebhookSecret(v),
+                }),
+                Ok(_) => Err(format!(
+                    "environment variable `{name}` is empty; it must hold the webhook's signing secret"
+                )),
+                Err(_) => Err(format!(
+                    "environment variable `{name}` is not set; it must hold the webhook's signing secret"
+                )),
+            }
+        })
+    }
+}
+
+/// `alerts.thresholds`: whole percentages from 1 to 100, ascending, each once.
+#[derive(Debug)]
+pub struct RawThresholds(Vec<u8>);
+
+/// One threshold: a whole number from 1 to 100.
+#[derive(Debug, Clone, Copy)]
+pub struct Percent(u8);
+
+impl<'de> Deserialize<'de> for Percent {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        number_visitor(d, "a whole percentage from 1 to 100", |v| {
+            if v.fract() != 0.0 || !(1.0..=100.0).contains(&v) {
+                return Err(format!(
+                    "a threshold is a whole percentage from 1 to 100, got {v}"
+                ));
+            }
+            Ok(Percent(v as u8))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawThresholds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list: Vec<u8> = Vec::<Percent>::deserialize(d)?
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        super::alerts::check_thresholds(&list).map_err(<D::Error as de::Error>::custom)?;
+        Ok(RawThresholds(list))
     }
 }

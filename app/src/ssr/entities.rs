@@ -284,3 +284,45 @@ pub mod stored_response {
     }
     no_relations!();
 }
+
+/// Budget alerts (`ssr::alerts`): per pool, the highest threshold fired and
+/// not re-armed since (0: none).
+pub mod alert_state {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "alert_states")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub pool_id: i64,
+        pub fired_percent: i64,
+        pub updated_at: i64,
+    }
+    no_relations!();
+}
+
+/// The outbox of budget alert webhooks: one row per alert and target, with
+/// the exact body that is signed and sent. `status` is `pending`,
+/// `delivered` or `failed`; a pending row is due at `next_attempt_at`.
+pub mod alert_delivery {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "alert_deliveries")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub created_at: i64,
+        pub pool_id: i64,
+        pub owner_kind: String,
+        pub owner_name: String,
+        pub threshold_percent: i64,
+        pub target_url: String,
+        #[sea_orm(column_type = "Text")]
+        pub body: String,
+        pub attempts: i64,
+        pub next_attempt_at: i64,
+        pub status: String,
+        pub last_error: Option<String>,
+        pub finished_at: Option<i64>,
+    }
+    no_relations!();
+}

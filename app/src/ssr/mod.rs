@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod actions;
+pub mod alerts;
 pub mod auth;
 pub mod balancer;
 pub mod changes;

@@ -248,3 +248,10 @@ pub async fn config_overview() -> Result<ConfigReport, ServerFnError> {
     let (ctx, _) = admin().await?;
     console::config_overview(&ctx).await.map_err(internal)
 }
+
+/// Budget alert targets, thresholds and recent deliveries, for `/config`.
+#[server(prefix = "/api", endpoint = "alert_overview")]
+pub async fn alert_overview() -> Result<AlertsReport, ServerFnError> {
+    let (ctx, _) = admin().await?;
+    crate::ssr::alerts::overview(&ctx).await.map_err(internal)
+}

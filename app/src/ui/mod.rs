@@ -1,5 +1,6 @@
 //! The web UI: the HTML shell, the router and the pages.
 
+mod alerts;
 pub mod api;
 mod home;
 mod owner;

@@ -249,6 +249,7 @@ pub fn ConfigPage() -> impl IntoView {
                             </dl>
                             {o.last_error.clone().map(|e| view! { <pre class="error" role="alert" data-testid="config-error">{e}</pre> })}
                         </section>
+                        <super::alerts::AlertsCard/>
                         <section class="card">
                             <h2>"What the last reload changed"</h2>
                             <p class="muted">"The same plan "<code>"tollgate check-config --plan"</code>" prints: "<code>"~"</code>" marks a change."</p>
