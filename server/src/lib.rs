@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
 pub mod args;
+pub mod audit_csv;
 pub mod body_limit;
 pub mod commands;
 pub mod error;

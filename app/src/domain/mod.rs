@@ -2,6 +2,7 @@
 //! unit-tested in milliseconds and compiles for the browser too, so the UI can
 //! show exactly what the server computes.
 
+pub mod audit;
 pub mod bound;
 pub mod bound_items;
 pub mod breaker;

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod actions;
+pub mod audit;
 pub mod auth;
 pub mod balancer;
 pub mod changes;
