@@ -46,8 +46,11 @@ impl MigrationTrait for Migration {
         ] {
             m.create_index(index(name, "audit_log", &[col])).await?;
         }
-        m.create_table(table("audit_head", vec![key("id"), big("seq"), text("hash")]))
-            .await?;
+        m.create_table(table(
+            "audit_head",
+            vec![key("id"), big("seq"), text("hash")],
+        ))
+        .await?;
         m.create_table(table("audit_config", vec![key("id"), long_text("entries")]))
             .await?;
         let c = m.get_connection();

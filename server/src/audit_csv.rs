@@ -42,7 +42,10 @@ pub async fn export(
     match user {
         Err(e) => {
             tracing::error!("audit export: cannot look up the session: {e}");
-            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "Something went wrong on the server; the details are in its log.");
+            return refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong on the server; the details are in its log.",
+            );
         }
         Ok(None) => return refuse(StatusCode::UNAUTHORIZED, "Sign in first."),
         Ok(Some(u)) if u.role != Role::Admin => {

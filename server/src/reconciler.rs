@@ -9,8 +9,8 @@
 
 use crate::error::CliError;
 use crate::startup::apply;
-use app::ssr::config_file;
 use app::domain::audit::reload_failed_detail;
+use app::ssr::config_file;
 use app::ssr::{audit, config_state, now_ms, sha256_hex, AppContext, ReloadStatus};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};

@@ -168,7 +168,13 @@ async fn console(backend: Backend) -> TestApp {
     TestApp::builder(backend).config(CONFIG).spawn().await
 }
 
-fn row(actor: &str, action: &str, target: &str, addr: &str, detail: &str) -> (String, String, String, String, String) {
+fn row(
+    actor: &str,
+    action: &str,
+    target: &str,
+    addr: &str,
+    detail: &str,
+) -> (String, String, String, String, String) {
     (
         actor.into(),
         action.into(),
@@ -198,39 +204,162 @@ async fn accounts_story(backend: Backend) {
     );
     let admin = c.first_admin().await;
     let (s, _, _) = c
-        .call(None, "login", &[("username", "ada"), ("password", "wrong password")])
+        .call(
+            None,
+            "login",
+            &[("username", "ada"), ("password", "wrong password")],
+        )
         .await;
     assert_eq!(s, 401);
     let ada = c.sign_in("ada", "admin password 1").await;
-    c.ok(&admin, "create_user_account", &[("username", "bob"), ("role", "manager"), ("password", "long enough pw")]).await;
-    c.ok(&admin, "set_user_role", &[("username", "bob"), ("role", "user")]).await;
+    c.ok(
+        &admin,
+        "create_user_account",
+        &[
+            ("username", "bob"),
+            ("role", "manager"),
+            ("password", "long enough pw"),
+        ],
+    )
+    .await;
+    c.ok(
+        &admin,
+        "set_user_role",
+        &[("username", "bob"), ("role", "user")],
+    )
+    .await;
     // The same role again changes nothing, and records nothing.
-    c.ok(&admin, "set_user_role", &[("username", "bob"), ("role", "user")]).await;
-    c.ok(&admin, "set_user_active", &[("username", "bob"), ("active", "false")]).await;
-    c.ok(&admin, "set_user_active", &[("username", "bob"), ("active", "true")]).await;
-    c.ok(&admin, "reset_password", &[("username", "bob"), ("password", "a new password")]).await;
+    c.ok(
+        &admin,
+        "set_user_role",
+        &[("username", "bob"), ("role", "user")],
+    )
+    .await;
+    c.ok(
+        &admin,
+        "set_user_active",
+        &[("username", "bob"), ("active", "false")],
+    )
+    .await;
+    c.ok(
+        &admin,
+        "set_user_active",
+        &[("username", "bob"), ("active", "true")],
+    )
+    .await;
+    c.ok(
+        &admin,
+        "reset_password",
+        &[("username", "bob"), ("password", "a new password")],
+    )
+    .await;
     let bob = c.sign_in("bob", "a new password").await;
     // Refused: not recorded.
-    assert_eq!(c.call(Some(&bob), "create_user_account", &[("username", "eve"), ("role", "admin"), ("password", "long enough pw")]).await.0, 403);
-    assert_eq!(c.call(Some(&admin), "set_user_role", &[("username", "nobody"), ("role", "user")]).await.0, 404);
-    assert_eq!(c.call(Some(&admin), "set_user_active", &[("username", "ada"), ("active", "false")]).await.0, 400);
-    assert_eq!(c.call(Some(&admin), "create_user_account", &[("username", "bad name"), ("role", "user"), ("password", "long enough pw")]).await.0, 400);
+    assert_eq!(
+        c.call(
+            Some(&bob),
+            "create_user_account",
+            &[
+                ("username", "eve"),
+                ("role", "admin"),
+                ("password", "long enough pw")
+            ]
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        c.call(
+            Some(&admin),
+            "set_user_role",
+            &[("username", "nobody"), ("role", "user")]
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        c.call(
+            Some(&admin),
+            "set_user_active",
+            &[("username", "ada"), ("active", "false")]
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        c.call(
+            Some(&admin),
+            "create_user_account",
+            &[
+                ("username", "bad name"),
+                ("role", "user"),
+                ("password", "long enough pw")
+            ]
+        )
+        .await
+        .0,
+        400
+    );
     // A name with a comma, a quote and a line break is recorded as typed.
     let odd = "x,\"y\"\nz";
-    assert_eq!(c.call(None, "login", &[("username", odd), ("password", "whatever pw")]).await.0, 401);
+    assert_eq!(
+        c.call(
+            None,
+            "login",
+            &[("username", odd), ("password", "whatever pw")]
+        )
+        .await
+        .0,
+        401
+    );
     // Five failures for a name, then the throttled sixth: all recorded.
     for _ in 0..5 {
-        assert_eq!(c.call(None, "login", &[("username", "carol"), ("password", "guess guess")]).await.0, 401);
+        assert_eq!(
+            c.call(
+                None,
+                "login",
+                &[("username", "carol"), ("password", "guess guess")]
+            )
+            .await
+            .0,
+            401
+        );
     }
-    assert_eq!(c.call(None, "login", &[("username", "carol"), ("password", "guess guess")]).await.0, 429);
+    assert_eq!(
+        c.call(
+            None,
+            "login",
+            &[("username", "carol"), ("password", "guess guess")]
+        )
+        .await
+        .0,
+        429
+    );
     // Refusals that check no password are recorded once a minute per name
     // or address, however fast they come.
     for _ in 0..3 {
-        assert_eq!(c.call(None, "login", &[("username", "carol"), ("password", "guess guess")]).await.0, 429);
+        assert_eq!(
+            c.call(
+                None,
+                "login",
+                &[("username", "carol"), ("password", "guess guess")]
+            )
+            .await
+            .0,
+            429
+        );
     }
     let huge = "p".repeat(5000);
     for name in ["dave", "erin", "dave"] {
-        assert_eq!(c.call(None, "login", &[("username", name), ("password", &huge)]).await.0, 400);
+        assert_eq!(
+            c.call(None, "login", &[("username", name), ("password", &huge)])
+                .await
+                .0,
+            400
+        );
     }
     assert_eq!(c.call(Some(&bob), "logout", &[]).await.0, 200);
     // Signing out without a session records nothing.
@@ -238,27 +367,69 @@ async fn accounts_story(backend: Backend) {
     drop(ada);
 
     let mut expected = vec![
-        row("ada", "admin_created", "user:ada", HERE, "the first admin, through /setup; signed in"),
+        row(
+            "ada",
+            "admin_created",
+            "user:ada",
+            HERE,
+            "the first admin, through /setup; signed in",
+        ),
         row("ada", "sign_in_failed", "user:ada", HERE, "wrong password"),
         row("ada", "sign_in", "user:ada", HERE, ""),
         row("ada", "user_created", "user:bob", HERE, "role: manager"),
         row("ada", "role_changed", "user:bob", HERE, "manager → user"),
         row("ada", "user_deactivated", "user:bob", HERE, ""),
         row("ada", "user_reactivated", "user:bob", HERE, ""),
-        row("ada", "password_reset", "user:bob", HERE, "their sessions ended"),
+        row(
+            "ada",
+            "password_reset",
+            "user:bob",
+            HERE,
+            "their sessions ended",
+        ),
         row("bob", "sign_in", "user:bob", HERE, ""),
-        row(odd, "sign_in_failed", &format!("user:{odd}"), HERE, "no such user"),
+        row(
+            odd,
+            "sign_in_failed",
+            &format!("user:{odd}"),
+            HERE,
+            "no such user",
+        ),
     ];
     for _ in 0..5 {
-        expected.push(row("carol", "sign_in_failed", "user:carol", HERE, "no such user"));
+        expected.push(row(
+            "carol",
+            "sign_in_failed",
+            "user:carol",
+            HERE,
+            "no such user",
+        ));
     }
-    expected.push(row("carol", "sign_in_failed", "user:carol", HERE, "throttled: too many failed sign-ins for this name"));
-    expected.push(row("dave", "sign_in_failed", "user:dave", HERE, "invalid input"));
+    expected.push(row(
+        "carol",
+        "sign_in_failed",
+        "user:carol",
+        HERE,
+        "throttled: too many failed sign-ins for this name",
+    ));
+    expected.push(row(
+        "dave",
+        "sign_in_failed",
+        "user:dave",
+        HERE,
+        "invalid input",
+    ));
     expected.push(row("bob", "sign_out", "user:bob", HERE, ""));
     assert_eq!(c.since(start[0].seq).await, expected, "{backend:?}");
     let (ok, out) = c.verify();
     assert!(ok, "{out}");
-    assert!(out.contains(&format!("audit chain intact: {} entries", expected.len() + 1)), "{out}");
+    assert!(
+        out.contains(&format!(
+            "audit chain intact: {} entries",
+            expected.len() + 1
+        )),
+        "{out}"
+    );
 }
 on_backends!(account_actions_are_recorded, accounts_story);
 
@@ -266,28 +437,104 @@ on_backends!(account_actions_are_recorded, accounts_story);
 async fn clients_story(backend: Backend) {
     let c = console(backend).await;
     let admin = c.first_admin().await;
-    c.ok(&admin, "create_user_account", &[("username", "mia"), ("role", "manager"), ("password", "long enough pw")]).await;
+    c.ok(
+        &admin,
+        "create_user_account",
+        &[
+            ("username", "mia"),
+            ("role", "manager"),
+            ("password", "long enough pw"),
+        ],
+    )
+    .await;
     let before = c.last_seq().await;
     c.ok(&admin, "create_client", &[("name", "acme")]).await;
-    assert_eq!(c.call(Some(&admin), "create_client", &[("name", "acme")]).await.0, 400, "a duplicate");
-    c.ok(&admin, "add_manager", &[("client", "acme"), ("username", "mia")]).await;
-    c.ok(&admin, "add_manager", &[("client", "acme"), ("username", "mia")]).await;
+    assert_eq!(
+        c.call(Some(&admin), "create_client", &[("name", "acme")])
+            .await
+            .0,
+        400,
+        "a duplicate"
+    );
+    c.ok(
+        &admin,
+        "add_manager",
+        &[("client", "acme"), ("username", "mia")],
+    )
+    .await;
+    c.ok(
+        &admin,
+        "add_manager",
+        &[("client", "acme"), ("username", "mia")],
+    )
+    .await;
     let mia = c.sign_in("mia", "long enough pw").await;
-    let key = c.ok(&mia, "create_client_key", &[("client", "acme"), ("label", "ci"), ("expires_days", "")]).await;
+    let key = c
+        .ok(
+            &mia,
+            "create_client_key",
+            &[("client", "acme"), ("label", "ci"), ("expires_days", "")],
+        )
+        .await;
     let prefix = key["prefix"].as_str().unwrap().to_string();
     let detail = c.ok(&admin, "client_detail", &[("name", "acme")]).await;
     let key_id = detail["keys"][0]["id"].as_i64().unwrap().to_string();
     c.ok(&mia, "revoke_key", &[("key_id", &key_id)]).await;
     c.ok(&mia, "revoke_key", &[("key_id", &key_id)]).await;
-    c.ok(&mia, "set_client_consent", &[("client", "acme"), ("model", "gray"), ("consent", "true")]).await;
-    c.ok(&mia, "set_client_consent", &[("client", "acme"), ("model", "gray"), ("consent", "true")]).await;
-    c.ok(&mia, "set_client_consent", &[("client", "acme"), ("model", "gray"), ("consent", "false")]).await;
-    c.ok(&mia, "set_my_consent", &[("model", "gray"), ("consent", "true")]).await;
-    let mine = c.ok(&mia, "create_my_key", &[("label", ""), ("expires_days", "")]).await;
+    c.ok(
+        &mia,
+        "set_client_consent",
+        &[("client", "acme"), ("model", "gray"), ("consent", "true")],
+    )
+    .await;
+    c.ok(
+        &mia,
+        "set_client_consent",
+        &[("client", "acme"), ("model", "gray"), ("consent", "true")],
+    )
+    .await;
+    c.ok(
+        &mia,
+        "set_client_consent",
+        &[("client", "acme"), ("model", "gray"), ("consent", "false")],
+    )
+    .await;
+    c.ok(
+        &mia,
+        "set_my_consent",
+        &[("model", "gray"), ("consent", "true")],
+    )
+    .await;
+    let mine = c
+        .ok(
+            &mia,
+            "create_my_key",
+            &[("label", ""), ("expires_days", "")],
+        )
+        .await;
     let my_prefix = mine["prefix"].as_str().unwrap().to_string();
-    assert_eq!(c.call(Some(&mia), "set_client_consent", &[("client", "acme"), ("model", "nope"), ("consent", "true")]).await.0, 400);
-    c.ok(&admin, "remove_manager", &[("client", "acme"), ("username", "mia")]).await;
-    c.ok(&admin, "remove_manager", &[("client", "acme"), ("username", "mia")]).await;
+    assert_eq!(
+        c.call(
+            Some(&mia),
+            "set_client_consent",
+            &[("client", "acme"), ("model", "nope"), ("consent", "true")]
+        )
+        .await
+        .0,
+        400
+    );
+    c.ok(
+        &admin,
+        "remove_manager",
+        &[("client", "acme"), ("username", "mia")],
+    )
+    .await;
+    c.ok(
+        &admin,
+        "remove_manager",
+        &[("client", "acme"), ("username", "mia")],
+    )
+    .await;
     // The command line on the host.
     let out = c.tollgate(&["keys", "create", "--client", "acme", "--label", "from cli"]);
     assert!(out.status.success(), "{out:?}");
@@ -306,10 +553,34 @@ async fn clients_story(backend: Backend) {
         row("mia", "consent_given", "client:acme", HERE, "model: gray"),
         row("mia", "consent_revoked", "client:acme", HERE, "model: gray"),
         row("mia", "consent_given", "user:mia", HERE, "model: gray"),
-        row("mia", "key_created", &format!("key:{my_prefix} (user:mia)"), HERE, ""),
-        row("ada", "manager_removed", "client:acme", HERE, "manager: mia"),
-        row("cli", "key_created", &format!("key:{cli_prefix} (client:acme)"), "", "label: from cli"),
-        row("cli", "key_revoked", &format!("key:{cli_prefix} (client:acme)"), "", ""),
+        row(
+            "mia",
+            "key_created",
+            &format!("key:{my_prefix} (user:mia)"),
+            HERE,
+            "",
+        ),
+        row(
+            "ada",
+            "manager_removed",
+            "client:acme",
+            HERE,
+            "manager: mia",
+        ),
+        row(
+            "cli",
+            "key_created",
+            &format!("key:{cli_prefix} (client:acme)"),
+            "",
+            "label: from cli",
+        ),
+        row(
+            "cli",
+            "key_revoked",
+            &format!("key:{cli_prefix} (client:acme)"),
+            "",
+            "",
+        ),
     ];
     assert_eq!(c.since(before).await, expected, "{backend:?}");
     // `tollgate create-admin` is recorded as the command line's.
@@ -324,32 +595,56 @@ async fn clients_story(backend: Backend) {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let last = c.since(c.last_seq().await - 1).await;
-    assert_eq!(last, vec![row("cli", "admin_created", "user:root", "", "tollgate create-admin")]);
+    assert_eq!(
+        last,
+        vec![row(
+            "cli",
+            "admin_created",
+            "user:root",
+            "",
+            "tollgate create-admin"
+        )]
+    );
     assert!(c.verify().0);
 }
 on_backends!(client_actions_are_recorded, clients_story);
 
 /// Edits, deletions and a cut tail are each named; an intact chain passes.
 async fn verify_story(backend: Backend) {
-    let c = TestApp::builder(backend).config(CONFIG).init_db().build().await;
+    let c = TestApp::builder(backend)
+        .config(CONFIG)
+        .init_db()
+        .build()
+        .await;
     // init-db recorded the first apply.
     let first = c.trail().await;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].action, "config_reloaded");
     for i in 0..29 {
-        let e = Entry::new(format!("user{i}"), Action::SignIn, format!("user:user{i}")).addr("10.0.0.1");
+        let e = Entry::new(format!("user{i}"), Action::SignIn, format!("user:user{i}"))
+            .addr("10.0.0.1");
         audit::append(&c.db, e).await.unwrap();
     }
     let (ok, out) = c.verify();
-    assert!(ok && out.contains("audit chain intact: 30 entries"), "{out}");
+    assert!(
+        ok && out.contains("audit chain intact: 30 entries"),
+        "{out}"
+    );
 
     // One field edited in place.
     let original = c.trail().await[16].detail.clone();
-    c.sql("UPDATE audit_log SET detail = 'nothing to see' WHERE seq = 17").await;
+    c.sql("UPDATE audit_log SET detail = 'nothing to see' WHERE seq = 17")
+        .await;
     let (ok, out) = c.verify();
     assert!(!ok, "{out}");
-    assert!(out.contains("entry 17: its hash does not match its contents (edited?)"), "{out}");
-    c.sql(&format!("UPDATE audit_log SET detail = '{original}' WHERE seq = 17")).await;
+    assert!(
+        out.contains("entry 17: its hash does not match its contents (edited?)"),
+        "{out}"
+    );
+    c.sql(&format!(
+        "UPDATE audit_log SET detail = '{original}' WHERE seq = 17"
+    ))
+    .await;
     assert!(c.verify().0, "restored");
 
     // An actor edited and the row rehashed: the next entry's link breaks.
@@ -365,27 +660,49 @@ async fn verify_story(backend: Backend) {
         detail: &r.detail,
         prev_hash: &r.prev_hash,
     });
-    c.sql(&format!("UPDATE audit_log SET actor = 'mallory', hash = '{forged}' WHERE seq = 10")).await;
+    c.sql(&format!(
+        "UPDATE audit_log SET actor = 'mallory', hash = '{forged}' WHERE seq = 10"
+    ))
+    .await;
     let (ok, out) = c.verify();
-    assert!(!ok && out.contains("entry 11: its prev_hash does not match"), "{out}");
-    c.sql(&format!("UPDATE audit_log SET actor = '{}', hash = '{}' WHERE seq = 10", r.actor, r.hash)).await;
+    assert!(
+        !ok && out.contains("entry 11: its prev_hash does not match"),
+        "{out}"
+    );
+    c.sql(&format!(
+        "UPDATE audit_log SET actor = '{}', hash = '{}' WHERE seq = 10",
+        r.actor, r.hash
+    ))
+    .await;
     assert!(c.verify().0);
 
     // A middle entry deleted.
     c.sql("DELETE FROM audit_log WHERE seq = 16").await;
     let (ok, out) = c.verify();
     assert!(!ok, "{out}");
-    assert!(out.contains("entry 17 follows entry 15: entry 16 is missing"), "{out}");
+    assert!(
+        out.contains("entry 17 follows entry 15: entry 16 is missing"),
+        "{out}"
+    );
 
     // The tail cut off.
-    let c = TestApp::builder(backend).config(CONFIG).init_db().build().await;
+    let c = TestApp::builder(backend)
+        .config(CONFIG)
+        .init_db()
+        .build()
+        .await;
     for i in 0..5 {
-        audit::append(&c.db, Entry::new("x", Action::SignOut, format!("user:{i}"))).await.unwrap();
+        audit::append(&c.db, Entry::new("x", Action::SignOut, format!("user:{i}")))
+            .await
+            .unwrap();
     }
     c.sql("DELETE FROM audit_log WHERE seq >= 5").await;
     let (ok, out) = c.verify();
     assert!(!ok, "{out}");
-    assert!(out.contains("entries 5 to 6 are missing (truncated?)"), "{out}");
+    assert!(
+        out.contains("entries 5 to 6 are missing (truncated?)"),
+        "{out}"
+    );
 }
 on_backends!(verify_names_the_first_broken_link, verify_story);
 
@@ -396,19 +713,37 @@ async fn parallel_story(backend: Backend) {
     let second = c.spawn_instance();
     let before = c.last_seq().await;
     let calls = (0..20).map(|i| {
-        let url = if i % 2 == 0 { c.url().to_string() } else { second.url.clone() };
+        let url = if i % 2 == 0 {
+            c.url().to_string()
+        } else {
+            second.url.clone()
+        };
         let (http, admin) = (c.http.clone(), admin.clone());
         async move {
             let name = format!("client-{i}");
-            let (s, b, _) = call_on(&http, &url, Some(&admin), "create_client", &[("name", &name)]).await;
+            let (s, b, _) = call_on(
+                &http,
+                &url,
+                Some(&admin),
+                "create_client",
+                &[("name", &name)],
+            )
+            .await;
             assert_eq!(s, 200, "{b}");
         }
     });
     futures::future::join_all(calls).await;
     let trail = c.trail().await;
     let seqs: Vec<i64> = trail.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, (1..=trail.len() as i64).collect::<Vec<_>>(), "no gaps");
-    let created = trail.iter().filter(|e| e.seq > before && e.action == "client_created").count();
+    assert_eq!(
+        seqs,
+        (1..=trail.len() as i64).collect::<Vec<_>>(),
+        "no gaps"
+    );
+    let created = trail
+        .iter()
+        .filter(|e| e.seq > before && e.action == "client_created")
+        .count();
     assert_eq!(created, 20, "{backend:?}");
     let (ok, out) = c.verify();
     assert!(ok, "{out}");
@@ -439,7 +774,10 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
             (false, ch) => cell.push(ch),
         }
     }
-    assert!(cell.is_empty() && row.is_empty(), "the file ends with a line break");
+    assert!(
+        cell.is_empty() && row.is_empty(),
+        "the file ends with a line break"
+    );
     rows
 }
 
@@ -448,14 +786,36 @@ async fn page_and_csv_story(backend: Backend) {
     let c = console(backend).await;
     let admin = c.first_admin().await;
     for (name, role) in [("mia", "manager"), ("ulla", "user")] {
-        c.ok(&admin, "create_user_account", &[("username", name), ("role", role), ("password", "long enough pw")]).await;
+        c.ok(
+            &admin,
+            "create_user_account",
+            &[
+                ("username", name),
+                ("role", role),
+                ("password", "long enough pw"),
+            ],
+        )
+        .await;
     }
     let mia = c.sign_in("mia", "long enough pw").await;
     let ulla = c.sign_in("ulla", "long enough pw").await;
     // Admins only: the server function, the export and the page.
-    for (cookie, status) in [(None, 401), (Some(mia.as_str()), 403), (Some(ulla.as_str()), 403), (Some(admin.as_str()), 200)] {
-        assert_eq!(c.call(cookie, "audit_log", &[]).await.0, status, "{cookie:?}");
-        assert_eq!(c.get_text(cookie, "/audit.csv").await.0, status, "{cookie:?}");
+    for (cookie, status) in [
+        (None, 401),
+        (Some(mia.as_str()), 403),
+        (Some(ulla.as_str()), 403),
+        (Some(admin.as_str()), 200),
+    ] {
+        assert_eq!(
+            c.call(cookie, "audit_log", &[]).await.0,
+            status,
+            "{cookie:?}"
+        );
+        assert_eq!(
+            c.get_text(cookie, "/audit.csv").await.0,
+            status,
+            "{cookie:?}"
+        );
     }
     assert_eq!(c.get_text(Some(&mia), "/audit").await.0, 403);
     let (s, html) = c.get_text(Some(&admin), "/audit").await;
@@ -464,9 +824,19 @@ async fn page_and_csv_story(backend: Backend) {
 
     // Failed sign-ins with a name a spreadsheet or a CSV reader could trip on.
     let odd = "=x,\"y\"\nz";
-    c.call(None, "login", &[("username", odd), ("password", "whatever pw")]).await;
+    c.call(
+        None,
+        "login",
+        &[("username", odd), ("password", "whatever pw")],
+    )
+    .await;
     for i in 0..120 {
-        audit::append(&c.db, Entry::new("bot", Action::SignInFailed, format!("user:bot{i}")).addr("10.1.1.1")).await.unwrap();
+        audit::append(
+            &c.db,
+            Entry::new("bot", Action::SignInFailed, format!("user:bot{i}")).addr("10.1.1.1"),
+        )
+        .await
+        .unwrap();
     }
 
     // Pages of 50, newest first, the filter kept.
@@ -476,30 +846,78 @@ async fn page_and_csv_story(backend: Backend) {
     assert_eq!(rows[0]["target"], "user:bot119");
     let older = page["older"].as_i64().unwrap().to_string();
     assert_eq!(page["newer"], Value::Null);
-    let page2 = c.ok(&admin, "audit_log", &[("actor", "bot"), ("before", &older)]).await;
+    let page2 = c
+        .ok(&admin, "audit_log", &[("actor", "bot"), ("before", &older)])
+        .await;
     assert_eq!(page2["rows"][0]["target"], "user:bot69");
     let older = page2["older"].as_i64().unwrap().to_string();
-    let page3 = c.ok(&admin, "audit_log", &[("actor", "bot"), ("before", &older)]).await;
+    let page3 = c
+        .ok(&admin, "audit_log", &[("actor", "bot"), ("before", &older)])
+        .await;
     assert_eq!(page3["rows"].as_array().unwrap().len(), 20);
     assert_eq!(page3["older"], Value::Null);
     let newer = page3["newer"].as_i64().unwrap().to_string();
-    let back = c.ok(&admin, "audit_log", &[("actor", "bot"), ("after", &newer)]).await;
+    let back = c
+        .ok(&admin, "audit_log", &[("actor", "bot"), ("after", &newer)])
+        .await;
     assert_eq!(back["rows"], page2["rows"], "newer goes back a page");
     // Filters: action, target substring, dates.
-    let p = c.ok(&admin, "audit_log", &[("action", "sign_in_failed"), ("target", "bot11")]).await;
-    let targets: Vec<&str> = p["rows"].as_array().unwrap().iter().map(|r| r["target"].as_str().unwrap()).collect();
-    assert_eq!(targets, ["user:bot119", "user:bot118", "user:bot117", "user:bot116", "user:bot115", "user:bot114", "user:bot113", "user:bot112", "user:bot111", "user:bot110", "user:bot11"]);
+    let p = c
+        .ok(
+            &admin,
+            "audit_log",
+            &[("action", "sign_in_failed"), ("target", "bot11")],
+        )
+        .await;
+    let targets: Vec<&str> = p["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        targets,
+        [
+            "user:bot119",
+            "user:bot118",
+            "user:bot117",
+            "user:bot116",
+            "user:bot115",
+            "user:bot114",
+            "user:bot113",
+            "user:bot112",
+            "user:bot111",
+            "user:bot110",
+            "user:bot11"
+        ]
+    );
     let now = app::domain::time::rfc3339(app::ssr::now_ms());
     let today = &now[..10];
-    let p = c.ok(&admin, "audit_log", &[("actor", "ada"), ("from", today), ("to", today)]).await;
+    let p = c
+        .ok(
+            &admin,
+            "audit_log",
+            &[("actor", "ada"), ("from", today), ("to", today)],
+        )
+        .await;
     assert!(!p["rows"].as_array().unwrap().is_empty());
-    let p = c.ok(&admin, "audit_log", &[("actor", "ada"), ("to", "1999-12-31")]).await;
+    let p = c
+        .ok(
+            &admin,
+            "audit_log",
+            &[("actor", "ada"), ("to", "1999-12-31")],
+        )
+        .await;
     assert_eq!(p["rows"], serde_json::json!([]));
-    let (s, b, _) = c.call(Some(&admin), "audit_log", &[("action", "drop_table")]).await;
+    let (s, b, _) = c
+        .call(Some(&admin), "audit_log", &[("action", "drop_table")])
+        .await;
     assert_eq!(s, 400, "{b}");
 
     // The export: every filtered entry, quoted and defused.
-    let (s, csv) = c.get_text(Some(&admin), "/audit.csv?action=sign_in_failed").await;
+    let (s, csv) = c
+        .get_text(Some(&admin), "/audit.csv?action=sign_in_failed")
+        .await;
     assert_eq!(s, 200);
     let rows = parse_csv(&csv);
     assert_eq!(rows[0], app::domain::audit::CSV_HEADER.to_vec());
@@ -511,7 +929,10 @@ async fn page_and_csv_story(backend: Backend) {
     let all = parse_csv(&all);
     assert_eq!(all.len() - 1, c.trail().await.len());
     let seqs: Vec<String> = c.trail().await.iter().map(|e| e.seq.to_string()).collect();
-    assert_eq!(all[1..].iter().map(|r| r[0].clone()).collect::<Vec<_>>(), seqs);
+    assert_eq!(
+        all[1..].iter().map(|r| r[0].clone()).collect::<Vec<_>>(),
+        seqs
+    );
     let (s, _) = c.get_text(Some(&admin), "/audit.csv?from=yesterday").await;
     assert_eq!(s, 400);
 }
@@ -547,7 +968,10 @@ async fn reload_story(backend: Backend) {
     let t = &c;
     let entry = c
         .wait_for("a config_reloaded entry", || async move {
-            t.since(before).await.into_iter().find(|e| e.1 == "config_reloaded")
+            t.since(before)
+                .await
+                .into_iter()
+                .find(|e| e.1 == "config_reloaded")
         })
         .await;
     assert_eq!(
@@ -565,11 +989,18 @@ async fn reload_story(backend: Backend) {
     c.write_config("models: [not, a, map\n");
     let failed = c
         .wait_for("a config_reload_failed entry", || async move {
-            t.since(before).await.into_iter().find(|e| e.1 == "config_reload_failed")
+            t.since(before)
+                .await
+                .into_iter()
+                .find(|e| e.1 == "config_reload_failed")
         })
         .await;
     assert_eq!(failed.0, "config");
-    assert!(failed.4.starts_with("generation 2 stays in force: "), "{}", failed.4);
+    assert!(
+        failed.4.starts_with("generation 2 stays in force: "),
+        "{}",
+        failed.4
+    );
     assert!(!failed.4.contains('\n'), "{}", failed.4);
     assert!(c.verify().0);
 }

@@ -558,7 +558,15 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 
 /// The CSV export's columns.
 pub const CSV_HEADER: [&str; 9] = [
-    "seq", "time", "actor", "action", "target", "addr", "detail", "prev_hash", "hash",
+    "seq",
+    "time",
+    "actor",
+    "action",
+    "target",
+    "addr",
+    "detail",
+    "prev_hash",
+    "hash",
 ];
 
 /// One CSV cell (RFC 4180): quoted when it holds a comma, quote or line
@@ -615,7 +623,10 @@ mod tests {
     fn actions_round_trip_and_are_snake_case() {
         for a in Action::ALL {
             assert_eq!(Action::parse(a.as_str()), Some(a));
-            assert!(a.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(a
+                .as_str()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_'));
         }
         assert_eq!(Action::parse("drop_table"), None);
         let mut names: Vec<_> = Action::ALL.iter().map(|a| a.as_str()).collect();
@@ -730,10 +741,11 @@ mod tests {
 
     #[test]
     fn config_diffs_name_entries_and_stay_short() {
-        let old: BTreeMap<String, String> = [("clients.acme", "1"), ("models.a", "1"), ("server", "s")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let old: BTreeMap<String, String> =
+            [("clients.acme", "1"), ("models.a", "1"), ("server", "s")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
         let mut new = old.clone();
         new.insert("clients.acme".into(), "2".into());
         new.insert("models.gpt".into(), "1".into());
@@ -779,18 +791,40 @@ mod tests {
         assert_eq!(q.actor.as_deref(), Some("ada"));
         assert_eq!(q.action, Some(Action::SignIn));
         assert_eq!(q.target, None);
-        assert_eq!(q.until_ms.unwrap() - q.from_ms.unwrap(), super::super::time::DAY_MS);
+        assert_eq!(
+            q.until_ms.unwrap() - q.from_ms.unwrap(),
+            super::super::time::DAY_MS
+        );
         assert_eq!(
             super::super::time::rfc3339(q.from_ms.unwrap()),
             "2026-11-29T00:00:00.000Z"
         );
         for bad in [
-            AuditFilter { action: "nope".into(), ..Default::default() },
-            AuditFilter { from: "2026-02-30".into(), ..Default::default() },
-            AuditFilter { from: "29.11.2026".into(), ..Default::default() },
-            AuditFilter { to: "-2026-01-01".into(), ..Default::default() },
-            AuditFilter { from: "2026-12-02".into(), to: "2026-12-01".into(), ..Default::default() },
-            AuditFilter { actor: "a".repeat(MAX_ACTOR + 1), ..Default::default() },
+            AuditFilter {
+                action: "nope".into(),
+                ..Default::default()
+            },
+            AuditFilter {
+                from: "2026-02-30".into(),
+                ..Default::default()
+            },
+            AuditFilter {
+                from: "29.11.2026".into(),
+                ..Default::default()
+            },
+            AuditFilter {
+                to: "-2026-01-01".into(),
+                ..Default::default()
+            },
+            AuditFilter {
+                from: "2026-12-02".into(),
+                to: "2026-12-01".into(),
+                ..Default::default()
+            },
+            AuditFilter {
+                actor: "a".repeat(MAX_ACTOR + 1),
+                ..Default::default()
+            },
         ] {
             assert!(bad.query().is_err(), "{bad:?}");
         }
@@ -798,8 +832,12 @@ mod tests {
         assert_eq!(parse_date("1970-01-01"), Some(0));
         assert_eq!(parse_date("1900-02-29"), None);
         assert_eq!(
-            AuditFilter { actor: "a b&c".into(), action: "sign_in".into(), ..Default::default() }
-                .query_string(),
+            AuditFilter {
+                actor: "a b&c".into(),
+                action: "sign_in".into(),
+                ..Default::default()
+            }
+            .query_string(),
             "actor=a%20b%26c&action=sign_in"
         );
     }

@@ -174,8 +174,7 @@ async fn attempt_login(
 ) -> Result<(String, Role), (&'static str, ConsoleError)> {
     let invalid = |e| (INVALID_INPUT, e);
     check_name_length(username).map_err(invalid)?;
-    auth::check_password_length(&password)
-        .map_err(|m| invalid(ConsoleError::bad_request(m)))?;
+    auth::check_password_length(&password).map_err(|m| invalid(ConsoleError::bad_request(m)))?;
     reserve_attempt(ctx, username, addr)
         .await
         .map_err(|e| (throttle_reason(&e), e))?;
@@ -189,15 +188,16 @@ async fn attempt_login(
         ));
     }
     let Some(user) = user else {
-        return Err(("", ConsoleError::internal("a matched password with no user")));
+        return Err((
+            "",
+            ConsoleError::internal("a matched password with no user"),
+        ));
     };
     let internal = |e: sea_orm::DbErr| ("", ConsoleError::from(e));
     session::clear_failures(&ctx.db, username)
         .await
         .map_err(internal)?;
-    let token = session::create(&ctx.db, user.id)
-        .await
-        .map_err(internal)?;
+    let token = session::create(&ctx.db, user.id).await.map_err(internal)?;
     // Roles are written only from `Role`; an unknown one gets least privilege.
     Ok((token, Role::parse(&user.role).unwrap_or(Role::User)))
 }

@@ -185,7 +185,10 @@ fn sealed(m: &audit_log::Model) -> Sealed<'_> {
 
 /// Checks the entries after `check`'s last, in batches; `Ok(false)` when
 /// there were none.
-async fn walk(db: &DatabaseConnection, check: &mut ChainCheck) -> Result<Result<bool, Break>, DbErr> {
+async fn walk(
+    db: &DatabaseConnection,
+    check: &mut ChainCheck,
+) -> Result<Result<bool, Break>, DbErr> {
     let mut any = false;
     loop {
         let rows = audit_log::Entity::find()
@@ -235,7 +238,7 @@ pub async fn verify(db: &DatabaseConnection) -> Result<Result<i64, Break>, DbErr
 /// backends, with no `LIKE` wildcards to escape.
 fn contains(backend: DbBackend, text: &str) -> SimpleExpr {
     let sql = if backend == DbBackend::Postgres {
-        "strpos(target, ?) > 0"
+        "strpos(target, $1) > 0"
     } else {
         "instr(target, ?) > 0"
     };
