@@ -50,7 +50,10 @@ pub fn AuditTrailPage() -> impl IntoView {
                 Suspend::new(async move {
                     match entries.await {
                         Err(e) => view! {
-                            <section class="card"><ErrorNote message=server_error_text(&e)/></section>
+                            <section class="card">
+                                <ErrorNote message=server_error_text(&e)/>
+                                {(!filter.query_string().is_empty()).then(|| view! { <p><a href="/audit">"Clear the filter"</a></p> })}
+                            </section>
                         }.into_any(),
                         Ok(page) => view! {
                             <FilterForm filter=filter.clone()/>
