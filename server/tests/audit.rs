@@ -913,6 +913,14 @@ async fn page_and_csv_story(backend: Backend) {
         .call(Some(&admin), "audit_log", &[("action", "drop_table")])
         .await;
     assert_eq!(s, 400, "{b}");
+    // On the page, a bad filter is a message, not a blank page.
+    let (s, html) = c.get_text(Some(&admin), "/audit?from=2026-13-01").await;
+    assert_eq!(s, 400);
+    assert!(
+        html.contains("The from date must look like 2026-11-29.")
+            && html.contains("Clear the filter"),
+        "{html}"
+    );
 
     // The export: every filtered entry, quoted and defused.
     let (s, csv) = c
