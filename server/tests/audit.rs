@@ -609,6 +609,32 @@ async fn clients_story(backend: Backend) {
 }
 on_backends!(client_actions_are_recorded, clients_story);
 
+/// An action whose entry cannot be written still happens, and the failure
+/// is in the log, never silent.
+async fn failed_write_story(backend: Backend) {
+    let c = console(backend).await;
+    let admin = c.first_admin().await;
+    c.sql("DELETE FROM audit_head").await;
+    c.ok(&admin, "create_client", &[("name", "acme")]).await;
+    assert!(
+        app::ssr::owners::client_by_name(&c.db, "acme")
+            .await
+            .unwrap()
+            .is_some(),
+        "the action happened"
+    );
+    let log = c.log();
+    assert!(
+        log.contains("ERROR")
+            && log.contains("the audit trail could not record this action")
+            && log.contains("client:acme"),
+        "{log}"
+    );
+    let (ok, out) = c.verify();
+    assert!(!ok && out.contains("audit_head has no row"), "{out}");
+}
+on_backends!(a_failed_audit_write_is_logged, failed_write_story);
+
 /// Edits, deletions and a cut tail are each named; an intact chain passes.
 async fn verify_story(backend: Backend) {
     let c = TestApp::builder(backend)

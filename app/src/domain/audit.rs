@@ -213,6 +213,8 @@ pub enum Break {
     BeyondHead { head: i64, last: i64 },
     /// The head's hash is not the last entry's.
     HeadMismatch { seq: i64 },
+    /// The head's row is gone.
+    HeadMissing,
 }
 
 fn missing(from: i64, to: i64) -> String {
@@ -251,6 +253,9 @@ impl fmt::Display for Break {
             Break::BeyondHead { head, last } => write!(
                 f,
                 "entry {last} is past the last entry audit_head records ({head}): entries were added without the head"
+            ),
+            Break::HeadMissing => f.write_str(
+                "audit_head has no row (deleted?); no entry can be appended until it is restored",
             ),
             Break::HeadMismatch { seq } => write!(
                 f,

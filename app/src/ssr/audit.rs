@@ -221,10 +221,9 @@ pub async fn verify(db: &DatabaseConnection) -> Result<Result<i64, Break>, DbErr
             Ok(any) => any,
             Err(b) => return Ok(Err(b)),
         };
-        let head = audit_head::Entity::find_by_id(HEAD)
-            .one(db)
-            .await?
-            .ok_or_else(|| DbErr::RecordNotFound("audit_head".into()))?;
+        let Some(head) = audit_head::Entity::find_by_id(HEAD).one(db).await? else {
+            return Ok(Err(Break::HeadMissing));
+        };
         // The head ahead of the last entry walked: either appends since, or
         // a truncated tail; walk again, and it is truncation if nothing came.
         if head.seq > check.last_seq() && walked {
