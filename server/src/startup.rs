@@ -23,6 +23,9 @@ pub async fn apply(
 ) -> Result<i64, sea_orm::DbErr> {
     let now = now_ms();
     let txn = db::begin_write(conn).await?;
+    // Applies from several instances take turns from here, so exactly one
+    // of them sees the generation move and records it.
+    audit::lock_head(&txn).await?;
     let before = config_state::get(&txn).await?.map(|s| s.generation);
     let plan = sync::plan_text(&txn, &loaded.config, now).await?;
     let report = sync::sync_all(&txn, &loaded.config, now).await?;

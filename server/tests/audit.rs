@@ -997,6 +997,8 @@ users:
 /// broken file records the failure.
 async fn reload_story(backend: Backend) {
     let c = console(backend).await;
+    // A second instance watches the same file: both apply it, one records it.
+    let second = c.spawn_instance();
     let before = c.last_seq().await;
     c.write_config(CHANGED);
     let t = &c;
@@ -1019,6 +1021,17 @@ async fn reload_story(backend: Backend) {
         ),
         "{backend:?}"
     );
+    for s in [c.server(), &second] {
+        s.wait_health(WAIT_LIMIT, |h| h["config"]["generation"] == 2)
+            .await;
+    }
+    let reloads = c.since(before).await;
+    assert_eq!(
+        reloads.iter().filter(|e| e.1 == "config_reloaded").count(),
+        1,
+        "{reloads:?}"
+    );
+    drop(second);
     let before = c.last_seq().await;
     c.write_config("models: [not, a, map\n");
     let failed = c

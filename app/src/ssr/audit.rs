@@ -119,8 +119,8 @@ pub fn entry_hash(e: &Sealed<'_>) -> String {
 }
 
 /// Appends `entry` within the caller's write transaction (see
-/// `db::begin_write`); returns its `seq`. The head is taken last in the
-/// caller's transaction, so it is held only briefly.
+/// `db::begin_write`); returns its `seq`. The head stays locked until that
+/// transaction ends.
 pub async fn append_in<C: ConnectionTrait>(c: &C, entry: Entry) -> Result<i64, DbErr> {
     let e = entry.bounded();
     let backend = c.get_database_backend();
@@ -165,6 +165,17 @@ pub async fn append_in<C: ConnectionTrait>(c: &C, entry: Entry) -> Result<i64, D
         .exec(c)
         .await?;
     Ok(seq)
+}
+
+/// Takes the head's row lock for the rest of the caller's transaction
+/// without changing it: a config apply holds it from its start, so applies
+/// by several instances at once take turns and only the first records the
+/// new generation. Console actions append after their own transaction, so
+/// no transaction waits for the head while holding what an apply needs.
+pub async fn lock_head<C: ConnectionTrait>(c: &C) -> Result<(), DbErr> {
+    c.execute_unprepared("UPDATE audit_head SET seq = seq WHERE id = 1")
+        .await
+        .map(|_| ())
 }
 
 /// Rows read at a time when walking or exporting the trail.
