@@ -218,3 +218,25 @@ pub struct AlertDeliveryRow {
     pub attempts: i64,
     pub last_error: Option<String>,
 }
+
+/// One audit trail entry, as the admins' `/audit` page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub addr: String,
+    pub detail: String,
+}
+
+/// A page of audit entries, newest first, and where the neighbouring pages start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub rows: Vec<AuditRow>,
+    /// `after=` for the newer page, if there may be one.
+    pub newer: Option<i64>,
+    /// `before=` for the older page, if there is one.
+    pub older: Option<i64>,
+}

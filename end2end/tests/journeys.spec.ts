@@ -156,6 +156,7 @@ test("7. a plain user cannot reach admin pages or other people's clients", async
     ["/users", "Only admins may do this."],
     ["/config", "Only admins may do this."],
     ["/deployments", "Only admins may do this."],
+    ["/audit", "Only admins may do this."],
     ["/clients/other", "No such client"],
   ]) {
     await c.goto(url);
@@ -174,4 +175,20 @@ test("7. a plain user cannot reach admin pages or other people's clients", async
   }
   await c.goto("/nowhere");
   await expect(page.getByRole("heading", { name: "Page not found" })).toBeVisible();
+});
+
+test("8. an admin finds their own sign-in in the audit trail", async ({ page }) => {
+  const c = new Console(page);
+  await c.signIn(ADMIN.name, ADMIN.password);
+  await page.getByRole("link", { name: "Audit" }).click();
+  await expect(page.getByRole("heading", { name: "Audit trail" })).toBeVisible();
+  const signIns = page.locator('tr[data-action="sign_in"]');
+  await expect(signIns.first()).toContainText(ADMIN.name);
+  await expect(signIns.first()).toContainText("127.0.0.1");
+  // The filter keeps only what it names.
+  await page.getByLabel("Action").selectOption("user_created");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await expect(page.getByTestId("audit-row").first()).toContainText(`user:${PLAIN.name}`);
+  await expect(page.locator('tr[data-testid="audit-row"]:not([data-action="user_created"])')).toHaveCount(0);
+  await shot(page, "audit");
 });

@@ -15,6 +15,7 @@ mod m20261129_000007_usage_breakdown;
 mod m20261129_000008_stored_responses;
 mod m20261129_000009_rate_limits;
 mod m20261129_000010_ledger_deployment;
+mod m20261129_000011_audit;
 mod m20261129_000013_alerts;
 
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000008_stored_responses::Migration),
             Box::new(m20261129_000009_rate_limits::Migration),
             Box::new(m20261129_000010_ledger_deployment::Migration),
+            Box::new(m20261129_000011_audit::Migration),
             Box::new(m20261129_000013_alerts::Migration),
         ]
     }

@@ -1,11 +1,11 @@
 //! The one-shot commands, and `serve`. The top of the crate: it uses every
 //! other module and nothing uses it.
 
-use crate::args::{config_path, resolve, Cli, Command, KeysCommand};
+use crate::args::{config_path, resolve, AuditCommand, Cli, Command, KeysCommand};
 use crate::error::CliError;
 use crate::startup::prepare_database;
 use app::ssr::config_file;
-use app::ssr::{db, now_ms, sync};
+use app::ssr::{audit, db, now_ms, sync};
 use std::path::Path;
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
@@ -15,6 +15,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::InitDb => init_db(&cli, &path).await,
         Command::Keys { command } => keys(&cli, &path, command).await,
         Command::CreateAdmin { username } => create_admin(&cli, &path, username).await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => audit_verify(&cli, &path).await,
         Command::Serve => {
             let loaded = config_file::load(&path)?;
             let settings = resolve(&cli, &loaded);
@@ -76,6 +79,34 @@ async fn keys(cli: &Cli, path: &Path, command: &KeysCommand) -> Result<(), CliEr
     result
 }
 
+/// `audit verify`: walks the whole audit trail; an error names the first
+/// broken link.
+async fn audit_verify(cli: &Cli, path: &Path) -> Result<(), CliError> {
+    // The trail is checked most when something is wrong: a config that does
+    // not load is no obstacle when the database is named on its own.
+    let loaded = match config_file::load(path) {
+        Ok(l) => l,
+        Err(_) if cli.database_url.is_some() => app::ssr::LoadedConfig {
+            config: Default::default(),
+            warnings: Vec::new(),
+            content_hash: String::new(),
+        },
+        Err(e) => return Err(e.into()),
+    };
+    let settings = resolve(cli, &loaded);
+    let conn = db::connect(&settings.database_url).await?;
+    db::migrate(&conn).await?;
+    let result = audit::verify(&conn).await;
+    conn.close().await?;
+    match result? {
+        Ok(n) => {
+            eprintln!("audit chain intact: {n} entries");
+            Ok(())
+        }
+        Err(b) => Err(CliError::Other(format!("audit chain broken: {b}"))),
+    }
+}
+
 /// `create-admin USERNAME`, the password from `TOLLGATE_ADMIN_PASSWORD` or stdin.
 async fn create_admin(cli: &Cli, path: &Path, username: &str) -> Result<(), CliError> {
     let loaded = config_file::load(path)?;
@@ -88,6 +119,13 @@ async fn create_admin(cli: &Cli, path: &Path, username: &str) -> Result<(), CliE
         app::ssr::owners::create_user(&conn, &loaded.config, username, &hash, "admin", now_ms())
             .await
             .map_err(|e| CliError::Other(e.to_string()))?;
+    let entry = audit::Who::cli()
+        .entry(
+            audit::Action::AdminCreated,
+            audit::target("user", &user.username),
+        )
+        .detail("tollgate create-admin");
+    audit::record(&conn, entry).await;
     conn.close().await?;
     eprintln!("created admin `{}`", user.username);
     Ok(())

@@ -6,6 +6,8 @@ use crate::args::KeysCommand;
 use crate::error::CliError;
 use app::domain::rate::RateLimits;
 use app::domain::time::rfc3339;
+use app::ssr::actions::{key_audit_target, key_detail};
+use app::ssr::audit::{self, Action, Who};
 use app::ssr::keys::{self, parse_duration_ms, KeyTerms};
 use app::ssr::now_ms;
 use app::ssr::owners::{client_by_name, user_by_name, OwnerKind};
@@ -53,6 +55,8 @@ pub async fn run(db: &DatabaseConnection, command: &KeysCommand) -> Result<(), C
                 .await
                 .map_err(|e| CliError::Other(e.to_string()))?;
             eprintln!("revoked {}", k.prefix);
+            let target = key_audit_target(db, &k).await?;
+            audit::record(db, Who::cli().entry(Action::KeyRevoked, target)).await;
             Ok(())
         }
     }
@@ -91,6 +95,9 @@ async fn create(
     let new = keys::create_with(db, owner, &terms, now)
         .await
         .map_err(|e| CliError::Other(e.to_string()))?;
+    let target = key_audit_target(db, &new.record).await?;
+    let entry = Who::cli().entry(Action::KeyCreated, target);
+    audit::record(db, entry.detail(key_detail(&new.record))).await;
     eprintln!(
         "Created key {} — it is shown only this once:",
         new.record.prefix

@@ -9,6 +9,7 @@
 
 pub mod alerts;
 pub mod args;
+pub mod audit_csv;
 pub mod body_limit;
 pub mod commands;
 pub mod error;

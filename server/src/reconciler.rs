@@ -9,8 +9,9 @@
 
 use crate::error::CliError;
 use crate::startup::apply;
+use app::domain::audit::reload_failed_detail;
 use app::ssr::config_file;
-use app::ssr::{config_state, now_ms, sha256_hex, AppContext, ReloadStatus};
+use app::ssr::{audit, config_state, now_ms, sha256_hex, AppContext, ReloadStatus};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -110,6 +111,10 @@ async fn reject(ctx: &AppContext, message: String) {
     if let Err(db) = config_state::record_failure(&ctx.db, &message, now_ms()).await {
         tracing::error!("cannot record the config error: {db}");
     }
+    let entry = audit::Who::config()
+        .entry(audit::Action::ConfigReloadFailed, "config")
+        .detail(reload_failed_detail(generation, &message));
+    audit::record(&ctx.db, entry).await;
     set_status(ctx, |s| {
         s.last_reload_ok = false;
         s.last_error = Some(message);

@@ -42,6 +42,9 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
     let origin_policy = crate::origin::OriginPolicy::new(public_url, &ctx.public_url);
     let routes = generate_route_list(App);
     let opts = ctx.leptos_options.clone();
+    let audit_csv = Router::new()
+        .route("/audit.csv", get(crate::audit_csv::export))
+        .with_state(ctx.clone());
     let ui = Router::new()
         .leptos_routes_with_context(
             &ctx,
@@ -72,6 +75,7 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
     let metrics = gw.metrics.clone();
     gateway::router(gw)
         .merge(health)
+        .merge(audit_csv)
         .merge(ui)
         .layer(axum::middleware::from_fn_with_state(
             origin_policy,

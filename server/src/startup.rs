@@ -2,7 +2,7 @@
 //! connect, migrate, and apply a config in one transaction.
 
 use crate::error::CliError;
-use app::ssr::{config_state, db, now_ms, sync, LoadedConfig};
+use app::ssr::{audit, config_state, db, now_ms, sync, LoadedConfig};
 use sea_orm::DatabaseConnection;
 
 /// Connects, migrates and syncs the config in one transaction.
@@ -23,10 +23,17 @@ pub async fn apply(
 ) -> Result<i64, sea_orm::DbErr> {
     let now = now_ms();
     let txn = db::begin_write(conn).await?;
+    // Applies from several instances take turns from here, so exactly one
+    // of them sees the generation move and records it.
+    audit::lock_head(&txn).await?;
+    let before = config_state::get(&txn).await?.map(|s| s.generation);
     let plan = sync::plan_text(&txn, &loaded.config, now).await?;
     let report = sync::sync_all(&txn, &loaded.config, now).await?;
     app::ssr::changes::bump(&txn).await?;
     let generation = config_state::record_applied(&txn, &loaded.content_hash, &plan, now).await?;
+    // In the same transaction: a new generation and its audit entry commit together.
+    let new_generation = before != Some(generation);
+    audit::config_applied(&txn, &loaded.config, generation, new_generation).await?;
     txn.commit().await?;
     tracing::info!(
         generation,

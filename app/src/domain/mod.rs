@@ -3,6 +3,7 @@
 //! show exactly what the server computes.
 
 pub mod alerts;
+pub mod audit;
 pub mod bound;
 pub mod bound_items;
 pub mod breaker;

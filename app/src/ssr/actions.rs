@@ -3,7 +3,8 @@
 //! has already authorised, does one thing, and says what to tell the caller
 //! when it refuses. Sign-in and user accounts are in `accounts`.
 
-use super::entities::{api_key, client};
+use super::audit::{self, key_target, target, Action, Who};
+use super::entities::{api_key, client, user};
 use super::keys::{self, KeyError, KeyTerms};
 use super::owners::{self, OwnerError};
 use super::session::SessionUser;
@@ -71,14 +72,26 @@ pub(super) fn check_name_length(name: &str) -> Result<(), ConsoleError> {
 
 /// Creates a client with the settings the config gives it; returns its name
 /// as stored (trimmed).
-pub async fn create_client(ctx: &AppContext, name: &str, by: i64) -> Result<String, ConsoleError> {
+pub async fn create_client(
+    ctx: &AppContext,
+    name: &str,
+    by: i64,
+    who: &Who,
+) -> Result<String, ConsoleError> {
     let name = name.trim();
     check_name_length(name)?;
-    let _guard = ctx.apply_lock.lock().await;
-    let config = ctx.config.load_full();
-    owners::create_client(&ctx.db, &config.config, name, Some(by), now_ms())
-        .await
-        .map_err(owner_refusal)?;
+    {
+        let _guard = ctx.apply_lock.lock().await;
+        let config = ctx.config.load_full();
+        owners::create_client(&ctx.db, &config.config, name, Some(by), now_ms())
+            .await
+            .map_err(owner_refusal)?;
+    }
+    audit::record(
+        &ctx.db,
+        who.entry(Action::ClientCreated, target("client", name)),
+    )
+    .await;
     Ok(name.to_string())
 }
 
@@ -123,13 +136,22 @@ fn key_limits(form: &KeyForm<'_>) -> Result<RateLimits, ConsoleError> {
     })
 }
 
+/// An owner as the console names it: its kind, id and name.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub kind: OwnerKind,
+    pub id: i64,
+    pub name: &'a str,
+}
+
 /// Creates a key for an owner the caller may issue keys for and returns the
 /// secret, which is shown this once.
 pub async fn issue_key(
     ctx: &AppContext,
-    owner: (OwnerKind, i64),
+    owner: Owner<'_>,
     form: &KeyForm<'_>,
     by: i64,
+    who: &Who,
 ) -> Result<NewKeyShown, ConsoleError> {
     let now = now_ms();
     let terms = KeyTerms {
@@ -138,16 +160,54 @@ pub async fn issue_key(
         created_by: Some(by),
         limits: key_limits(form)?,
     };
-    let k = keys::create_with(&ctx.db, owner, &terms, now)
+    let k = keys::create_with(&ctx.db, (owner.kind, owner.id), &terms, now)
         .await
         .map_err(|e| match e {
             KeyError::InvalidLabel(m) => ConsoleError::bad_request(m),
             e => ConsoleError::internal(e),
         })?;
+    let entry = who.entry(
+        Action::KeyCreated,
+        key_target(&k.record.prefix, owner.kind.as_str(), owner.name),
+    );
+    audit::record(&ctx.db, entry.detail(key_detail(&k.record))).await;
     Ok(NewKeyShown {
         secret: k.secret,
         prefix: k.record.prefix,
     })
+}
+
+/// What the trail notes about a new key: its label and expiry, if any.
+pub fn key_detail(k: &api_key::Model) -> String {
+    let mut parts = Vec::new();
+    if !k.label.is_empty() {
+        parts.push(format!("label: {}", k.label));
+    }
+    if let Some(t) = k.expires_at {
+        parts.push(format!("expires {}", crate::domain::time::rfc3339(t)));
+    }
+    parts.join("; ")
+}
+
+/// `key:PREFIX (client:NAME)` for a stored key; the owner's id when its name
+/// is gone.
+pub async fn key_audit_target<C: sea_orm::ConnectionTrait>(
+    c: &C,
+    k: &api_key::Model,
+) -> Result<String, DbErr> {
+    let name = match OwnerKind::parse(&k.owner_kind) {
+        Some(OwnerKind::Client) => client::Entity::find_by_id(k.owner_id)
+            .one(c)
+            .await?
+            .map(|c| c.name),
+        Some(OwnerKind::User) => user::Entity::find_by_id(k.owner_id)
+            .one(c)
+            .await?
+            .map(|u| u.username),
+        None => None,
+    };
+    let name = name.unwrap_or_else(|| format!("#{}", k.owner_id));
+    Ok(key_target(&k.prefix, &k.owner_kind, &name))
 }
 
 /// Revokes a key `u` may revoke: their own, any user's for an admin, a
@@ -157,6 +217,7 @@ pub async fn revoke_key(
     ctx: &AppContext,
     u: &SessionUser,
     key_id: i64,
+    who: &Who,
 ) -> Result<(), ConsoleError> {
     let not_found = || {
         ConsoleError::refused(
@@ -183,7 +244,12 @@ pub async fn revoke_key(
         return Err(not_found());
     }
     match keys::revoke(&ctx.db, &key, now_ms()).await {
-        Ok(_) | Err(KeyError::AlreadyRevoked(_)) => Ok(()),
+        Ok(_) => {
+            let target = key_audit_target(&ctx.db, &key).await?;
+            audit::record(&ctx.db, who.entry(Action::KeyRevoked, target)).await;
+            Ok(())
+        }
+        Err(KeyError::AlreadyRevoked(_)) => Ok(()),
         Err(e) => Err(ConsoleError::internal(e)),
     }
 }
@@ -191,21 +257,33 @@ pub async fn revoke_key(
 /// Records or withdraws an owner's consent to a catalog model.
 pub async fn set_consent(
     ctx: &AppContext,
-    (kind, id): (OwnerKind, i64),
+    owner: Owner<'_>,
     model: &str,
     consent: bool,
     by: i64,
+    who: &Who,
 ) -> Result<(), ConsoleError> {
+    let (kind, id) = (owner.kind, owner.id);
     if !ctx.config.load().config.models.contains_key(model) {
         return Err(ConsoleError::bad_request(
             "That model is not in the catalog.",
         ));
     }
     let now = now_ms();
-    if consent {
-        consents::record(&ctx.db, kind, id, model, Some(by), now).await?;
+    let (changed, action) = if consent {
+        (
+            consents::record(&ctx.db, kind, id, model, Some(by), now).await?,
+            Action::ConsentGiven,
+        )
     } else {
-        consents::revoke(&ctx.db, kind, id, model, now).await?;
+        (
+            consents::revoke(&ctx.db, kind, id, model, now).await?,
+            Action::ConsentRevoked,
+        )
+    };
+    if changed {
+        let entry = who.entry(action, target(kind.as_str(), owner.name));
+        audit::record(&ctx.db, entry.detail(format!("model: {model}"))).await;
     }
     Ok(())
 }
@@ -231,6 +309,7 @@ pub async fn add_manager(
     ctx: &AppContext,
     client: &str,
     username: &str,
+    who: &Who,
 ) -> Result<(), ConsoleError> {
     let c = existing_client(ctx, client).await?;
     let user = owners::user_by_name(&ctx.db, manager_name(username)?)
@@ -238,7 +317,11 @@ pub async fn add_manager(
         .ok_or_else(|| {
             ConsoleError::bad_request("No user with that name; create it on the Users page first.")
         })?;
-    Ok(owners::add_manager(&ctx.db, c.id, user.id, now_ms()).await?)
+    if owners::add_manager(&ctx.db, c.id, user.id, now_ms()).await? {
+        let entry = who.entry(Action::ManagerAdded, target("client", &c.name));
+        audit::record(&ctx.db, entry.detail(format!("manager: {}", user.username))).await;
+    }
+    Ok(())
 }
 
 /// Stops the user `username` managing `client`; an unknown user is not an error.
@@ -246,10 +329,14 @@ pub async fn remove_manager(
     ctx: &AppContext,
     client: &str,
     username: &str,
+    who: &Who,
 ) -> Result<(), ConsoleError> {
     let c = existing_client(ctx, client).await?;
     if let Some(user) = owners::user_by_name(&ctx.db, manager_name(username)?).await? {
-        owners::remove_manager(&ctx.db, c.id, user.id).await?;
+        if owners::remove_manager(&ctx.db, c.id, user.id).await? {
+            let entry = who.entry(Action::ManagerRemoved, target("client", &c.name));
+            audit::record(&ctx.db, entry.detail(format!("manager: {}", user.username))).await;
+        }
     }
     Ok(())
 }

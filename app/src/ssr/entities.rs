@@ -326,3 +326,53 @@ pub mod alert_delivery {
     }
     no_relations!();
 }
+
+/// The audit trail (`ssr::audit`): append-only, each entry chained to the
+/// one before by `prev_hash`; `audit_head` holds the last `seq` and `hash`,
+/// `audit_config` a digest of each entry of the config last applied.
+pub mod audit_log {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_log")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub at_ms: i64,
+        pub actor: String,
+        pub action: String,
+        #[sea_orm(column_type = "Text")]
+        pub target: String,
+        pub addr: String,
+        #[sea_orm(column_type = "Text")]
+        pub detail: String,
+        pub prev_hash: String,
+        pub hash: String,
+    }
+    no_relations!();
+}
+
+pub mod audit_head {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_head")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        pub seq: i64,
+        pub hash: String,
+    }
+    no_relations!();
+}
+
+pub mod audit_config {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_config")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i64,
+        #[sea_orm(column_type = "Text")]
+        pub entries: String,
+    }
+    no_relations!();
+}

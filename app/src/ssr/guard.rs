@@ -56,6 +56,12 @@ pub fn client_addr() -> String {
         .unwrap_or_default()
 }
 
+/// The signed-in user as the audit trail records them: their name and this
+/// request's client address.
+pub fn who(u: &SessionUser) -> super::audit::Who {
+    super::audit::Who::new(u.username.clone(), client_addr())
+}
+
 pub async fn optional_user() -> Result<(AppContext, Option<SessionUser>), ServerFnError> {
     let ctx = ctx()?;
     let user = match session_token() {

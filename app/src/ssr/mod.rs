@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod actions;
 pub mod alerts;
+pub mod audit;
 pub mod auth;
 pub mod balancer;
 pub mod changes;

@@ -240,12 +240,13 @@ pub async fn admin_exists<C: ConnectionTrait>(c: &C) -> Result<bool, DbErr> {
 }
 
 /// Makes a user a manager of a client; already being one is not an error.
+/// Returns whether they were not one before.
 pub async fn add_manager<C: ConnectionTrait>(
     c: &C,
     client_id: i64,
     user_id: i64,
     now: i64,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
     client_manager::Entity::insert(client_manager::ActiveModel {
         client_id: Set(client_id),
         user_id: Set(user_id),
@@ -262,19 +263,20 @@ pub async fn add_manager<C: ConnectionTrait>(
     )
     .exec_without_returning(c)
     .await
-    .map(|_| ())
+    .map(|rows| rows > 0)
 }
 
-/// Stops a user managing a client; not being one is not an error.
+/// Stops a user managing a client; not being one is not an error. Returns
+/// whether they were one.
 pub async fn remove_manager<C: ConnectionTrait>(
     c: &C,
     client_id: i64,
     user_id: i64,
-) -> Result<(), DbErr> {
+) -> Result<bool, DbErr> {
     client_manager::Entity::delete_many()
         .filter(client_manager::Column::ClientId.eq(client_id))
         .filter(client_manager::Column::UserId.eq(user_id))
         .exec(c)
         .await
-        .map(|_| ())
+        .map(|r| r.rows_affected > 0)
 }

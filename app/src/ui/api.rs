@@ -11,7 +11,8 @@ use leptos::prelude::*;
 #[cfg(feature = "ssr")]
 use {
     crate::domain::owner::{OwnerKind, Role},
-    crate::ssr::guard::{self, admin, internal, managed_client, refuse, signed_in},
+    crate::ssr::actions::Owner,
+    crate::ssr::guard::{self, admin, internal, managed_client, refuse, signed_in, who},
     crate::ssr::{accounts, actions, console},
 };
 
@@ -39,7 +40,8 @@ pub async fn setup_admin(
     password: String,
 ) -> Result<(), ServerFnError> {
     let ctx = guard::ctx()?;
-    let session = accounts::setup_admin(&ctx, &token, &username, password)
+    let addr = guard::client_addr();
+    let session = accounts::setup_admin(&ctx, &token, &username, password, &addr)
         .await
         .map_err(refuse)?;
     guard::set_session_cookie(&ctx, &session);
@@ -67,9 +69,9 @@ pub async fn login(username: String, password: String) -> Result<(), ServerFnErr
 pub async fn logout() -> Result<(), ServerFnError> {
     let ctx = guard::ctx()?;
     if let Some(t) = guard::session_token() {
-        crate::ssr::session::delete(&ctx.db, &t)
+        accounts::logout(&ctx, &t, &guard::client_addr())
             .await
-            .map_err(internal)?;
+            .map_err(refuse)?;
     }
     guard::clear_session_cookie(&ctx);
     leptos_axum::redirect("/login");
@@ -85,7 +87,7 @@ pub async fn list_clients(page: u64) -> Result<ClientsPage, ServerFnError> {
 #[server(prefix = "/api", endpoint = "create_client")]
 pub async fn create_client(name: String) -> Result<(), ServerFnError> {
     let (ctx, u) = admin().await?;
-    let name = actions::create_client(&ctx, &name, u.id)
+    let name = actions::create_client(&ctx, &name, u.id, &who(&u))
         .await
         .map_err(refuse)?;
     leptos_axum::redirect(&format!("/clients/{name}"));
@@ -119,7 +121,12 @@ pub async fn create_client_key(
         requests_per_minute: &requests_per_minute,
         tokens_per_minute: &tokens_per_minute,
     };
-    actions::issue_key(&ctx, (OwnerKind::Client, c.id), &form, u.id)
+    let owner = Owner {
+        kind: OwnerKind::Client,
+        id: c.id,
+        name: &c.name,
+    };
+    actions::issue_key(&ctx, owner, &form, u.id, &who(&u))
         .await
         .map_err(refuse)
 }
@@ -139,7 +146,12 @@ pub async fn create_my_key(
         requests_per_minute: &requests_per_minute,
         tokens_per_minute: &tokens_per_minute,
     };
-    actions::issue_key(&ctx, (OwnerKind::User, u.id), &form, u.id)
+    let owner = Owner {
+        kind: OwnerKind::User,
+        id: u.id,
+        name: &u.username,
+    };
+    actions::issue_key(&ctx, owner, &form, u.id, &who(&u))
         .await
         .map_err(refuse)
 }
@@ -147,7 +159,9 @@ pub async fn create_my_key(
 #[server(prefix = "/api", endpoint = "revoke_key")]
 pub async fn revoke_key(key_id: i64) -> Result<(), ServerFnError> {
     let (ctx, u) = signed_in().await?;
-    actions::revoke_key(&ctx, &u, key_id).await.map_err(refuse)
+    actions::revoke_key(&ctx, &u, key_id, &who(&u))
+        .await
+        .map_err(refuse)
 }
 
 #[server(prefix = "/api", endpoint = "set_client_consent")]
@@ -157,7 +171,12 @@ pub async fn set_client_consent(
     consent: bool,
 ) -> Result<(), ServerFnError> {
     let (ctx, u, c) = managed_client(&client).await?;
-    actions::set_consent(&ctx, (OwnerKind::Client, c.id), &model, consent, u.id)
+    let owner = Owner {
+        kind: OwnerKind::Client,
+        id: c.id,
+        name: &c.name,
+    };
+    actions::set_consent(&ctx, owner, &model, consent, u.id, &who(&u))
         .await
         .map_err(refuse)
 }
@@ -165,23 +184,28 @@ pub async fn set_client_consent(
 #[server(prefix = "/api", endpoint = "set_my_consent")]
 pub async fn set_my_consent(model: String, consent: bool) -> Result<(), ServerFnError> {
     let (ctx, u) = signed_in().await?;
-    actions::set_consent(&ctx, (OwnerKind::User, u.id), &model, consent, u.id)
+    let owner = Owner {
+        kind: OwnerKind::User,
+        id: u.id,
+        name: &u.username,
+    };
+    actions::set_consent(&ctx, owner, &model, consent, u.id, &who(&u))
         .await
         .map_err(refuse)
 }
 
 #[server(prefix = "/api", endpoint = "add_manager")]
 pub async fn add_manager(client: String, username: String) -> Result<(), ServerFnError> {
-    let (ctx, _) = admin().await?;
-    actions::add_manager(&ctx, &client, &username)
+    let (ctx, u) = admin().await?;
+    actions::add_manager(&ctx, &client, &username, &who(&u))
         .await
         .map_err(refuse)
 }
 
 #[server(prefix = "/api", endpoint = "remove_manager")]
 pub async fn remove_manager(client: String, username: String) -> Result<(), ServerFnError> {
-    let (ctx, _) = admin().await?;
-    actions::remove_manager(&ctx, &client, &username)
+    let (ctx, u) = admin().await?;
+    actions::remove_manager(&ctx, &client, &username, &who(&u))
         .await
         .map_err(refuse)
 }
@@ -206,16 +230,16 @@ pub async fn create_user_account(
     role: String,
     password: String,
 ) -> Result<(), ServerFnError> {
-    let (ctx, _) = admin().await?;
-    accounts::create_user(&ctx, &username, &role, password)
+    let (ctx, u) = admin().await?;
+    accounts::create_user(&ctx, &username, &role, password, &who(&u))
         .await
         .map_err(refuse)
 }
 
 #[server(prefix = "/api", endpoint = "set_user_role")]
 pub async fn set_user_role(username: String, role: String) -> Result<(), ServerFnError> {
-    let (ctx, _) = admin().await?;
-    accounts::set_user_role(&ctx, &username, &role)
+    let (ctx, u) = admin().await?;
+    accounts::set_user_role(&ctx, &username, &role, &who(&u))
         .await
         .map_err(refuse)
 }
@@ -223,15 +247,15 @@ pub async fn set_user_role(username: String, role: String) -> Result<(), ServerF
 #[server(prefix = "/api", endpoint = "set_user_active")]
 pub async fn set_user_active(username: String, active: bool) -> Result<(), ServerFnError> {
     let (ctx, me) = admin().await?;
-    accounts::set_user_active(&ctx, &me, &username, active)
+    accounts::set_user_active(&ctx, &me, &username, active, &who(&me))
         .await
         .map_err(refuse)
 }
 
 #[server(prefix = "/api", endpoint = "reset_password")]
 pub async fn reset_password(username: String, password: String) -> Result<(), ServerFnError> {
-    let (ctx, _) = admin().await?;
-    accounts::reset_password(&ctx, &username, password)
+    let (ctx, u) = admin().await?;
+    accounts::reset_password(&ctx, &username, password, &who(&u))
         .await
         .map_err(refuse)
 }
@@ -254,4 +278,29 @@ pub async fn config_overview() -> Result<ConfigReport, ServerFnError> {
 pub async fn alert_overview() -> Result<AlertsReport, ServerFnError> {
     let (ctx, _) = admin().await?;
     crate::ssr::alerts::overview(&ctx).await.map_err(internal)
+}
+
+/// A page of the audit trail, newest first, filtered (admins only).
+/// `before`/`after` are the `seq` the page starts below or above (0: none).
+#[server(prefix = "/api", endpoint = "audit_log")]
+pub async fn audit_log(
+    #[server(default)] actor: String,
+    #[server(default)] action: String,
+    #[server(default)] target: String,
+    #[server(default)] from: String,
+    #[server(default)] to: String,
+    #[server(default)] before: i64,
+    #[server(default)] after: i64,
+) -> Result<AuditPage, ServerFnError> {
+    let (ctx, _) = admin().await?;
+    let filter = crate::domain::audit::AuditFilter {
+        actor,
+        action,
+        target,
+        from,
+        to,
+    };
+    crate::ssr::audit::page_for(&ctx, &filter, before, after)
+        .await
+        .map_err(refuse)
 }

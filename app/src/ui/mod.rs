@@ -2,6 +2,7 @@
 
 mod alerts;
 pub mod api;
+mod audit;
 mod home;
 mod owner;
 mod pages;
@@ -56,6 +57,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/users") view=pages::UsersPage ssr=SsrMode::Async/>
                     <Route path=path!("/config") view=pages::ConfigPage ssr=SsrMode::Async/>
                     <Route path=path!("/deployments") view=pages::DeploymentsPage ssr=SsrMode::Async/>
+                    <Route path=path!("/audit") view=audit::AuditTrailPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>
@@ -87,7 +89,7 @@ fn Nav() -> impl IntoView {
                                 view! {
                                     {manager.then(|| view! { <A href="/clients">"Clients"</A> })}
                                     <A href="/me">"Me"</A>
-                                    {admin.then(|| view! { <A href="/users">"Users"</A><A href="/deployments">"Deployments"</A><A href="/config">"Config"</A> })}
+                                    {admin.then(|| view! { <A href="/users">"Users"</A><A href="/deployments">"Deployments"</A><A href="/config">"Config"</A><A href="/audit">"Audit"</A> })}
                                     <span class="who" data-testid="signed-in-as">{format!("{} ({})", u.username, u.role.as_str())}</span>
                                     <ActionForm action=logout attr:class="inline">
                                         <button type="submit" class="link">"Sign out"</button>
