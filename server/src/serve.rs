@@ -42,6 +42,7 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
     let origin_policy = crate::origin::OriginPolicy::new(public_url, &ctx.public_url);
     let routes = generate_route_list(App);
     let opts = ctx.leptos_options.clone();
+    let ctx_for_sso = ctx.clone();
     let ui = Router::new()
         .leptos_routes_with_context(
             &ctx,
@@ -70,8 +71,10 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
         .route("/openapi.json", get(crate::openapi::document))
         .with_state(gw.clone());
     let metrics = gw.metrics.clone();
+    let sso = crate::oidc::routes(ctx_for_sso, gw.http.clone());
     gateway::router(gw)
         .merge(health)
+        .merge(sso)
         .merge(ui)
         .layer(axum::middleware::from_fn_with_state(
             origin_policy,

@@ -279,6 +279,9 @@ pub struct Config {
     pub models: BTreeMap<String, ModelSpec>,
     pub clients: Section,
     pub users: Section,
+    /// `auth:`: local accounts and single sign-on.
+    #[serde(default)]
+    pub auth: super::oidc::AuthSettings,
 }
 
 /// A problem that does not stop the config from loading.
@@ -323,6 +326,8 @@ pub struct RawConfig {
     pub clients: Option<BTreeMap<EntryName, Option<RawEntry>>>,
     #[serde(default, deserialize_with = "unique_entries")]
     pub users: Option<BTreeMap<EntryName, Option<RawEntry>>>,
+    #[serde(default)]
+    pub auth: Option<super::oidc::AuthSettings>,
 }
 
 /// Reads a mapping of entries, refusing a name that appears twice. A plain
@@ -839,6 +844,7 @@ impl RawConfig {
             clients: section(self.clients),
             users: section(self.users),
             models,
+            auth: self.auth.unwrap_or_default(),
         };
         let mut warnings = Vec::new();
         section_warnings("clients", &config.clients, &config.models, &mut warnings);

@@ -115,6 +115,12 @@ pub async fn login(
     password: String,
     addr: &str,
 ) -> Result<(String, Role), ConsoleError> {
+    if !super::oidc::local_allowed(ctx) {
+        return Err(ConsoleError::refused(
+            StatusCode::FORBIDDEN,
+            crate::domain::oidc::Refusal::LocalDisabled.message(),
+        ));
+    }
     let username = username.trim();
     check_name_length(username)?;
     auth::check_password_length(&password).map_err(ConsoleError::bad_request)?;

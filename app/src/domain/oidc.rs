@@ -1,0 +1,1028 @@
+//! Single sign-on with OpenID Connect: the `auth:` section of the config,
+//! and the rules of the flow that need no I/O: the authorization URL, the
+//! checks of an ID token's claims, the role a sign-in maps to, the name a
+//! new account gets, and the stable reasons a sign-in is refused.
+//!
+//! The HTTP side (discovery, the token endpoint, signatures against the
+//! provider's keys) is `server::oidc`; the database side is `ssr::oidc`.
+
+use super::names::{validate_owner_name, MAX_NAME_LEN};
+use super::owner::Role;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+// ---------------------------------------------------------------------------
+// Config: `auth:`
+// ---------------------------------------------------------------------------
+
+/// `auth:`: which ways of signing in the console offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Local accounts with passwords. When off, the password form and the
+    /// `login` server function refuse; `/setup` and `tollgate create-admin`
+    /// still work, for recovery.
+    #[serde(default = "yes")]
+    pub local: bool,
+    #[serde(default)]
+    pub oidc: Option<OidcSettings>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            local: true,
+            oidc: None,
+        }
+    }
+}
+
+/// `auth.oidc:`: one OpenID provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    pub issuer: Issuer,
+    pub client_id: ClientId,
+    /// The name of the environment variable holding the client secret (the
+    /// secret itself is never in the file).
+    pub client_secret_env: EnvName,
+    #[serde(default)]
+    pub display_name: Option<DisplayName>,
+    /// Requested scopes; `openid` is always added.
+    #[serde(default)]
+    pub scopes: Option<Vec<Scope>>,
+    /// The claim whose values map to roles, e.g. `groups` or `role`.
+    #[serde(default)]
+    pub role_claim: Option<ClaimName>,
+    #[serde(default)]
+    pub roles: RoleMapping,
+    /// Whether a person without an account gets one on first sign-in.
+    #[serde(default)]
+    pub create_users: bool,
+    /// The role of an account created on first sign-in, and of anyone whose
+    /// claim matches no mapping when `role_claim` is set.
+    #[serde(default)]
+    pub default_role: DefaultRole,
+    /// Seconds of clock difference tolerated on `exp` and `iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: Leeway,
+}
+
+fn default_leeway() -> Leeway {
+    Leeway(60)
+}
+
+impl OidcSettings {
+    /// What the sign-in button says.
+    pub fn button_label(&self) -> String {
+        format!(
+            "Sign in with {}",
+            self.display_name
+                .as_ref()
+                .map_or("single sign-on", |d| d.0.as_str())
+        )
+    }
+
+    /// The scopes sent, space-separated, `openid` first and once.
+    pub fn scope_param(&self) -> String {
+        let mut out = vec!["openid".to_string()];
+        for s in self.scopes.iter().flatten() {
+            if !out.contains(&s.0) {
+                out.push(s.0.clone());
+            }
+        }
+        out.join(" ")
+    }
+}
+
+/// `auth.oidc.roles`: claim values that make an admin or a manager.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleMapping {
+    #[serde(default)]
+    pub admin: Vec<ClaimValue>,
+    #[serde(default)]
+    pub manager: Vec<ClaimValue>,
+}
+
+/// `auth.oidc.default_role`: never admin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultRole {
+    #[default]
+    User,
+    Manager,
+}
+
+impl DefaultRole {
+    pub fn role(self) -> Role {
+        match self {
+            DefaultRole::User => Role::User,
+            DefaultRole::Manager => Role::Manager,
+        }
+    }
+}
+
+/// Reads a string and checks it, so that the error carries the value's position.
+fn checked_string<'de, D: Deserializer<'de>, T>(
+    d: D,
+    check: fn(String) -> Result<T, String>,
+) -> Result<T, D::Error> {
+    let s = String::deserialize(d)?;
+    check(s).map_err(de::Error::custom)
+}
+
+fn no_controls(s: &str, what: &str, max: usize) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err(format!("{what} cannot be empty"));
+    }
+    if s.chars().count() > max {
+        return Err(format!("{what} is at most {max} characters"));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{what} cannot contain control characters"));
+    }
+    Ok(())
+}
+
+macro_rules! checked_newtype {
+    ($(#[$m:meta])* $name:ident, $check:expr) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+        pub struct $name(pub String);
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                checked_string(d, |s| {
+                    let check: fn(&str) -> Result<(), String> = $check;
+                    check(&s)?;
+                    Ok($name(s))
+                })
+            }
+        }
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+checked_newtype!(
+    /// `auth.oidc.issuer`: an `https://` URL, or `http://` on loopback only.
+    Issuer,
+    |s| check_issuer(s)
+);
+checked_newtype!(
+    /// `auth.oidc.client_id`.
+    ClientId,
+    |s| {
+        no_controls(s, "client_id", 255)?;
+        if s.chars().any(char::is_whitespace) {
+            return Err("client_id cannot contain spaces".into());
+        }
+        Ok(())
+    }
+);
+checked_newtype!(
+    /// `auth.oidc.client_secret_env`: an environment variable name.
+    EnvName,
+    |s| {
+        let ok = s.len() <= 128
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("`{s}` is not an environment variable name (letters, digits and `_`, not starting with a digit)"))
+        }
+    }
+);
+checked_newtype!(
+    /// `auth.oidc.display_name`: shown on the sign-in button.
+    DisplayName,
+    |s| no_controls(s, "display_name", 64)
+);
+checked_newtype!(
+    /// One entry of `auth.oidc.scopes`.
+    Scope,
+    |s| {
+        // RFC 6749 §3.3: printable ASCII except space, `"` and `\`.
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("scope `{s}` must be 1 to 128 printable characters without spaces, `\"` or `\\`"))
+        }
+    }
+);
+checked_newtype!(
+    /// `auth.oidc.role_claim`: a claim name.
+    ClaimName,
+    |s| {
+        no_controls(s, "role_claim", 128)?;
+        if s.chars().any(char::is_whitespace) {
+            return Err("role_claim cannot contain spaces".into());
+        }
+        Ok(())
+    }
+);
+checked_newtype!(
+    /// A value under `auth.oidc.roles.admin` or `.manager`.
+    ClaimValue,
+    |s| no_controls(s, "a role value", 256)
+);
+
+/// `auth.oidc.leeway_secs`: 0 to 600.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Leeway(pub u32);
+
+impl<'de> Deserialize<'de> for Leeway {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?;
+        if !(0..=600).contains(&v) {
+            return Err(de::Error::custom(format!(
+                "leeway_secs must be from 0 to 600, got {v}"
+            )));
+        }
+        Ok(Leeway(v as u32))
+    }
+}
+
+/// Whether `host` (as in a URL) is a loopback name.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host == "[::1]"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The scheme and host of an absolute `http(s)` URL, if it is one.
+fn scheme_host(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(_) => host.split_inclusive(']').next()?,
+        None => host.split(':').next()?,
+    };
+    (!host.is_empty()).then_some((scheme, host))
+}
+
+fn check_issuer(s: &str) -> Result<(), String> {
+    no_controls(s, "issuer", 512)?;
+    if s.chars().any(char::is_whitespace) || s.contains(['?', '#']) {
+        return Err("issuer must be a URL without spaces, query or fragment".into());
+    }
+    match scheme_host(s) {
+        Some(("https", _)) => Ok(()),
+        Some(("http", host)) if is_loopback(host) => Ok(()),
+        Some(("http", _)) => Err(format!(
+            "issuer `{s}` must use https:// (plain http:// is accepted only on loopback, for tests)"
+        )),
+        _ => Err(format!("issuer `{s}` must be an https:// URL")),
+    }
+}
+
+/// Whether an endpoint a provider's discovery document names may be used
+/// for an issuer: https, or http on loopback when the issuer is too.
+pub fn endpoint_allowed(issuer: &str, endpoint: &str) -> bool {
+    match (scheme_host(issuer), scheme_host(endpoint)) {
+        (_, Some(("https", _))) => true,
+        (Some(("http", _)), Some(("http", host))) => is_loopback(host),
+        _ => false,
+    }
+}
+
+/// The discovery document's address for an issuer (OpenID Connect
+/// Discovery §4: the issuer, without a trailing `/`, then the well-known path).
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The authorization request
+// ---------------------------------------------------------------------------
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What one authorization request carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRequest<'a> {
+    pub authorization_endpoint: &'a str,
+    pub client_id: &'a str,
+    pub redirect_uri: &'a str,
+    pub scope: &'a str,
+    pub state: &'a str,
+    pub nonce: &'a str,
+    /// The PKCE S256 challenge: base64url(SHA-256(verifier)).
+    pub code_challenge: &'a str,
+}
+
+impl AuthRequest<'_> {
+    /// The URL the browser is sent to (the code flow with PKCE S256).
+    pub fn url(&self) -> String {
+        let params = [
+            ("response_type", "code"),
+            ("client_id", self.client_id),
+            ("redirect_uri", self.redirect_uri),
+            ("scope", self.scope),
+            ("state", self.state),
+            ("nonce", self.nonce),
+            ("code_challenge", self.code_challenge),
+            ("code_challenge_method", "S256"),
+        ];
+        let query: Vec<String> = params
+            .iter()
+            .map(|(k, v)| format!("{k}={}", percent_encode(v)))
+            .collect();
+        let sep = if self.authorization_endpoint.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        format!("{}{sep}{}", self.authorization_endpoint, query.join("&"))
+    }
+}
+
+/// The redirect URI registered at the provider, from the public URL.
+pub fn redirect_uri(public_url: &str) -> String {
+    format!("{}{CALLBACK_PATH}", public_url.trim_end_matches('/'))
+}
+
+pub const START_PATH: &str = "/auth/oidc/start";
+pub const CALLBACK_PATH: &str = "/auth/oidc/callback";
+/// How long a started sign-in may take before its callback is refused.
+pub const PENDING_TTL_MS: i64 = 10 * 60 * 1000;
+
+// ---------------------------------------------------------------------------
+// Refusals
+// ---------------------------------------------------------------------------
+
+/// Why a single sign-on was refused: a stable code (in the address of the
+/// page that shows it, and in the log) and a message for people.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotConfigured,
+    TooManyPending,
+    StateMissing,
+    StateUnknown,
+    StateExpired,
+    BrowserMismatch,
+    ConfigChanged,
+    ProviderError,
+    ProviderUnavailable,
+    TokenInvalid,
+    TokenExpired,
+    IssuerMismatch,
+    AudienceMismatch,
+    NonceMismatch,
+    UnknownUser,
+    UserInactive,
+    NoUsername,
+    LocalDisabled,
+    Internal,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 19] = [
+        Refusal::NotConfigured,
+        Refusal::TooManyPending,
+        Refusal::StateMissing,
+        Refusal::StateUnknown,
+        Refusal::StateExpired,
+        Refusal::BrowserMismatch,
+        Refusal::ConfigChanged,
+        Refusal::ProviderError,
+        Refusal::ProviderUnavailable,
+        Refusal::TokenInvalid,
+        Refusal::TokenExpired,
+        Refusal::IssuerMismatch,
+        Refusal::AudienceMismatch,
+        Refusal::NonceMismatch,
+        Refusal::UnknownUser,
+        Refusal::UserInactive,
+        Refusal::NoUsername,
+        Refusal::LocalDisabled,
+        Refusal::Internal,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Refusal::NotConfigured => "sso_not_configured",
+            Refusal::TooManyPending => "too_many_pending",
+            Refusal::StateMissing => "state_missing",
+            Refusal::StateUnknown => "state_invalid",
+            Refusal::StateExpired => "state_expired",
+            Refusal::BrowserMismatch => "browser_mismatch",
+            Refusal::ConfigChanged => "config_changed",
+            Refusal::ProviderError => "provider_error",
+            Refusal::ProviderUnavailable => "provider_unavailable",
+            Refusal::TokenInvalid => "token_invalid",
+            Refusal::TokenExpired => "token_expired",
+            Refusal::IssuerMismatch => "issuer_mismatch",
+            Refusal::AudienceMismatch => "audience_mismatch",
+            Refusal::NonceMismatch => "nonce_mismatch",
+            Refusal::UnknownUser => "unknown_user",
+            Refusal::UserInactive => "user_inactive",
+            Refusal::NoUsername => "no_username",
+            Refusal::LocalDisabled => "local_disabled",
+            Refusal::Internal => "internal",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Refusal> {
+        Refusal::ALL.into_iter().find(|r| r.code() == code)
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::NotConfigured => "Single sign-on is not configured on this server.",
+            Refusal::TooManyPending => "Too many sign-ins are in progress; try again in a few minutes.",
+            Refusal::StateMissing => "The sign-in answer carried no state; start again from the sign-in page.",
+            Refusal::StateUnknown => "The sign-in answer does not match a sign-in this server started (it may have been used already or forged); start again from the sign-in page.",
+            Refusal::StateExpired => "The sign-in took more than 10 minutes; start again from the sign-in page.",
+            Refusal::BrowserMismatch => "The sign-in was started in another browser or tab; start again from the sign-in page.",
+            Refusal::ConfigChanged => "The single sign-on settings changed during the sign-in; start again.",
+            Refusal::ProviderError => "The identity provider did not sign you in.",
+            Refusal::ProviderUnavailable => "The identity provider could not be reached or answered wrongly; try again later.",
+            Refusal::TokenInvalid => "The identity provider's answer failed its checks (signature or claims); no session was created.",
+            Refusal::TokenExpired => "The identity provider's ID token has expired (check the clocks); no session was created.",
+            Refusal::IssuerMismatch => "The ID token comes from another issuer than the one configured.",
+            Refusal::AudienceMismatch => "The ID token was not issued for this server.",
+            Refusal::NonceMismatch => "The ID token does not belong to this sign-in.",
+            Refusal::UnknownUser => "You have no account here, and accounts are not created on first sign-in; ask an admin.",
+            Refusal::UserInactive => "Your account is deactivated; ask an admin.",
+            Refusal::NoUsername => "The identity provider gave no usable name for a new account.",
+            Refusal::LocalDisabled => "Password sign-in is turned off; use single sign-on.",
+            Refusal::Internal => "Something went wrong on the server; the details are in its log.",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Where a refused sign-in lands: the sign-in page, showing the reason.
+pub fn refusal_location(r: Refusal) -> String {
+    format!("/login?sso_error={}", r.code())
+}
+
+// ---------------------------------------------------------------------------
+// ID token claims
+// ---------------------------------------------------------------------------
+
+/// `aud`: one audience or several.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn list(&self) -> &[String] {
+        match self {
+            Audience::One(a) => std::slice::from_ref(a),
+            Audience::Many(v) => v,
+        }
+    }
+}
+
+/// The registered claims of an ID token that the checks read. Times are
+/// whole seconds; a fractional or missing time is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IdClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Audience,
+    #[serde(default)]
+    pub azp: Option<String>,
+    pub exp: i64,
+    pub iat: i64,
+    #[serde(default)]
+    pub nonce: Option<String>,
+}
+
+/// What the ID token of this sign-in must say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expected<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub nonce: &'a str,
+    pub leeway_secs: i64,
+    pub now_secs: i64,
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// OpenID Connect Core §3.1.3.7, the checks after the signature.
+pub fn check_claims(c: &IdClaims, e: &Expected) -> Result<(), Refusal> {
+    if c.iss != e.issuer {
+        return Err(Refusal::IssuerMismatch);
+    }
+    let aud = c.aud.list();
+    if !aud.iter().any(|a| a == e.client_id) {
+        return Err(Refusal::AudienceMismatch);
+    }
+    // With several audiences, `azp` must name us; when present, always.
+    match &c.azp {
+        Some(azp) if azp != e.client_id => return Err(Refusal::AudienceMismatch),
+        None if aud.len() > 1 => return Err(Refusal::AudienceMismatch),
+        _ => {}
+    }
+    if c.exp.saturating_add(e.leeway_secs) <= e.now_secs {
+        return Err(Refusal::TokenExpired);
+    }
+    if c.iat > e.now_secs.saturating_add(e.leeway_secs) {
+        return Err(Refusal::TokenInvalid);
+    }
+    if !c.nonce.as_deref().is_some_and(|n| same(n, e.nonce)) {
+        return Err(Refusal::NonceMismatch);
+    }
+    if c.sub.is_empty() || c.sub.len() > 255 {
+        return Err(Refusal::TokenInvalid);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Roles and names
+// ---------------------------------------------------------------------------
+
+/// The string values of a claim: a string, or the strings in an array.
+fn claim_values<'a>(claims: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    match claims.get(name) {
+        Some(serde_json::Value::String(s)) => vec![s.as_str()],
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The role the claims map to, if the mapping decides one: admin before
+/// manager. `None` when no `role_claim` is configured (roles are then kept
+/// as set in the console).
+pub fn mapped_role(claims: &serde_json::Value, s: &OidcSettings) -> Option<Role> {
+    let name = s.role_claim.as_ref()?;
+    let values = claim_values(claims, name.as_str());
+    let has = |list: &[ClaimValue]| list.iter().any(|v| values.contains(&v.as_str()));
+    Some(if has(&s.roles.admin) {
+        Role::Admin
+    } else if has(&s.roles.manager) {
+        Role::Manager
+    } else {
+        s.default_role.role()
+    })
+}
+
+/// The role an account created at this sign-in gets.
+pub fn role_for_new_user(claims: &serde_json::Value, s: &OidcSettings) -> Role {
+    mapped_role(claims, s).unwrap_or(s.default_role.role())
+}
+
+/// Room left for a `-N` suffix on a clash.
+const BASE_NAME_LEN: usize = MAX_NAME_LEN - 6;
+
+/// Makes a valid account name from a claim value: characters outside
+/// `A-Z a-z 0-9 . _ -` become `-`, the name starts at its first letter or
+/// digit, and it is cut to leave room for a suffix. `None` if nothing is left.
+fn sanitise_name(raw: &str) -> Option<String> {
+    let replaced: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let start = replaced.find(|c: char| c.is_ascii_alphanumeric())?;
+    let mut name: String = replaced[start..].chars().take(BASE_NAME_LEN).collect();
+    while name.ends_with(['-', '.']) {
+        name.pop();
+    }
+    validate_owner_name(&name).ok().map(|()| name)
+}
+
+/// The name a new account is given: `preferred_username`, else the part of
+/// `email` before the `@`, made valid.
+pub fn base_username(claims: &serde_json::Value) -> Option<String> {
+    let preferred = claims.get("preferred_username").and_then(|v| v.as_str());
+    let email = claims
+        .get("email")
+        .and_then(|v| v.as_str())
+        .map(|e| e.split('@').next().unwrap_or(e));
+    [preferred, email]
+        .into_iter()
+        .flatten()
+        .find_map(sanitise_name)
+}
+
+/// The `n`th name tried for a new account: the base, then `base-2`, `base-3`…
+pub fn candidate_name(base: &str, n: u32) -> String {
+    if n <= 1 {
+        base.to_string()
+    } else {
+        format!("{base}-{n}")
+    }
+}
+
+/// How many names are tried before a new account is refused.
+pub const MAX_NAME_TRIES: u32 = 50;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings(yaml_like: serde_json::Value) -> OidcSettings {
+        serde_json::from_value(yaml_like).unwrap()
+    }
+
+    fn base() -> serde_json::Value {
+        json!({
+            "issuer": "https://id.example.com/realms/main",
+            "client_id": "tollgate",
+            "client_secret_env": "TOLLGATE_OIDC_SECRET",
+        })
+    }
+
+    #[test]
+    fn settings_are_checked_and_defaulted() {
+        let s = settings(base());
+        assert!(!s.create_users, "off unless asked for");
+        assert_eq!(s.default_role, DefaultRole::User);
+        assert_eq!(s.leeway_secs, Leeway(60));
+        assert_eq!(s.scope_param(), "openid");
+        assert_eq!(s.button_label(), "Sign in with single sign-on");
+        let bad = |field: &str, v: serde_json::Value| {
+            let mut j = base();
+            j[field] = v;
+            serde_json::from_value::<OidcSettings>(j)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(bad("issuer", json!("http://id.example.com")).contains("https"));
+        assert!(bad("issuer", json!("ftp://x")).contains("https"));
+        assert!(bad("issuer", json!("https://x/?a=b")).contains("query"));
+        assert!(bad("client_secret_env", json!("1BAD")).contains("environment variable"));
+        assert!(bad("client_secret_env", json!("A-B")).contains("environment variable"));
+        assert!(bad("client_id", json!("")).contains("empty"));
+        assert!(bad("default_role", json!("admin")).contains("unknown variant"));
+        assert!(bad("leeway_secs", json!(-1)).contains("0 to 600"));
+        assert!(bad("leeway_secs", json!(601)).contains("0 to 600"));
+        assert!(bad("scopes", json!(["a b"])).contains("scope"));
+        assert!(bad("display_name", json!("x\u{7}")).contains("control"));
+        assert!(bad("roles", json!({"root": ["x"]})).contains("unknown field"));
+        // Loopback may be plain http, for tests.
+        for ok in [
+            "http://127.0.0.1:3301",
+            "http://localhost:9/x",
+            "http://[::1]:4",
+        ] {
+            let mut j = base();
+            j["issuer"] = json!(ok);
+            assert!(serde_json::from_value::<OidcSettings>(j).is_ok(), "{ok}");
+        }
+        let mut j = base();
+        j["scopes"] = json!(["profile", "openid", "groups", "profile"]);
+        j["display_name"] = json!("Keycloak");
+        let s = settings(j);
+        assert_eq!(s.scope_param(), "openid profile groups");
+        assert_eq!(s.button_label(), "Sign in with Keycloak");
+    }
+
+    #[test]
+    fn endpoints_must_be_https_except_on_loopback() {
+        let https = "https://id.example.com";
+        assert!(endpoint_allowed(https, "https://id.example.com/token"));
+        assert!(!endpoint_allowed(https, "http://id.example.com/token"));
+        assert!(!endpoint_allowed(https, "http://127.0.0.1/token"));
+        let lo = "http://127.0.0.1:3301";
+        assert!(endpoint_allowed(lo, "http://127.0.0.1:3301/token"));
+        assert!(!endpoint_allowed(lo, "http://evil.example.com/token"));
+        assert!(!endpoint_allowed(lo, "javascript:alert(1)"));
+        assert!(!endpoint_allowed(lo, "http://127.0.0.1@evil.example.com/"));
+        assert!(!endpoint_allowed(lo, "http://127.0.0.1.evil.example.com/"));
+        assert_eq!(
+            discovery_url("https://a.example/realms/x/"),
+            "https://a.example/realms/x/.well-known/openid-configuration"
+        );
+    }
+
+    #[test]
+    fn the_authorization_url_carries_pkce_state_and_nonce() {
+        let r = AuthRequest {
+            authorization_endpoint: "https://id.example.com/auth?tenant=a",
+            client_id: "tollgate",
+            redirect_uri: "http://127.0.0.1:3000/auth/oidc/callback",
+            scope: "openid profile",
+            state: "st&=",
+            nonce: "no",
+            code_challenge: "ch_-",
+        };
+        assert_eq!(
+            r.url(),
+            "https://id.example.com/auth?tenant=a&response_type=code&client_id=tollgate\
+             &redirect_uri=http%3A%2F%2F127.0.0.1%3A3000%2Fauth%2Foidc%2Fcallback\
+             &scope=openid%20profile&state=st%26%3D&nonce=no&code_challenge=ch_-\
+             &code_challenge_method=S256"
+        );
+        assert_eq!(
+            redirect_uri("https://gw.example.com/"),
+            "https://gw.example.com/auth/oidc/callback"
+        );
+    }
+
+    fn claims() -> IdClaims {
+        IdClaims {
+            iss: "https://id.example.com".into(),
+            sub: "248289761001".into(),
+            aud: Audience::One("tollgate".into()),
+            azp: None,
+            exp: 1_000_600,
+            iat: 1_000_000,
+            nonce: Some("n-0S6_WzA2Mj".into()),
+        }
+    }
+
+    fn expected(now: i64) -> Expected<'static> {
+        Expected {
+            issuer: "https://id.example.com",
+            client_id: "tollgate",
+            nonce: "n-0S6_WzA2Mj",
+            leeway_secs: 60,
+            now_secs: now,
+        }
+    }
+
+    #[test]
+    fn claim_checks() {
+        let now = 1_000_100;
+        assert_eq!(check_claims(&claims(), &expected(now)), Ok(()));
+        let table: Vec<(&str, IdClaims, i64, Result<(), Refusal>)> = vec![
+            (
+                "other issuer",
+                IdClaims {
+                    iss: "https://evil.example".into(),
+                    ..claims()
+                },
+                now,
+                Err(Refusal::IssuerMismatch),
+            ),
+            (
+                "issuer with a trailing slash",
+                IdClaims {
+                    iss: "https://id.example.com/".into(),
+                    ..claims()
+                },
+                now,
+                Err(Refusal::IssuerMismatch),
+            ),
+            (
+                "other audience",
+                IdClaims {
+                    aud: Audience::One("other".into()),
+                    ..claims()
+                },
+                now,
+                Err(Refusal::AudienceMismatch),
+            ),
+            (
+                "several audiences, no azp",
+                IdClaims {
+                    aud: Audience::Many(vec!["tollgate".into(), "other".into()]),
+                    ..claims()
+                },
+                now,
+                Err(Refusal::AudienceMismatch),
+            ),
+            (
+                "several audiences, azp us",
+                IdClaims {
+                    aud: Audience::Many(vec!["tollgate".into(), "other".into()]),
+                    azp: Some("tollgate".into()),
+                    ..claims()
+                },
+                now,
+                Ok(()),
+            ),
+            (
+                "azp someone else",
+                IdClaims {
+                    azp: Some("other".into()),
+                    ..claims()
+                },
+                now,
+                Err(Refusal::AudienceMismatch),
+            ),
+            (
+                "empty audience list",
+                IdClaims {
+                    aud: Audience::Many(vec![]),
+                    ..claims()
+                },
+                now,
+                Err(Refusal::AudienceMismatch),
+            ),
+            ("expired within leeway", claims(), 1_000_659, Ok(())),
+            (
+                "expired past leeway",
+                claims(),
+                1_000_660,
+                Err(Refusal::TokenExpired),
+            ),
+            (
+                "expired two hours ago",
+                claims(),
+                1_000_600 + 7200,
+                Err(Refusal::TokenExpired),
+            ),
+            (
+                "issued in the future",
+                IdClaims {
+                    iat: now + 61,
+                    exp: now + 600,
+                    ..claims()
+                },
+                now,
+                Err(Refusal::TokenInvalid),
+            ),
+            (
+                "issued slightly ahead",
+                IdClaims {
+                    iat: now + 60,
+                    exp: now + 600,
+                    ..claims()
+                },
+                now,
+                Ok(()),
+            ),
+            (
+                "no nonce",
+                IdClaims {
+                    nonce: None,
+                    ..claims()
+                },
+                now,
+                Err(Refusal::NonceMismatch),
+            ),
+            (
+                "other nonce",
+                IdClaims {
+                    nonce: Some("n-0S6_WzA2Mk".into()),
+                    ..claims()
+                },
+                now,
+                Err(Refusal::NonceMismatch),
+            ),
+            (
+                "empty subject",
+                IdClaims {
+                    sub: String::new(),
+                    ..claims()
+                },
+                now,
+                Err(Refusal::TokenInvalid),
+            ),
+            (
+                "huge exp does not overflow",
+                IdClaims {
+                    exp: i64::MAX,
+                    ..claims()
+                },
+                now,
+                Ok(()),
+            ),
+        ];
+        for (name, c, now, want) in table {
+            assert_eq!(check_claims(&c, &expected(now)), want, "{name}");
+        }
+        // Times must be whole numbers, and present.
+        let j = json!({"iss": "i", "sub": "s", "aud": "a", "exp": 1.5, "iat": 1});
+        assert!(serde_json::from_value::<IdClaims>(j).is_err());
+        let j = json!({"iss": "i", "sub": "s", "aud": "a", "iat": 1});
+        assert!(serde_json::from_value::<IdClaims>(j).is_err());
+        let j = json!({"iss": "i", "sub": "s", "aud": ["a", "b"], "exp": 2, "iat": 1});
+        assert!(serde_json::from_value::<IdClaims>(j).is_ok());
+    }
+
+    fn mapping() -> OidcSettings {
+        let mut j = base();
+        j["role_claim"] = json!("groups");
+        j["roles"] =
+            json!({"admin": ["tollgate-admins"], "manager": ["tollgate-managers", "leads"]});
+        settings(j)
+    }
+
+    #[test]
+    fn claims_map_to_roles() {
+        let s = mapping();
+        let table = [
+            (json!({"groups": ["tollgate-admins"]}), Role::Admin),
+            (json!({"groups": ["leads", "tollgate-admins"]}), Role::Admin),
+            (json!({"groups": ["tollgate-managers"]}), Role::Manager),
+            (json!({"groups": "leads"}), Role::Manager),
+            (json!({"groups": ["staff"]}), Role::User),
+            (json!({"groups": []}), Role::User),
+            (json!({}), Role::User),
+            (
+                json!({"groups": [1, null, {"x": "tollgate-admins"}]}),
+                Role::User,
+            ),
+            (json!({"groups": "TOLLGATE-ADMINS"}), Role::User),
+            (json!({"role": "tollgate-admins"}), Role::User),
+        ];
+        for (claims, want) in table {
+            assert_eq!(mapped_role(&claims, &s), Some(want), "{claims}");
+        }
+        // default_role applies when nothing matches; never admin by default.
+        let mut j = serde_json::to_value(&s).unwrap();
+        j["default_role"] = json!("manager");
+        let s2 = settings(j);
+        assert_eq!(mapped_role(&json!({}), &s2), Some(Role::Manager));
+        // Without role_claim, the mapping decides nothing.
+        let plain = settings(base());
+        assert_eq!(
+            mapped_role(&json!({"groups": ["tollgate-admins"]}), &plain),
+            None
+        );
+        assert_eq!(role_for_new_user(&json!({}), &plain), Role::User);
+    }
+
+    #[test]
+    fn names_for_new_accounts() {
+        let table = [
+            (json!({"preferred_username": "alice"}), Some("alice")),
+            (
+                json!({"preferred_username": "Alice Smith", "email": "a@x"}),
+                Some("Alice-Smith"),
+            ),
+            (json!({"email": "bob.jones@example.com"}), Some("bob.jones")),
+            (
+                json!({"preferred_username": "---", "email": "carol@x"}),
+                Some("carol"),
+            ),
+            (json!({"preferred_username": "default"}), None),
+            (json!({"preferred_username": "émile"}), Some("mile")),
+            (json!({"preferred_username": "日本"}), None),
+            (json!({"preferred_username": 7}), None),
+            (json!({}), None),
+        ];
+        for (claims, want) in table {
+            assert_eq!(base_username(&claims).as_deref(), want, "{claims}");
+        }
+        let long = "x".repeat(300);
+        let name = base_username(&json!({ "preferred_username": long })).unwrap();
+        assert_eq!(name.len(), BASE_NAME_LEN);
+        let last = candidate_name(&name, MAX_NAME_TRIES);
+        assert!(validate_owner_name(&last).is_ok(), "{last}");
+        assert_eq!(candidate_name("alice", 1), "alice");
+        assert_eq!(candidate_name("alice", 2), "alice-2");
+    }
+
+    #[test]
+    fn refusal_codes_are_stable_and_round_trip() {
+        for r in Refusal::ALL {
+            assert_eq!(Refusal::from_code(r.code()), Some(r));
+            assert!(!r.message().is_empty());
+        }
+        assert_eq!(Refusal::from_code("<script>"), None);
+        assert_eq!(Refusal::StateUnknown.code(), "state_invalid");
+        assert_eq!(
+            refusal_location(Refusal::TokenExpired),
+            "/login?sso_error=token_expired"
+        );
+    }
+}
