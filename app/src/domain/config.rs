@@ -814,6 +814,37 @@ fn rate_limit_warnings(kind: &str, section: &Section, out: &mut Vec<Warning>) {
     }
 }
 
+/// Fallbacks that cannot be tried, and fields forwarded unbounded.
+fn model_warnings(models: &BTreeMap<String, ModelSpec>, warnings: &mut Vec<Warning>) {
+    for (name, m) in models {
+        for f in &m.fallbacks {
+            if f == name || !models.contains_key(f) {
+                warnings.push(Warning {
+                    path: format!("models.{name}.fallbacks"),
+                    message: format!(
+                        "fallback `{f}` is {}; it is skipped",
+                        if f == name {
+                            "the model itself"
+                        } else {
+                            "not in the catalog"
+                        }
+                    ),
+                    line: None,
+                });
+            }
+        }
+        for field in &m.pass_through {
+            warnings.push(Warning {
+                path: format!("models.{name}.pass_through"),
+                message: format!(
+                    "`{field}` is forwarded as callers send it; the gateway cannot bound what it costs, so a call may cost more than it reserved (the excess is recorded as overage)"
+                ),
+                line: None,
+            });
+        }
+    }
+}
+
 impl RawConfig {
     /// Turns the parsed file into the effective configuration plus warnings.
     /// Value errors were already raised while reading, with their positions.
@@ -851,33 +882,7 @@ impl RawConfig {
         section_warnings("users", &config.users, &config.models, &mut warnings);
         rate_limit_warnings("clients", &config.clients, &mut warnings);
         rate_limit_warnings("users", &config.users, &mut warnings);
-        for (name, m) in &config.models {
-            for f in &m.fallbacks {
-                if f == name || !config.models.contains_key(f) {
-                    warnings.push(Warning {
-                        path: format!("models.{name}.fallbacks"),
-                        message: format!(
-                            "fallback `{f}` is {}; it is skipped",
-                            if f == name {
-                                "the model itself"
-                            } else {
-                                "not in the catalog"
-                            }
-                        ),
-                        line: None,
-                    });
-                }
-            }
-            for field in &m.pass_through {
-                warnings.push(Warning {
-                    path: format!("models.{name}.pass_through"),
-                    message: format!(
-                        "`{field}` is forwarded as callers send it; the gateway cannot bound what it costs, so a call may cost more than it reserved (the excess is recorded as overage)"
-                    ),
-                    line: None,
-                });
-            }
-        }
+        model_warnings(&config.models, &mut warnings);
         (config, warnings)
     }
 }
