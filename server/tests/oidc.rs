@@ -840,3 +840,64 @@ async fn no_sso_story(backend: Backend) {
     );
     assert!(err.contains("TG_TEST_OIDC_SECRET"), "{err}");
 }
+
+on_backends!(live_reload_changes_the_provider, reload_story);
+async fn reload_story(backend: Backend) {
+    let (app, issuer, p) = app_with(backend, true, true).await;
+    let s = start(&app, &issuer).await;
+    let generation = app.health().await.1["config"]["generation"]
+        .as_i64()
+        .unwrap();
+
+    // Another provider, by a reload.
+    let (issuer2, p2) = provider().await;
+    app.write_config(&config(&issuer2, true, true));
+    app.wait_health(|h| h["config"]["generation"].as_i64() == Some(generation + 1))
+        .await;
+    // A sign-in started at the old provider is refused.
+    let code = grant(
+        &p,
+        &s,
+        sign(
+            "k1",
+            &claims(
+                &issuer,
+                &s,
+                "sub-x",
+                json!({"preferred_username": "xavier"}),
+            ),
+        ),
+    );
+    callback(
+        &app,
+        &[("code", &code), ("state", &s.state)],
+        Some(&s.cookie),
+    )
+    .await
+    .refused("config_changed");
+    // New ones go to the new provider.
+    let l = person(
+        &app,
+        &issuer2,
+        &p2,
+        "sub-x",
+        json!({"preferred_username": "xavier"}),
+    )
+    .await;
+    assert_eq!(l.location, "/me", "{}", app.log());
+
+    // An edit naming an unset variable is refused with its field; the
+    // provider in force stays.
+    app.write_config(
+        &config(&issuer, true, true).replace("TG_TEST_OIDC_SECRET", "TG_TEST_OIDC_UNSET"),
+    );
+    let h = app
+        .wait_health(|h| h["config"]["last_reload_ok"] == json!(false))
+        .await;
+    let error = h["config"]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("auth.oidc.client_secret_env") && error.contains("TG_TEST_OIDC_UNSET"),
+        "{error}"
+    );
+    start(&app, &issuer2).await;
+}

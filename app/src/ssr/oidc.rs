@@ -27,7 +27,7 @@ pub const COOKIE: &str = "tg_oidc";
 /// Started, unfinished sign-ins kept at most, in all and per client address:
 /// starting one needs no account, so the table must not grow without bound.
 pub const MAX_PENDING: u64 = 10_000;
-pub const MAX_PENDING_PER_ADDR: u64 = 50;
+pub const MAX_PENDING_PER_ADDR: u64 = 100;
 /// What an account created by single sign-on has for a password: not a PHC
 /// string, so no password ever matches it.
 pub const NO_PASSWORD: &str = "!sso";

@@ -74,6 +74,23 @@ fn refused(ctx: &AppContext, f: Failure) -> Response {
     redirect(&refusal_location(reason), &cookies)
 }
 
+/// Text from outside (the provider, the address bar) as it may go into the
+/// log: at most `max` characters, control characters escaped, so it cannot
+/// forge log lines.
+fn untrusted(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 fn internal(e: impl std::fmt::Display) -> Failure {
     Failure(Refusal::Internal, e.to_string())
 }
@@ -203,7 +220,11 @@ async fn finish(s: &Sso, answer: Answer, secret: Option<String>) -> Result<Signe
         let description = answer.error_description.unwrap_or_default();
         return Err(Failure(
             Refusal::ProviderError,
-            format!("the provider answered `{error:.100}`: {description:.300}"),
+            format!(
+                "the provider answered `{}`: {}",
+                untrusted(&error, 100),
+                untrusted(&description, 300)
+            ),
         ));
     }
     let code = answer
@@ -217,7 +238,7 @@ async fn finish(s: &Sso, answer: Answer, secret: Option<String>) -> Result<Signe
     store::sign_in(&s.ctx, &o, subject, &claims)
         .await
         .map_err(|e| match e {
-            SignInError::Refused(r) => Failure(r, format!("subject `{subject:.100}`")),
+            SignInError::Refused(r) => Failure(r, format!("subject `{}`", untrusted(subject, 100))),
             SignInError::Db(e) => internal(e),
         })
 }
@@ -261,10 +282,28 @@ async fn id_token_claims(
         Failure(
             r,
             format!(
-                "iss `{:.100}`, exp {}, iat {}, now {}",
-                parsed.iss, parsed.exp, parsed.iat, expected.now_secs
+                "iss `{}`, exp {}, iat {}, now {}",
+                untrusted(&parsed.iss, 100),
+                parsed.exp,
+                parsed.iat,
+                expected.now_secs
             ),
         )
     })?;
     Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::untrusted;
+
+    #[test]
+    fn outside_text_cannot_forge_log_lines() {
+        assert_eq!(
+            untrusted("denied\nWARN forged", 100),
+            "denied\\nWARN forged"
+        );
+        assert_eq!(untrusted("äöü", 2), "äö");
+        assert_eq!(untrusted("\u{1b}[31m", 10), "\\u{1b}[31m");
+    }
 }

@@ -189,7 +189,10 @@ impl Providers {
             let error = body.get("error").and_then(Value::as_str).unwrap_or("?");
             return Err(Failure(
                 Refusal::ProviderError,
-                format!("token endpoint answered {status} ({error:.100})"),
+                format!(
+                    "token endpoint answered {status} ({})",
+                    error.escape_debug().take(100).collect::<String>()
+                ),
             ));
         }
         match body.get("id_token") {
@@ -224,8 +227,8 @@ fn uses_post(d: &Discovery) -> bool {
 fn check_discovery(issuer: &str, d: &Discovery) -> Result<(), String> {
     if d.issuer != issuer {
         return Err(format!(
-            "the discovery document names issuer `{:.200}`, not the configured `{issuer}`",
-            d.issuer
+            "the discovery document names issuer `{}`, not the configured `{issuer}`",
+            d.issuer.escape_debug().take(200).collect::<String>()
         ));
     }
     for (name, url) in [
@@ -234,7 +237,10 @@ fn check_discovery(issuer: &str, d: &Discovery) -> Result<(), String> {
         ("jwks_uri", &d.jwks_uri),
     ] {
         if !endpoint_allowed(issuer, url) {
-            return Err(format!("{name} `{url:.200}` must be an https:// URL"));
+            return Err(format!(
+                "{name} `{}` must be an https:// URL",
+                url.escape_debug().take(200).collect::<String>()
+            ));
         }
     }
     if let Some(methods) = &d.code_challenge_methods_supported {
