@@ -56,8 +56,10 @@ const provider = new Provider(issuer, {
     email: ["email"],
     groups: ["groups"],
   },
-  // Put the requested claims in the ID token, as Keycloak and Entra do.
-  conformIdTokenClaims: false,
+  // The default, as OpenID Connect Core §5.4 says: with the code flow the
+  // scopes' claims (name, email, groups) come from the userinfo endpoint,
+  // not the ID token, so Tollgate asks it.
+  conformIdTokenClaims: true,
   pkce: { methods: ["S256"], required: () => true },
   features: { devInteractions: { enabled: true } },
   async findAccount(ctx, id) {

@@ -49,6 +49,9 @@ struct Provider {
     base: Mutex<String>,
     /// code → (PKCE challenge, ID token)
     codes: Mutex<HashMap<String, (String, String)>>,
+    /// Whether discovery names a userinfo endpoint, and its answers by access token.
+    userinfo_on: std::sync::atomic::AtomicBool,
+    userinfo: Mutex<HashMap<String, Value>>,
     keys: Mutex<Vec<Value>>,
     jwks_fetches: AtomicU64,
     last_basic: Mutex<Option<String>>,
@@ -56,13 +59,29 @@ struct Provider {
 
 async fn discovery(State(p): State<Arc<Provider>>) -> Json<Value> {
     let base = p.base.lock().unwrap().clone();
-    Json(json!({
+    let mut doc = json!({
         "issuer": base,
         "authorization_endpoint": format!("{base}/auth"),
         "token_endpoint": format!("{base}/token"),
         "jwks_uri": format!("{base}/jwks"),
         "code_challenge_methods_supported": ["S256"],
-    }))
+    });
+    if p.userinfo_on.load(Ordering::SeqCst) {
+        doc["userinfo_endpoint"] = json!(format!("{base}/userinfo"));
+    }
+    Json(doc)
+}
+
+async fn userinfo(State(p): State<Arc<Provider>>, headers: HeaderMap) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    match p.userinfo.lock().unwrap().get(token) {
+        Some(info) => Json(info.clone()).into_response(),
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
 }
 
 async fn jwks(State(p): State<Arc<Provider>>) -> Json<Value> {
@@ -104,8 +123,10 @@ async fn token(
     if app::ssr::oidc::pkce_challenge(&verifier) != challenge {
         return refuse("invalid_grant");
     }
-    Json(json!({"access_token": "at", "token_type": "Bearer", "id_token": id_token}))
-        .into_response()
+    Json(
+        json!({"access_token": format!("at-{code}"), "token_type": "Bearer", "id_token": id_token}),
+    )
+    .into_response()
 }
 
 fn base64_std(bytes: &[u8]) -> String {
@@ -131,6 +152,7 @@ async fn provider() -> (String, Arc<Provider>) {
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
         .route("/token", post(token))
+        .route("/userinfo", get(userinfo))
         .with_state(p.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -900,4 +922,61 @@ async fn reload_story(backend: Backend) {
         "{error}"
     );
     start(&app, &issuer2).await;
+}
+
+on_backends!(userinfo_fills_in_claims, userinfo_story);
+async fn userinfo_story(backend: Backend) {
+    let (issuer, p) = provider().await;
+    p.userinfo_on.store(true, Ordering::SeqCst);
+    let app = TestApp::builder(backend)
+        .config(&config(&issuer, true, true))
+        .env("TG_TEST_OIDC_SECRET", SECRET)
+        .spawn()
+        .await;
+    // As a provider following OpenID Connect Core §5.4 does for the code
+    // flow: the ID token has only the registered claims; name and groups
+    // come from userinfo.
+    let sign_in_with = |sub: &'static str, info: Option<Value>| {
+        let (app, issuer, p) = (&app, &issuer, &p);
+        async move {
+            let s = start(app, issuer).await;
+            let code = grant(p, &s, sign("k1", &claims(issuer, &s, sub, json!({}))));
+            if let Some(info) = info {
+                p.userinfo
+                    .lock()
+                    .unwrap()
+                    .insert(format!("at-{code}"), info);
+            }
+            callback(
+                app,
+                &[("code", &code), ("state", &s.state)],
+                Some(&s.cookie),
+            )
+            .await
+        }
+    };
+    let l = sign_in_with(
+        "sub-u",
+        Some(json!({"sub": "sub-u", "preferred_username": "ursula", "groups": ["admins"]})),
+    )
+    .await;
+    assert_eq!(l.location, "/clients", "{}", app.log());
+    assert_eq!(
+        whoami(&app, &l.session().unwrap()).await,
+        json!({"username": "ursula", "role": "admin"})
+    );
+    // An answer about someone else, or none at all: refused.
+    sign_in_with(
+        "sub-v",
+        Some(json!({"sub": "sub-u", "preferred_username": "victor"})),
+    )
+    .await
+    .refused("token_invalid");
+    sign_in_with("sub-v", None)
+        .await
+        .refused("provider_unavailable");
+    assert!(app::ssr::owners::user_by_name(&app.db, "victor")
+        .await
+        .unwrap()
+        .is_none());
 }

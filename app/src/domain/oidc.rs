@@ -661,6 +661,55 @@ pub fn candidate_name(base: &str, n: u32) -> String {
 /// How many names are tried before a new account is refused.
 pub const MAX_NAME_TRIES: u32 = 50;
 
+// ---------------------------------------------------------------------------
+// The userinfo endpoint
+// ---------------------------------------------------------------------------
+
+/// Whether the ID token lacks claims this sign-in needs, so the userinfo
+/// endpoint must be asked: a provider following OpenID Connect Core §5.4
+/// returns the claims of the `profile` and `email` scopes there, not in the
+/// ID token, when the code flow is used.
+pub fn needs_userinfo(claims: &serde_json::Value, s: &OidcSettings) -> bool {
+    let missing = |k: &str| claims.get(k).is_none();
+    let role = s.role_claim.as_ref().is_some_and(|c| missing(c.as_str()));
+    let name = s.create_users && missing("preferred_username") && missing("email");
+    role || name
+}
+
+/// Claims that only the ID token may give.
+const TOKEN_ONLY: [&str; 10] = [
+    "iss",
+    "sub",
+    "aud",
+    "azp",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "auth_time",
+    "at_hash",
+];
+
+/// Adds the userinfo answer's claims to the ID token's, without replacing
+/// any: the answer must be about the same subject (OpenID Connect Core §5.3.4).
+pub fn merge_userinfo(
+    claims: &mut serde_json::Value,
+    info: &serde_json::Value,
+) -> Result<(), Refusal> {
+    let (Some(id), Some(info)) = (claims.as_object_mut(), info.as_object()) else {
+        return Err(Refusal::TokenInvalid);
+    };
+    if info.get("sub").is_none() || info.get("sub") != id.get("sub") {
+        return Err(Refusal::TokenInvalid);
+    }
+    for (k, v) in info {
+        if !TOKEN_ONLY.contains(&k.as_str()) && !id.contains_key(k) {
+            id.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1010,6 +1059,51 @@ mod tests {
         assert!(validate_owner_name(&last).is_ok(), "{last}");
         assert_eq!(candidate_name("alice", 1), "alice");
         assert_eq!(candidate_name("alice", 2), "alice-2");
+    }
+
+    #[test]
+    fn userinfo_fills_in_without_replacing() {
+        let s = mapping();
+        assert!(needs_userinfo(&json!({"sub": "1"}), &s), "no groups claim");
+        assert!(!needs_userinfo(&json!({"sub": "1", "groups": []}), &s));
+        let plain = settings(base());
+        assert!(
+            !needs_userinfo(&json!({"sub": "1"}), &plain),
+            "nothing needed"
+        );
+        let mut j = base();
+        j["create_users"] = json!(true);
+        let creating = settings(j);
+        assert!(
+            needs_userinfo(&json!({"sub": "1"}), &creating),
+            "a name for a new account"
+        );
+        assert!(!needs_userinfo(
+            &json!({"sub": "1", "email": "a@b"}),
+            &creating
+        ));
+
+        let mut c = json!({"sub": "1", "iss": "https://id", "preferred_username": "alice"});
+        let info = json!({"sub": "1", "iss": "https://evil", "preferred_username": "mallory", "groups": ["admins"]});
+        assert_eq!(merge_userinfo(&mut c, &info), Ok(()));
+        assert_eq!(
+            c,
+            json!({"sub": "1", "iss": "https://id", "preferred_username": "alice", "groups": ["admins"]})
+        );
+        for bad in [
+            json!({"sub": "2", "groups": ["admins"]}),
+            json!({"groups": ["admins"]}),
+            json!([1]),
+            json!("x"),
+        ] {
+            let mut c = json!({"sub": "1"});
+            assert_eq!(
+                merge_userinfo(&mut c, &bad),
+                Err(Refusal::TokenInvalid),
+                "{bad}"
+            );
+            assert_eq!(c, json!({"sub": "1"}), "unchanged");
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ mod provider;
 mod token;
 
 use app::domain::oidc::{
-    check_claims, redirect_uri, refusal_location, AuthRequest, Expected, IdClaims, OidcSettings,
-    Refusal, CALLBACK_PATH, START_PATH,
+    check_claims, merge_userinfo, needs_userinfo, redirect_uri, refusal_location, AuthRequest,
+    Expected, IdClaims, OidcSettings, Refusal, CALLBACK_PATH, START_PATH,
 };
 use app::domain::owner::Role;
 use app::ssr::oidc::{self as store, SignInError, SignedIn};
@@ -255,7 +255,7 @@ async fn id_token_claims(
     let client_secret = std::env::var(var)
         .map_err(|_| internal(format!("the environment variable `{var}` is not set")))?;
     let d = s.providers.discovery(issuer).await?;
-    let id_token = s
+    let tokens = s
         .providers
         .exchange(
             &d,
@@ -268,7 +268,7 @@ async fn id_token_claims(
             },
         )
         .await?;
-    let claims = s.providers.verify(issuer, &id_token).await?;
+    let mut claims = s.providers.verify(issuer, &tokens.id_token).await?;
     let parsed: IdClaims = serde_json::from_value(claims.clone())
         .map_err(|e| Failure(Refusal::TokenInvalid, format!("claims: {e}")))?;
     let expected = Expected {
@@ -290,6 +290,13 @@ async fn id_token_claims(
             ),
         )
     })?;
+    if needs_userinfo(&claims, o) {
+        if let (Some(endpoint), Some(access_token)) = (&d.userinfo_endpoint, &tokens.access_token) {
+            let info = s.providers.userinfo(endpoint, access_token).await?;
+            merge_userinfo(&mut claims, &info)
+                .map_err(|r| Failure(r, "the userinfo answer is about another subject".into()))?;
+        }
+    }
     Ok(claims)
 }
 

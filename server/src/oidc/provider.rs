@@ -24,6 +24,8 @@ pub struct Discovery {
     pub token_endpoint: String,
     pub jwks_uri: String,
     #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    #[serde(default)]
     pub token_endpoint_auth_methods_supported: Option<Vec<String>>,
     #[serde(default)]
     pub code_challenge_methods_supported: Option<Vec<String>>,
@@ -162,8 +164,8 @@ impl Providers {
         })
     }
 
-    /// Exchanges the code for tokens and returns the ID token.
-    pub async fn exchange(&self, d: &Discovery, req: &CodeExchange<'_>) -> Result<String, Failure> {
+    /// Exchanges the code for tokens.
+    pub async fn exchange(&self, d: &Discovery, req: &CodeExchange<'_>) -> Result<Tokens, Failure> {
         let mut form = vec![
             ("grant_type", "authorization_code"),
             ("code", req.code),
@@ -195,14 +197,38 @@ impl Providers {
                 ),
             ));
         }
-        match body.get("id_token") {
-            Some(Value::String(t)) => Ok(t.clone()),
-            _ => Err(Failure(
+        let Some(Value::String(id_token)) = body.get("id_token") else {
+            return Err(Failure(
                 Refusal::TokenInvalid,
                 "the token endpoint gave no id_token".into(),
-            )),
+            ));
+        };
+        Ok(Tokens {
+            id_token: id_token.clone(),
+            access_token: body
+                .get("access_token")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        })
+    }
+
+    /// The userinfo endpoint's answer for an access token: a JSON object.
+    pub async fn userinfo(&self, endpoint: &str, access_token: &str) -> Result<Value, Failure> {
+        let req = self.http.get(endpoint).bearer_auth(access_token);
+        match self.read_json(req).await {
+            Ok((200, info)) if info.is_object() => Ok(info),
+            Ok((status, _)) => Err(unavailable(format!(
+                "userinfo answered {status}, or not with a JSON object"
+            ))),
+            Err(e) => Err(unavailable(format!("userinfo: {e}"))),
         }
     }
+}
+
+/// What the token endpoint gave.
+pub struct Tokens {
+    pub id_token: String,
+    pub access_token: Option<String>,
 }
 
 /// What the token endpoint is sent.
@@ -231,11 +257,13 @@ fn check_discovery(issuer: &str, d: &Discovery) -> Result<(), String> {
             d.issuer.escape_debug().take(200).collect::<String>()
         ));
     }
-    for (name, url) in [
+    let userinfo = d.userinfo_endpoint.iter().map(|u| ("userinfo_endpoint", u));
+    let endpoints = [
         ("authorization_endpoint", &d.authorization_endpoint),
         ("token_endpoint", &d.token_endpoint),
         ("jwks_uri", &d.jwks_uri),
-    ] {
+    ];
+    for (name, url) in endpoints.into_iter().chain(userinfo) {
         if !endpoint_allowed(issuer, url) {
             return Err(format!(
                 "{name} `{}` must be an https:// URL",
@@ -261,6 +289,7 @@ mod tests {
             authorization_endpoint: format!("{issuer}/auth"),
             token_endpoint: format!("{issuer}/token"),
             jwks_uri: format!("{issuer}/jwks"),
+            userinfo_endpoint: None,
             token_endpoint_auth_methods_supported: None,
             code_challenge_methods_supported: None,
         }
@@ -281,6 +310,11 @@ mod tests {
         assert!(check_discovery(i, &d)
             .unwrap_err()
             .contains("token_endpoint"));
+        let mut d = doc(i);
+        d.userinfo_endpoint = Some("http://id.example.com/userinfo".into());
+        assert!(check_discovery(i, &d)
+            .unwrap_err()
+            .contains("userinfo_endpoint"));
         let mut d = doc(i);
         d.code_challenge_methods_supported = Some(vec!["plain".into()]);
         assert!(check_discovery(i, &d).unwrap_err().contains("S256"));
