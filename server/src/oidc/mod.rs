@@ -293,6 +293,7 @@ async fn id_token_claims(
     if needs_userinfo(&claims, o) {
         if let (Some(endpoint), Some(access_token)) = (&d.userinfo_endpoint, &tokens.access_token) {
             let info = s.providers.userinfo(endpoint, access_token).await?;
+            tracing::debug!("single sign-on: claims completed from the userinfo endpoint");
             merge_userinfo(&mut claims, &info)
                 .map_err(|r| Failure(r, "the userinfo answer is about another subject".into()))?;
         }
