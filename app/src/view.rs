@@ -15,6 +15,15 @@ pub struct Me {
     pub role: Role,
 }
 
+/// What the sign-in page offers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInOptions {
+    /// Whether the password form is shown (`auth.local`).
+    pub local: bool,
+    /// The single sign-on button's label, when `auth.oidc` is configured.
+    pub sso_label: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PoolView {
     /// What can be spent now.

@@ -3,7 +3,7 @@
 //! [`serve::router`].
 //!
 //! Dependencies point one way: `commands` → `serve` → (`reconciler`,
-//! `alerts`, `gateway`, `health`, `metrics`, `openapi`, `origin`, `body_limit`, `site`) → `startup` → `error`, with
+//! `alerts`, `gateway`, `health`, `metrics`, `oidc`, `openapi`, `origin`, `body_limit`, `site`) → `startup` → `error`, with
 //! `args` at the bottom.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod health;
 pub mod keys_cli;
 pub mod metrics;
+pub mod oidc;
 pub mod openapi;
 pub mod origin;
 pub mod reconciler;

@@ -45,6 +45,7 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
     let audit_csv = Router::new()
         .route("/audit.csv", get(crate::audit_csv::export))
         .with_state(ctx.clone());
+    let ctx_for_sso = ctx.clone();
     let ui = Router::new()
         .leptos_routes_with_context(
             &ctx,
@@ -73,9 +74,11 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
         .route("/openapi.json", get(crate::openapi::document))
         .with_state(gw.clone());
     let metrics = gw.metrics.clone();
+    let sso = crate::oidc::routes(ctx_for_sso, gw.http.clone());
     gateway::router(gw)
         .merge(health)
         .merge(audit_csv)
+        .merge(sso)
         .merge(ui)
         .layer(axum::middleware::from_fn_with_state(
             origin_policy,

@@ -282,6 +282,9 @@ pub struct Config {
     /// Budget alerts; `None` without an `alerts:` section.
     #[serde(default)]
     pub alerts: Option<AlertSettings>,
+    /// `auth:`: local accounts and single sign-on.
+    #[serde(default)]
+    pub auth: super::oidc::AuthSettings,
 }
 
 /// A problem that does not stop the config from loading.
@@ -328,6 +331,7 @@ pub struct RawConfig {
     pub users: Option<BTreeMap<EntryName, Option<RawEntry>>>,
     #[serde(default)]
     pub alerts: Option<RawAlerts>,
+    pub auth: Option<super::oidc::AuthSettings>,
 }
 
 /// Reads a mapping of entries, refusing a name that appears twice. A plain
@@ -876,6 +880,7 @@ impl RawConfig {
             users: section(self.users),
             models,
             alerts: self.alerts.map(RawAlerts::into_settings),
+            auth: self.auth.unwrap_or_default(),
         };
         let mut warnings = Vec::new();
         section_warnings("clients", &config.clients, &config.models, &mut warnings);

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod lease;
 pub mod money;
 pub mod names;
+pub mod oidc;
 pub mod outcome;
 pub mod owner;
 pub mod plan;

@@ -130,6 +130,12 @@ pub async fn login(
     password: String,
     addr: &str,
 ) -> Result<(String, Role), ConsoleError> {
+    if !super::oidc::local_allowed(ctx) {
+        return Err(ConsoleError::refused(
+            StatusCode::FORBIDDEN,
+            crate::domain::oidc::Refusal::LocalDisabled.message(),
+        ));
+    }
     let username = username.trim();
     let result = attempt_login(ctx, username, password, addr).await;
     let entry = |action| Entry::new(username, action, target("user", username)).addr(addr);

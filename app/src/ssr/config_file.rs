@@ -251,11 +251,35 @@ fn parse_once(file: &str, text: &str) -> Result<LoadedConfig, ConfigError> {
     for w in &mut warnings {
         w.line = line_of(text, &w.path);
     }
+    check_oidc_secret(&config).map_err(|(path, message)| {
+        let line = line_of(text, &path);
+        let column = line
+            .and_then(|l| text.split('\n').nth(l - 1))
+            .map(|l| l.len() - l.trim_start().len() + 1);
+        err(line, column, path, message)
+    })?;
     Ok(LoadedConfig {
         config,
         warnings,
         content_hash: sha256_hex(text.as_bytes()),
     })
+}
+
+/// The client secret of `auth.oidc` comes from the environment variable the
+/// file names; a file naming an unset one is refused, so a reload cannot
+/// switch single sign-on to a secret the process does not have.
+fn check_oidc_secret(config: &crate::domain::config::Config) -> Result<(), (String, String)> {
+    let Some(oidc) = &config.auth.oidc else {
+        return Ok(());
+    };
+    let var = oidc.client_secret_env.as_str();
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(()),
+        _ => Err((
+            "auth.oidc.client_secret_env".into(),
+            format!("the environment variable `{var}` is not set (or empty); it must hold the client secret"),
+        )),
+    }
 }
 
 /// The largest config file read; anything bigger is a mistake, not a config.
@@ -883,5 +907,48 @@ models:
             assert!(e.to_string().contains(says), "{yaml}: {e}");
             assert!(e.path.starts_with("models.m"), "{e}");
         }
+    }
+
+    #[test]
+    fn auth_section_is_parsed_with_positions() {
+        // No `auth:` means local accounts and no single sign-on.
+        let c = ok("models: {}\n").config;
+        assert!(c.auth.local && c.auth.oidc.is_none());
+        // PATH is set in every test environment.
+        let yaml = "auth:\n  local: false\n  oidc:\n    issuer: https://id.example.com\n    client_id: tollgate\n    client_secret_env: PATH\n    display_name: Keycloak\n    role_claim: groups\n    roles:\n      admin: [tollgate-admins]\n      manager: [tollgate-managers]\n    create_users: true\n    default_role: manager\n";
+        let c = ok(yaml).config;
+        assert!(!c.auth.local);
+        let o = c.auth.oidc.unwrap();
+        assert_eq!(o.issuer.as_str(), "https://id.example.com");
+        assert_eq!(o.roles.admin[0].as_str(), "tollgate-admins");
+        assert!(o.create_users);
+        let e = err(&yaml.replace("PATH", "TOLLGATE_TEST_SURELY_UNSET_SECRET"));
+        assert_eq!(
+            (e.line, e.column, e.path.as_str()),
+            (Some(6), Some(5), "auth.oidc.client_secret_env"),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains("TOLLGATE_TEST_SURELY_UNSET_SECRET"),
+            "{e}"
+        );
+        let e = err(&yaml.replace("default_role: manager", "default_role: admin"));
+        assert_eq!(
+            (e.line, e.path.as_str()),
+            (Some(13), "auth.oidc.default_role"),
+            "{e}"
+        );
+        let e = err(&yaml.replace("https://id.example.com", "http://id.example.com"));
+        assert_eq!(
+            (e.line, e.path.as_str()),
+            (Some(4), "auth.oidc.issuer"),
+            "{e}"
+        );
+        let e = err(&yaml.replace("  local: false", "  locals: false"));
+        assert!(e.to_string().contains("unknown field `locals`"), "{e}");
+        let e = err(&yaml.replace("    create_users", "    colour: red\n    create_users"));
+        assert!(e.to_string().contains("unknown field `colour`"), "{e}");
+        let e = err("auth:\n  oidc:\n    issuer: https://x\n");
+        assert!(e.to_string().contains("missing field `client_id`"), "{e}");
     }
 }

@@ -376,3 +376,40 @@ pub mod audit_config {
     }
     no_relations!();
 }
+
+/// A provider's account linked to a user (`ssr::oidc`).
+pub mod oidc_identity {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "oidc_identities")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub user_id: i64,
+        #[sea_orm(column_type = "Text")]
+        pub issuer: String,
+        #[sea_orm(column_type = "Text")]
+        pub subject: String,
+        pub created_at: i64,
+    }
+    no_relations!();
+}
+
+/// A single sign-on started and not yet finished (`ssr::oidc`).
+pub mod oidc_login {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "oidc_logins")]
+    pub struct Model {
+        /// SHA-256 of the `state`, hex.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// SHA-256 of the browser's `tg_oidc` cookie, hex.
+        pub browser: String,
+        #[sea_orm(column_type = "Text")]
+        pub issuer: String,
+        pub addr: String,
+        pub created_at: i64,
+    }
+    no_relations!();
+}

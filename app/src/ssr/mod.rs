@@ -17,6 +17,7 @@ pub mod entities;
 pub mod guard;
 pub mod keys;
 pub mod ledger;
+pub mod oidc;
 pub mod owner_settings;
 pub mod owners;
 pub mod pools;

@@ -49,6 +49,17 @@ pub async fn setup_admin(
     Ok(())
 }
 
+/// Public: which ways of signing in the sign-in page shows.
+#[server(prefix = "/api", endpoint = "login_options")]
+pub async fn login_options() -> Result<SignInOptions, ServerFnError> {
+    let ctx = guard::ctx()?;
+    let auth = &ctx.config.load().config.auth;
+    Ok(SignInOptions {
+        local: auth.local,
+        sso_label: auth.oidc.as_ref().map(|o| o.button_label()),
+    })
+}
+
 #[server(prefix = "/api", endpoint = "login")]
 pub async fn login(username: String, password: String) -> Result<(), ServerFnError> {
     let ctx = guard::ctx()?;

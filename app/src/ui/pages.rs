@@ -3,6 +3,7 @@
 use super::api::*;
 use super::widgets::*;
 use crate::domain::money::format_coins;
+use crate::domain::oidc::{Refusal, START_PATH};
 use crate::domain::time::short;
 use crate::view::*;
 use leptos::prelude::*;
@@ -12,14 +13,41 @@ use leptos_router::hooks::use_query_map;
 #[component]
 pub fn LoginPage() -> impl IntoView {
     let login = ServerAction::<Login>::new();
+    let options = Resource::new(|| (), |_| login_options());
+    let query = use_query_map();
+    // Only known reason codes are shown, as our own text: nothing from the
+    // address reaches the page.
+    let sso_error = move || {
+        let code = query.read().get("sso_error")?;
+        Refusal::from_code(&code)
+    };
     view! {
         <section class="card narrow">
             <h1>"Sign in"</h1>
-            <ActionForm action=login>
-                <label>"Username" <input name="username" autocomplete="username" required/></label>
-                <label>"Password" <input name="password" type="password" autocomplete="current-password" required/></label>
-                <button type="submit">"Sign in"</button>
-            </ActionForm>
+            {move || sso_error().map(|r| view! {
+                <p class="error" role="alert" data-testid="sso-error" data-reason=r.code()>
+                    {r.message()}" ("{r.code()}")"
+                </p>
+            })}
+            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+                {move || Suspend::new(async move {
+                    let o = options.await.unwrap_or(SignInOptions { local: true, sso_label: None });
+                    view! {
+                        {o.sso_label.map(|label| view! {
+                            // A full navigation: the server answers with a redirect to the provider.
+                            <p><a class="sso" href=START_PATH rel="external" data-testid="sso-button">{label}</a></p>
+                        })}
+                        {o.local.then(|| view! {
+                            <ActionForm action=login>
+                                <label>"Username" <input name="username" autocomplete="username" required/></label>
+                                <label>"Password" <input name="password" type="password" autocomplete="current-password" required/></label>
+                                <button type="submit">"Sign in"</button>
+                            </ActionForm>
+                        })}
+                        {(!o.local).then(|| view! { <p class="muted">"Password sign-in is turned off on this server."</p> })}
+                    }
+                })}
+            </Suspense>
             {action_result(login.value(), "")}
         </section>
     }
