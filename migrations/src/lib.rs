@@ -15,6 +15,7 @@ mod m20261129_000007_usage_breakdown;
 mod m20261129_000008_stored_responses;
 mod m20261129_000009_rate_limits;
 mod m20261129_000010_ledger_deployment;
+mod m20261129_000012_usage_daily;
 
 pub struct Migrator;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000008_stored_responses::Migration),
             Box::new(m20261129_000009_rate_limits::Migration),
             Box::new(m20261129_000010_ledger_deployment::Migration),
+            Box::new(m20261129_000012_usage_daily::Migration),
         ]
     }
 }

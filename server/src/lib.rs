@@ -3,7 +3,7 @@
 //! [`serve::router`].
 //!
 //! Dependencies point one way: `commands` → `serve` → (`reconciler`,
-//! `gateway`, `health`, `metrics`, `openapi`, `origin`, `body_limit`, `site`) → `startup` → `error`, with
+//! `gateway`, `health`, `metrics`, `openapi`, `origin`, `body_limit`, `site`, `usage_csv`) → `startup` → `error`, with
 //! `args` at the bottom.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
@@ -21,3 +21,4 @@ pub mod reconciler;
 pub mod serve;
 pub mod site;
 pub mod startup;
+pub mod usage_csv;

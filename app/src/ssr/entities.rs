@@ -284,3 +284,28 @@ pub mod stored_response {
     }
     no_relations!();
 }
+
+/// The ledger rolled up per UTC day, owner and model (`ssr::rollup`):
+/// always equal to a `GROUP BY` over the ledger joined with its pools.
+pub mod usage_daily {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "usage_daily")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        /// Days since the Unix epoch, UTC: `created_at / 86_400_000`.
+        pub day: i64,
+        pub owner_kind: String,
+        pub owner_id: i64,
+        pub model: String,
+        /// Ledger rows (refused calls and orphaned-lease charges included).
+        pub calls: i64,
+        /// Of `calls`, those with the code `refused`.
+        pub refused: i64,
+        pub tokens_in: i64,
+        pub tokens_out: i64,
+        pub coins_micro: i64,
+    }
+    no_relations!();
+}
