@@ -222,7 +222,7 @@ pub struct SpendSeries {
 
 /// The usage explorer (`/usage`), read from the daily roll-up only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageReport {
+pub struct SpendReport {
     /// The range as applied, `YYYY-MM-DD`, both days included.
     pub from: String,
     pub to: String,

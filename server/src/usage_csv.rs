@@ -71,7 +71,10 @@ async fn caller(ctx: &AppContext, headers: &HeaderMap) -> Result<SessionUser, Co
     user.ok_or_else(|| ConsoleError::refused(StatusCode::UNAUTHORIZED, "Sign in first."))
 }
 
-fn csv(name: &str, body: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static) -> Response {
+fn csv(
+    name: &str,
+    body: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
@@ -115,14 +118,24 @@ async fn daily(
         async move {
             let from = next.filter(|d| *d <= range.to)?;
             let to = (from + DAYS_PER_BATCH - 1).min(range.to);
-            Some(match usage::daily_lines(&db, scope, group, from, to).await {
-                Ok(lines) => (Ok(daily_batch(&lines)), Some(to + 1)),
-                Err(e) => (Err(failed("the roll-up", &e)), None),
-            })
+            Some(
+                match usage::daily_lines(&db, scope, group, from, to).await {
+                    Ok(lines) => (Ok(daily_batch(&lines)), Some(to + 1)),
+                    Err(e) => (Err(failed("the roll-up", &e)), None),
+                },
+            )
         }
     });
-    let body = stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(batches);
-    csv(&format!("usage-{}-{}.csv", day_label(range.from), day_label(range.to)), body)
+    let body =
+        stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }).chain(batches);
+    csv(
+        &format!(
+            "usage-{}-{}.csv",
+            day_label(range.from),
+            day_label(range.to)
+        ),
+        body,
+    )
 }
 
 fn daily_batch(lines: &[DailyLine]) -> Bytes {
@@ -171,8 +184,9 @@ async fn calls(
         day_label(range.from),
         day_label(range.to)
     );
-    let body = stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(CALLS_HEAD.as_bytes())) })
-        .chain(call_batches(ctx.db.clone(), scope, which, range));
+    let body =
+        stream::once(async { Ok::<_, std::io::Error>(Bytes::from_static(CALLS_HEAD.as_bytes())) })
+            .chain(call_batches(ctx.db.clone(), scope, which, range));
     csv(&name, body)
 }
 
@@ -188,14 +202,16 @@ fn call_batches(
         let (db, which) = (db.clone(), which.clone());
         async move {
             let before = state?;
-            Some(match usage::calls(&db, scope, &which, range, before, CALLS_PER_BATCH).await {
-                Ok(rows) => {
-                    let next = (rows.len() as u64 == CALLS_PER_BATCH)
-                        .then(|| rows.last().map(|r| r.cursor()));
-                    (Ok(calls_batch(&rows)), next)
-                }
-                Err(e) => (Err(failed("the ledger", &e)), None),
-            })
+            Some(
+                match usage::calls(&db, scope, &which, range, before, CALLS_PER_BATCH).await {
+                    Ok(rows) => {
+                        let next = (rows.len() as u64 == CALLS_PER_BATCH)
+                            .then(|| rows.last().map(|r| r.cursor()));
+                        (Ok(calls_batch(&rows)), next)
+                    }
+                    Err(e) => (Err(failed("the ledger", &e)), None),
+                },
+            )
         }
     })
 }

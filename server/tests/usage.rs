@@ -189,7 +189,13 @@ async fn rollup_story(backend: Backend) {
     let beta = app.pool("beta").await.id;
     for days_ago in [1, 3, 40] {
         let at = now_ms() - days_ago * DAY_MS;
-        write_rows(&app.db, beta, at, &[("small", 1_000, false), ("large", 0, true)]).await;
+        write_rows(
+            &app.db,
+            beta,
+            at,
+            &[("small", 1_000, false), ("large", 0, true)],
+        )
+        .await;
     }
     app.start();
 
@@ -229,9 +235,14 @@ async fn rollup_story(backend: Backend) {
     let refused: i64 = rollup.iter().map(|(_, s)| s[1]).sum();
     let streamed_or_not = rollup.iter().filter(|(k, _)| k.1 == "user").count();
     assert!(refused > 3, "{backend:?}: refusals are in the load");
-    assert!(streamed_or_not > 0, "{backend:?}: users' calls are in the load");
     assert!(
-        rollup.iter().any(|(k, s)| k.3.is_empty() && s[4] == 4_000_000),
+        streamed_or_not > 0,
+        "{backend:?}: users' calls are in the load"
+    );
+    assert!(
+        rollup
+            .iter()
+            .any(|(k, s)| k.3.is_empty() && s[4] == 4_000_000),
         "{backend:?}: the orphaned lease's charge is rolled up"
     );
 }
@@ -280,7 +291,12 @@ on_backends!(migration_backfills_the_rollup, backfill_story);
 
 // ---- the console: sessions, server functions, pages and CSV ----
 
-async fn call(app: &TestApp, cookie: Option<&str>, name: &str, form: &[(&str, &str)]) -> (u16, Value, Vec<String>) {
+async fn call(
+    app: &TestApp,
+    cookie: Option<&str>,
+    name: &str,
+    form: &[(&str, &str)],
+) -> (u16, Value, Vec<String>) {
     let url = app.url();
     let mut req = app
         .http
@@ -308,7 +324,13 @@ async fn call(app: &TestApp, cookie: Option<&str>, name: &str, form: &[(&str, &s
 }
 
 async fn sign_in(app: &TestApp, user: &str, password: &str) -> String {
-    let (status, body, cookies) = call(app, None, "login", &[("username", user), ("password", password)]).await;
+    let (status, body, cookies) = call(
+        app,
+        None,
+        "login",
+        &[("username", user), ("password", password)],
+    )
+    .await;
     assert_eq!(status, 200, "login {user}: {body}");
     cookies
         .iter()
@@ -351,7 +373,10 @@ fn parse_csv(text: &str) -> Vec<Vec<String>> {
             (false, c) => cell.push(c),
         }
     }
-    assert!(!quoted && cell.is_empty() && row.is_empty(), "the CSV ends with a line break");
+    assert!(
+        !quoted && cell.is_empty() && row.is_empty(),
+        "the CSV ends with a line break"
+    );
     rows
 }
 
@@ -400,25 +425,63 @@ async fn cast(backend: Backend) -> Cast {
     app.start();
     let admin = sign_in(&app, "root", "root password 1").await;
     for (name, role) in [("mia", "manager"), ("ulla", "user")] {
-        let form = [("username", name), ("role", role), ("password", "long enough pw")];
+        let form = [
+            ("username", name),
+            ("role", role),
+            ("password", "long enough pw"),
+        ];
         let (s, b, _) = call(&app, Some(admin.as_str()), "create_user_account", &form).await;
         assert_eq!(s, 200, "{b}");
     }
-    let (s, b, _) = call(&app, Some(admin.as_str()), "add_manager", &[("client", "alpha"), ("username", "mia")]).await;
+    let (s, b, _) = call(
+        &app,
+        Some(admin.as_str()),
+        "add_manager",
+        &[("client", "alpha"), ("username", "mia")],
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let (alpha, beta) = (app.pool("alpha").await.id, app.pool("beta").await.id);
-    let ulla_id = owners::user_by_name(&app.db, "ulla").await.unwrap().unwrap().id;
-    let ulla_pool = pools::find(&app.db, OwnerKind::User, ulla_id).await.unwrap().unwrap().id;
+    let ulla_id = owners::user_by_name(&app.db, "ulla")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let ulla_pool = pools::find(&app.db, OwnerKind::User, ulla_id)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
     let today = now_ms() / DAY_MS;
     for days_ago in [0, 1, 2] {
         let at = now_ms() - days_ago * DAY_MS;
-        let many: Vec<(&str, i64, bool)> = (0..25).map(|i| (if i % 2 == 0 { "small" } else { "large" }, 1_000 + i, i % 7 == 0)).collect();
+        let many: Vec<(&str, i64, bool)> = (0..25)
+            .map(|i| {
+                (
+                    if i % 2 == 0 { "small" } else { "large" },
+                    1_000 + i,
+                    i % 7 == 0,
+                )
+            })
+            .collect();
         write_rows(&app.db, alpha, at, &many).await;
-        write_rows(&app.db, beta, at, &[("large", 7_000_000, false), ("=1+2", 0, true)]).await;
+        write_rows(
+            &app.db,
+            beta,
+            at,
+            &[("large", 7_000_000, false), ("=1+2", 0, true)],
+        )
+        .await;
         write_rows(&app.db, ulla_pool, at, &[("small", 500_000, false)]).await;
     }
     // Outside the range asked for: must not count.
-    write_rows(&app.db, beta, now_ms() - 10 * DAY_MS, &[("large", 99_000_000, false)]).await;
+    write_rows(
+        &app.db,
+        beta,
+        now_ms() - 10 * DAY_MS,
+        &[("large", 99_000_000, false)],
+    )
+    .await;
     let mia = sign_in(&app, "mia", "long enough pw").await;
     let ulla = sign_in(&app, "ulla", "long enough pw").await;
     Cast {
@@ -433,13 +496,24 @@ async fn cast(backend: Backend) -> Cast {
 
 impl Cast {
     async fn report(&self, cookie: &str, group: &str) -> (u16, Value) {
-        let form = [("from", self.from.as_str()), ("to", self.to.as_str()), ("group", group)];
+        let form = [
+            ("from", self.from.as_str()),
+            ("to", self.to.as_str()),
+            ("group", group),
+        ];
         let (s, b, _) = call(&self.app, Some(cookie), "usage_report", &form).await;
         (s, b)
     }
 
     /// Every call of a drill-down, following its pages; ids, newest first.
-    async fn drill(&self, cookie: &str, group: &str, name: &str, from: &str, to: &str) -> Result<Vec<i64>, u16> {
+    async fn drill(
+        &self,
+        cookie: &str,
+        group: &str,
+        name: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<Vec<i64>, u16> {
         let mut ids = Vec::new();
         let mut before = String::new();
         loop {
@@ -483,7 +557,10 @@ impl Cast {
     }
 
     fn csv_path(&self, path: &str, group: &str, extra: &str) -> String {
-        format!("{path}?from={}&to={}&group={group}{extra}", self.from, self.to)
+        format!(
+            "{path}?from={}&to={}&group={group}{extra}",
+            self.from, self.to
+        )
     }
 }
 
@@ -494,58 +571,142 @@ async fn scoping_story(backend: Backend) {
     let (s, all) = c.report(&c.admin, "client").await;
     assert_eq!(s, 200, "{all}");
     let labels = |v: &Value| -> Vec<String> {
-        v["top"].as_array().unwrap().iter().map(|g| g["label"].as_str().unwrap().to_string()).collect()
+        v["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["label"].as_str().unwrap().to_string())
+            .collect()
     };
     assert_eq!(labels(&all), vec!["beta", "alpha"], "{backend:?}");
-    let alpha_coins = scalar(&app.db, &format!(
-        "SELECT CAST(SUM(coins_micro) AS BIGINT) FROM ledger WHERE pool_id = {}", app.pool("alpha").await.id)).await;
+    let alpha_coins = scalar(
+        &app.db,
+        &format!(
+            "SELECT CAST(SUM(coins_micro) AS BIGINT) FROM ledger WHERE pool_id = {}",
+            app.pool("alpha").await.id
+        ),
+    )
+    .await;
     for group in ["client", "model"] {
         let (s, mine) = c.report(&c.mia, group).await;
         assert_eq!(s, 200, "{mine}");
-        assert_eq!(mine["total"]["coins"].as_i64().unwrap(), alpha_coins, "{backend:?} {group}");
+        assert_eq!(
+            mine["total"]["coins"].as_i64().unwrap(),
+            alpha_coins,
+            "{backend:?} {group}"
+        );
         assert_eq!(mine["total"]["calls"], 75, "{backend:?} {group}");
     }
     let (_, mine) = c.report(&c.mia, "client").await;
     assert_eq!(labels(&mine), vec!["alpha"], "{backend:?}");
     let (_, users) = c.report(&c.mia, "user").await;
-    assert_eq!(users["total"]["calls"], 0, "{backend:?}: managers see no user's usage");
+    assert_eq!(
+        users["total"]["calls"], 0,
+        "{backend:?}: managers see no user's usage"
+    );
     let (_, users) = c.report(&c.admin, "user").await;
     assert_eq!(labels(&users), vec!["ulla"], "{backend:?}");
 
     // A plain user: 403 everywhere; nobody signed in: 401.
     let (s, _) = c.report(&c.ulla, "client").await;
     assert_eq!(s, 403, "{backend:?}");
-    assert_eq!(get(app, Some(c.ulla.as_str()), "/usage").await.0, 403, "{backend:?}");
-    let (s, _, _) = call(app, Some(c.ulla.as_str()), "usage_calls", &[("group", "user"), ("name", "ulla")]).await;
+    assert_eq!(
+        get(app, Some(c.ulla.as_str()), "/usage").await.0,
+        403,
+        "{backend:?}"
+    );
+    let (s, _, _) = call(
+        app,
+        Some(c.ulla.as_str()),
+        "usage_calls",
+        &[("group", "user"), ("name", "ulla")],
+    )
+    .await;
     assert_eq!(s, 403, "{backend:?}");
     for path in ["/usage.csv", "/usage/calls.csv"] {
-        assert_eq!(get(app, Some(c.ulla.as_str()), path).await.0, 403, "{backend:?} {path}");
+        assert_eq!(
+            get(app, Some(c.ulla.as_str()), path).await.0,
+            403,
+            "{backend:?} {path}"
+        );
         assert_eq!(get(app, None, path).await.0, 401, "{backend:?} {path}");
     }
 
     // Another client's name gives 404, not its data, in the drill-down and the export.
-    assert_eq!(c.drill(&c.mia, "client", "beta", &c.from, &c.to).await, Err(404));
-    assert_eq!(c.drill(&c.mia, "user", "ulla", &c.from, &c.to).await, Err(404));
-    assert_eq!(c.drill(&c.mia, "client", "nobody", &c.from, &c.to).await, Err(404));
-    let (s, body) = get(app, Some(c.mia.as_str()), &c.csv_path("/usage/calls.csv", "client", "&name=beta")).await;
+    assert_eq!(
+        c.drill(&c.mia, "client", "beta", &c.from, &c.to).await,
+        Err(404)
+    );
+    assert_eq!(
+        c.drill(&c.mia, "user", "ulla", &c.from, &c.to).await,
+        Err(404)
+    );
+    assert_eq!(
+        c.drill(&c.mia, "client", "nobody", &c.from, &c.to).await,
+        Err(404)
+    );
+    let (s, body) = get(
+        app,
+        Some(c.mia.as_str()),
+        &c.csv_path("/usage/calls.csv", "client", "&name=beta"),
+    )
+    .await;
     assert_eq!((s, body.contains("large")), (404, false), "{backend:?}");
     // By model, a manager's calls are their clients' only.
-    let (s, body) = get(app, Some(c.mia.as_str()), &c.csv_path("/usage/calls.csv", "model", "&name=large")).await;
+    let (s, body) = get(
+        app,
+        Some(c.mia.as_str()),
+        &c.csv_path("/usage/calls.csv", "model", "&name=large"),
+    )
+    .await;
     assert_eq!(s, 200);
     let csv = parse_csv(&body);
-    assert!(csv.len() > 1 && column(&csv, "owner").iter().all(|o| *o == "alpha"), "{backend:?}: {body}");
-    let (_, body) = get(app, Some(c.mia.as_str()), &c.csv_path("/usage.csv", "client", "")).await;
+    assert!(
+        csv.len() > 1 && column(&csv, "owner").iter().all(|o| *o == "alpha"),
+        "{backend:?}: {body}"
+    );
+    let (_, body) = get(
+        app,
+        Some(c.mia.as_str()),
+        &c.csv_path("/usage.csv", "client", ""),
+    )
+    .await;
     let csv = parse_csv(&body);
-    assert_eq!(column(&csv, "client").into_iter().collect::<std::collections::BTreeSet<_>>(), ["alpha"].into(), "{backend:?}");
+    assert_eq!(
+        column(&csv, "client")
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["alpha"].into(),
+        "{backend:?}"
+    );
 
     // The page as served: the admin's shows both clients, the manager's only alpha.
-    let (s, html) = get(app, Some(c.admin.as_str()), &c.csv_path("/usage", "client", "")).await;
+    let (s, html) = get(
+        app,
+        Some(c.admin.as_str()),
+        &c.csv_path("/usage", "client", ""),
+    )
+    .await;
     assert_eq!(s, 200);
-    assert!(html.contains("data-testid=\"top-spenders\"") && html.contains("data-group=\"beta\""), "{backend:?}");
-    let (s, html) = get(app, Some(c.mia.as_str()), &c.csv_path("/usage", "client", "")).await;
+    assert!(
+        html.contains("data-testid=\"top-spenders\"") && html.contains("data-group=\"beta\""),
+        "{backend:?}"
+    );
+    let (s, html) = get(
+        app,
+        Some(c.mia.as_str()),
+        &c.csv_path("/usage", "client", ""),
+    )
+    .await;
     assert_eq!(s, 200);
-    assert!(html.contains("data-group=\"alpha\"") && !html.contains("beta"), "{backend:?}");
-    assert!(html.contains("href=\"/usage\""), "{backend:?}: the nav links the explorer");
+    assert!(
+        html.contains("data-group=\"alpha\"") && !html.contains("beta"),
+        "{backend:?}"
+    );
+    assert!(
+        html.contains("href=\"/usage\""),
+        "{backend:?}: the nav links the explorer"
+    );
 }
 on_backends!(managers_see_only_their_clients, scoping_story);
 
@@ -554,39 +715,92 @@ async fn drill_and_csv_story(backend: Backend) {
     let app = &c.app;
     // The drill-down lists exactly the ledger's rows, over two pages, newest first.
     let alpha = app.pool("alpha").await.id;
-    let listed = c.drill(&c.mia, "client", "alpha", &c.from, &c.to).await.unwrap();
+    let listed = c
+        .drill(&c.mia, "client", "alpha", &c.from, &c.to)
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 75, "{backend:?}");
-    assert_eq!(listed, c.ledger_ids(alpha, &c.from, &c.to).await, "{backend:?}");
+    assert_eq!(
+        listed,
+        c.ledger_ids(alpha, &c.from, &c.to).await,
+        "{backend:?}"
+    );
     // One day of it.
     let day = day_label(now_ms() / DAY_MS - 1);
-    let one_day = c.drill(&c.admin, "client", "alpha", &day, &day).await.unwrap();
-    assert_eq!(one_day, c.ledger_ids(alpha, &day, &day).await, "{backend:?}");
+    let one_day = c
+        .drill(&c.admin, "client", "alpha", &day, &day)
+        .await
+        .unwrap();
+    assert_eq!(
+        one_day,
+        c.ledger_ids(alpha, &day, &day).await,
+        "{backend:?}"
+    );
     assert_eq!(one_day.len(), 25, "{backend:?}");
 
     // Both exports parse, and their coins add up to the ledger's over the range.
     let start = app::domain::spend::parse_day(&c.from).unwrap() * DAY_MS;
     let in_range = format!("FROM ledger WHERE created_at >= {start}");
-    let coins = scalar(&app.db, &format!("SELECT CAST(SUM(coins_micro) AS BIGINT) {in_range}")).await;
-    let count = scalar(&app.db, &format!("SELECT CAST(COUNT(*) AS BIGINT) {in_range}")).await;
+    let coins = scalar(
+        &app.db,
+        &format!("SELECT CAST(SUM(coins_micro) AS BIGINT) {in_range}"),
+    )
+    .await;
+    let count = scalar(
+        &app.db,
+        &format!("SELECT CAST(COUNT(*) AS BIGINT) {in_range}"),
+    )
+    .await;
     for group in ["client", "user", "model"] {
-        let (s, body) = get(app, Some(c.admin.as_str()), &c.csv_path("/usage.csv", group, "")).await;
+        let (s, body) = get(
+            app,
+            Some(c.admin.as_str()),
+            &c.csv_path("/usage.csv", group, ""),
+        )
+        .await;
         assert_eq!(s, 200, "{body}");
         let csv = parse_csv(&body);
-        assert_eq!(csv[0], ["day", group, "calls", "refused", "tokens_in", "tokens_out", "coins"]);
+        assert_eq!(
+            csv[0],
+            [
+                "day",
+                group,
+                "calls",
+                "refused",
+                "tokens_in",
+                "tokens_out",
+                "coins"
+            ]
+        );
         assert!(csv.iter().all(|r| r.len() == 7), "{backend:?}");
         let sum: i64 = column(&csv, "coins").into_iter().map(micro).sum();
-        let calls: i64 = column(&csv, "calls").into_iter().map(|n| n.parse::<i64>().unwrap()).sum();
+        let calls: i64 = column(&csv, "calls")
+            .into_iter()
+            .map(|n| n.parse::<i64>().unwrap())
+            .sum();
         if group == "model" {
             assert_eq!((sum, calls), (coins, count), "{backend:?}");
-            assert!(column(&csv, "model").contains(&"'=1+2"), "{backend:?}: a formula is defused");
+            assert!(
+                column(&csv, "model").contains(&"'=1+2"),
+                "{backend:?}: a formula is defused"
+            );
         }
     }
-    let (s, body) = get(app, Some(c.admin.as_str()), &c.csv_path("/usage/calls.csv", "model", "")).await;
+    let (s, body) = get(
+        app,
+        Some(c.admin.as_str()),
+        &c.csv_path("/usage/calls.csv", "model", ""),
+    )
+    .await;
     assert_eq!(s, 200);
     let csv = parse_csv(&body);
     assert!(csv.iter().all(|r| r.len() == 13), "{backend:?}");
     assert_eq!(csv.len() as i64 - 1, count, "{backend:?}");
-    assert_eq!(column(&csv, "coins").into_iter().map(micro).sum::<i64>(), coins, "{backend:?}");
+    assert_eq!(
+        column(&csv, "coins").into_iter().map(micro).sum::<i64>(),
+        coins,
+        "{backend:?}"
+    );
     assert!(column(&csv, "model").contains(&"'=1+2"), "{backend:?}");
 
     // Bounded input: a reversed or too long range, an unknown grouping, a forged cursor.
@@ -597,18 +811,50 @@ async fn drill_and_csv_story(backend: Backend) {
         ("/usage.csv?from=yesterday", 400),
         ("/usage/calls.csv?group=client&name=../../etc", 404),
     ] {
-        assert_eq!(get(app, Some(c.admin.as_str()), path).await.0, status, "{backend:?} {path}");
+        assert_eq!(
+            get(app, Some(c.admin.as_str()), path).await.0,
+            status,
+            "{backend:?} {path}"
+        );
     }
-    let (s, _, _) = call(app, Some(c.admin.as_str()), "usage_calls", &[("group", "model"), ("before", "x.y")]).await;
+    let (s, _, _) = call(
+        app,
+        Some(c.admin.as_str()),
+        "usage_calls",
+        &[("group", "model"), ("before", "x.y")],
+    )
+    .await;
     assert_eq!(s, 400, "{backend:?}");
-    let (s, b, _) = call(app, Some(c.admin.as_str()), "usage_report", &[("from", "2026-02-30")]).await;
+    let (s, b, _) = call(
+        app,
+        Some(c.admin.as_str()),
+        "usage_report",
+        &[("from", "2026-02-30")],
+    )
+    .await;
     assert_eq!(s, 400, "{backend:?}: {b}");
     // The page shows a refusal as a message, with the form to fix it.
-    let (s, html) = get(app, Some(c.admin.as_str()), "/usage?from=2026-02-01&to=2026-01-01").await;
+    let (s, html) = get(
+        app,
+        Some(c.admin.as_str()),
+        "/usage?from=2026-02-01&to=2026-01-01",
+    )
+    .await;
     assert_eq!(s, 400);
-    assert!(html.contains("role=\"alert\"") && html.contains("usage-form"), "{backend:?}");
-    let (s, html) = get(app, Some(c.admin.as_str()), &c.csv_path("/usage/calls", "client", "&name=alpha")).await;
+    assert!(
+        html.contains("role=\"alert\"") && html.contains("usage-form"),
+        "{backend:?}"
+    );
+    let (s, html) = get(
+        app,
+        Some(c.admin.as_str()),
+        &c.csv_path("/usage/calls", "client", "&name=alpha"),
+    )
+    .await;
     assert_eq!(s, 200);
-    assert!(html.contains("data-testid=\"older\""), "{backend:?}: a second page is linked");
+    assert!(
+        html.contains("data-testid=\"older\""),
+        "{backend:?}: a second page is linked"
+    );
 }
 on_backends!(drill_down_and_csv_match_the_ledger, drill_and_csv_story);

@@ -231,8 +231,18 @@ mod tests {
         assert_eq!(parse_day("2000-02-29"), Some(11_016));
         assert_eq!(parse_day("9999-12-31"), Some(LAST_DAY));
         for bad in [
-            "", "2026-1-01", "2026-13-01", "2026-02-30", "2026-04-31", "1969-12-31", "+026-01-01",
-            "2026-01-0a", "2026/01/01", "2026-01-01T", " 2026-01-01", "२०२६-01-01",
+            "",
+            "2026-1-01",
+            "2026-13-01",
+            "2026-02-30",
+            "2026-04-31",
+            "1969-12-31",
+            "+026-01-01",
+            "2026-01-0a",
+            "2026/01/01",
+            "2026-01-01T",
+            " 2026-01-01",
+            "२०२६-01-01",
         ] {
             assert_eq!(parse_day(bad), None, "{bad:?}");
         }
@@ -273,7 +283,17 @@ mod tests {
             id: 42,
         };
         assert_eq!(Cursor::parse(&c.text()), Some(c));
-        for bad in ["", "1", "1.", ".1", "-1.2", "1.-2", "a.b", "1.2.3", "99999999999999999999.1"] {
+        for bad in [
+            "",
+            "1",
+            "1.",
+            ".1",
+            "-1.2",
+            "1.-2",
+            "a.b",
+            "1.2.3",
+            "99999999999999999999.1",
+        ] {
             assert_eq!(Cursor::parse(bad), None, "{bad:?}");
         }
     }
@@ -288,7 +308,10 @@ mod tests {
         assert_eq!(csv_text("+1"), "'+1");
         assert_eq!(csv_text("-1"), "'-1");
         assert_eq!(csv_text("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(csv_text("=HYPERLINK(\"x\",\"y\")"), "\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\"");
+        assert_eq!(
+            csv_text("=HYPERLINK(\"x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\""
+        );
         assert_eq!(csv_coins(1_500_000), "1.5");
     }
 
@@ -296,6 +319,9 @@ mod tests {
     fn markup_and_addresses_are_escaped() {
         assert_eq!(url_value("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
         assert_eq!(url_value("gpt-4o.mini_x~"), "gpt-4o.mini_x~");
-        assert_eq!(html_escape("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            html_escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

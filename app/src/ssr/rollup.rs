@@ -111,7 +111,10 @@ mod tests {
 
     #[test]
     fn placeholders_are_numbered_for_postgres() {
-        assert_eq!(placeholders(DbBackend::Sqlite, "a = ? b = ?"), "a = ? b = ?");
+        assert_eq!(
+            placeholders(DbBackend::Sqlite, "a = ? b = ?"),
+            "a = ? b = ?"
+        );
         assert_eq!(
             placeholders(DbBackend::Postgres, "a = ? b = ?"),
             "a = $1 b = $2"

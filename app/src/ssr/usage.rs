@@ -14,11 +14,9 @@ use crate::domain::owner::{OwnerKind, Role};
 use crate::domain::spend::{
     day_label, top_groups, Cursor, DayRange, Grouping, CHART_GROUPS, TOP_SPENDERS,
 };
-use crate::view::{CallRow, Spend, SpendGroup, SpendSeries, UsageReport};
+use crate::view::{CallRow, Spend, SpendGroup, SpendReport, SpendSeries};
 use http::StatusCode;
-use sea_orm::{
-    ConnectionTrait, DbErr, FromQueryResult, QueryResult, Statement, TryGetable, Value,
-};
+use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, QueryResult, Statement, TryGetable, Value};
 use std::collections::{BTreeMap, HashMap};
 
 /// Whose usage a caller may see.
@@ -201,7 +199,7 @@ pub async fn report<C: ConnectionTrait>(
     scope: Scope,
     range: DayRange,
     group: Grouping,
-) -> Result<UsageReport, DbErr> {
+) -> Result<SpendReport, DbErr> {
     let cells = cells(c, scope, range, group).await?;
     let mut totals: BTreeMap<String, Spend> = BTreeMap::new();
     let mut total = Spend::default();
@@ -225,7 +223,7 @@ pub async fn report<C: ConnectionTrait>(
         }
     };
     let series = stack(&cells, range, &top, &named);
-    Ok(UsageReport {
+    Ok(SpendReport {
         from: day_label(range.from),
         to: day_label(range.to),
         group,
@@ -458,7 +456,7 @@ pub async fn report_for(
     from: &str,
     to: &str,
     group: &str,
-) -> Result<UsageReport, ConsoleError> {
+) -> Result<SpendReport, ConsoleError> {
     let scope = Scope::of(u)?;
     let today = super::now_ms().div_euclid(crate::domain::time::DAY_MS);
     let (range, group) = parse_query(from, to, group, today)?;
@@ -487,7 +485,8 @@ pub async fn resolve_calls<C: ConnectionTrait>(
     let before = match asked.before.filter(|b| !b.is_empty()) {
         None => None,
         Some(b) => Some(
-            Cursor::parse(b).ok_or_else(|| refused_input("That page of calls is unknown.".into()))?,
+            Cursor::parse(b)
+                .ok_or_else(|| refused_input("That page of calls is unknown.".into()))?,
         ),
     };
     let which = calls_target(c, u, scope, group, asked.name).await?;

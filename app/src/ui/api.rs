@@ -256,7 +256,7 @@ pub async fn usage_report(
     #[server(default)] from: String,
     #[server(default)] to: String,
     #[server(default)] group: String,
-) -> Result<UsageReport, ServerFnError> {
+) -> Result<SpendReport, ServerFnError> {
     let (ctx, u) = signed_in().await?;
     crate::ssr::usage::report_for(&ctx, &u, &from, &to, &group)
         .await

@@ -76,7 +76,7 @@ fn RangeForm(from: String, to: String, group: Grouping) -> impl IntoView {
 }
 
 #[component]
-fn UsageBody(r: UsageReport) -> impl IntoView {
+fn UsageBody(r: SpendReport) -> impl IntoView {
     let all = calls_query(r.group, None, &r.from, &r.to);
     let daily = format!("/usage.csv?{all}");
     let calls = format!("/usage/calls.csv?{all}");
@@ -107,7 +107,7 @@ fn UsageBody(r: UsageReport) -> impl IntoView {
 }
 
 #[component]
-fn Legend(r: UsageReport) -> impl IntoView {
+fn Legend(r: SpendReport) -> impl IntoView {
     view! {
         <ul class="legend">
             {r.series.iter().enumerate().map(|(i, s)| {
@@ -130,10 +130,15 @@ fn Legend(r: UsageReport) -> impl IntoView {
 
 /// The stacked bars as SVG markup: one bar per day, one segment per group,
 /// each a link to that group's calls on that day.
-fn chart_svg(r: &UsageReport) -> String {
+fn chart_svg(r: &SpendReport) -> String {
     let days = r.days.len().max(1);
     let tallest = (0..days)
-        .map(|d| r.series.iter().map(|s| s.per_day.get(d).copied().unwrap_or(0)).sum::<i64>())
+        .map(|d| {
+            r.series
+                .iter()
+                .map(|s| s.per_day.get(d).copied().unwrap_or(0))
+                .sum::<i64>()
+        })
         .max()
         .unwrap_or(0)
         .max(1);
@@ -152,7 +157,11 @@ fn chart_svg(r: &UsageReport) -> String {
             }
             let h = coins as f64 / tallest as f64 * 100.0;
             y -= h;
-            let title = html_escape(&format!("{day}: {} {} coins", s.group.label, format_coins(coins)));
+            let title = html_escape(&format!(
+                "{day}: {} {} coins",
+                s.group.label,
+                format_coins(coins)
+            ));
             let rect = format!(
                 "<rect x=\"{}\" y=\"{y:.2}\" width=\"8\" height=\"{h:.2}\" fill=\"{}\"><title>{title}</title></rect>",
                 d * 10,
@@ -172,7 +181,7 @@ fn chart_svg(r: &UsageReport) -> String {
 }
 
 #[component]
-fn TopSpenders(r: UsageReport) -> impl IntoView {
+fn TopSpenders(r: SpendReport) -> impl IntoView {
     if r.top.is_empty() {
         return ().into_any();
     }
@@ -184,12 +193,16 @@ fn TopSpenders(r: UsageReport) -> impl IntoView {
                 <thead><tr><th>{group.as_str()}</th><th>"Coins"</th><th>"Calls"</th><th>"Refused"</th><th>"Tokens in"</th><th>"Tokens out"</th></tr></thead>
                 <tbody>
                     {r.top.into_iter().map(|g| {
+                        let (label, shown) = (g.label.clone(), g.label.clone());
                         let cell = match g.name.as_deref() {
-                            Some(n) => view! { <A href=format!("/usage/calls?{}", calls_query(group, Some(n), &r.from, &r.to))>{g.label.clone()}</A> }.into_any(),
-                            None => view! { <span>{g.label.clone()}</span> }.into_any(),
+                            Some(n) => {
+                                let href = format!("/usage/calls?{}", calls_query(group, Some(n), &r.from, &r.to));
+                                view! { <A href=href>{shown}</A> }.into_any()
+                            }
+                            None => view! { <span>{shown}</span> }.into_any(),
                         };
                         view! {
-                            <tr data-group=g.label.clone()>
+                            <tr data-group=label>
                                 <td>{cell}</td>
                                 <td data-testid="coins">{format_coins(g.spend.coins)}</td>
                                 <td>{g.spend.calls}</td>
@@ -238,7 +251,10 @@ fn CallsBody(p: CallsPage) -> impl IntoView {
     };
     let here = calls_query(p.group, p.name.as_deref(), &p.from, &p.to);
     let back = calls_query(p.group, None, &p.from, &p.to);
-    let older = p.next.as_ref().map(|c| format!("/usage/calls?{here}&before={}", url_value(c)));
+    let older = p
+        .next
+        .as_ref()
+        .map(|c| format!("/usage/calls?{here}&before={}", url_value(c)));
     view! {
         <h1>{format!("Calls: {which}, {} to {}", p.from, p.to)}</h1>
         <section class="card">
