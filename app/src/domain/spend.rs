@@ -117,7 +117,7 @@ pub fn parse_day(s: &str) -> Option<i64> {
             .flatten()
     };
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&m) || d < 1 || d > 31 {
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
     let day = days_from_civil(y, m, d);

@@ -63,7 +63,7 @@ fn statement<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<Value>) -> Statem
 }
 
 fn col<T: TryGetable>(r: &QueryResult, i: usize) -> Result<T, DbErr> {
-    r.try_get_by_index(i).map_err(DbErr::from)
+    r.try_get_by_index(i)
 }
 
 /// The condition that limits roll-up rows to a grouping's owners.
