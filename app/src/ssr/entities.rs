@@ -292,12 +292,14 @@ pub mod usage_daily {
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "usage_daily")]
     pub struct Model {
-        #[sea_orm(primary_key)]
-        pub id: i64,
         /// Days since the Unix epoch, UTC: `created_at / 86_400_000`.
+        #[sea_orm(primary_key, auto_increment = false)]
         pub day: i64,
-        pub owner_kind: String,
+        #[sea_orm(primary_key, auto_increment = false)]
         pub owner_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub owner_kind: String,
+        #[sea_orm(primary_key, auto_increment = false)]
         pub model: String,
         /// Ledger rows (refused calls and orphaned-lease charges included).
         pub calls: i64,

@@ -78,7 +78,7 @@ impl Tally {
 const UPSERT: &str = "INSERT INTO usage_daily \
      (day, owner_kind, owner_id, model, calls, refused, tokens_in, tokens_out, coins_micro) \
      SELECT ?, owner_kind, owner_id, ?, ?, ?, ?, ?, ? FROM pools WHERE id = ? \
-     ON CONFLICT (day, owner_kind, owner_id, model) DO UPDATE SET \
+     ON CONFLICT (day, owner_id, owner_kind, model) DO UPDATE SET \
      calls = usage_daily.calls + excluded.calls, \
      refused = usage_daily.refused + excluded.refused, \
      tokens_in = usage_daily.tokens_in + excluded.tokens_in, \
