@@ -70,7 +70,7 @@ fn RangeForm(from: String, to: String, group: Grouping) -> impl IntoView {
                 </select></label>
                 <button type="submit">"Show"</button>
             </form>
-            <p class="muted">"UTC days, both included, at most 400. Coins are whole coins; the chart and the totals come from the daily roll-up, the calls from the ledger."</p>
+            <p class="muted">"UTC days, both included, at most 400. Amounts are in coins. The chart and the totals come from the daily roll-up, the calls from the ledger; calls include refused ones and leases charged in full."</p>
         </section>
     }
 }
@@ -86,8 +86,9 @@ fn UsageBody(r: SpendReport) -> impl IntoView {
         <section class="card">
             <h2>{format!("Coins per day by {}", r.group.as_str())}</h2>
             <p data-testid="usage-total">{format!(
-                "{} coins, {} calls ({} refused), {} groups, {} to {}",
-                format_coins(r.total.coins), r.total.calls, r.total.refused, r.groups, r.from, r.to
+                "{} coins, {} calls ({} refused), {} {}{}, {} to {}",
+                format_coins(r.total.coins), r.total.calls, r.total.refused, r.groups, r.group.as_str(),
+                if r.groups == 1 { "" } else { "s" }, r.from, r.to
             )}</p>
             {if r.total.calls == 0 {
                 view! { <p class="empty">"No calls in this range."</p> }.into_any()
