@@ -197,3 +197,7 @@ print("|---|---|")
 print(f"| GET /clients, signed in, 1,000 clients and 10,000 keys (median of 7) | {render_s * 1000:.1f} ms, {page_rows} rows on the page |")
 print(f"| wasm bundle in target/site (as last built) | {wasm_raw / 1024:.0f} KiB raw, {wasm_gz / 1024:.0f} KiB gzip -9 |")
 PY
+
+# The usage explorer with 1,000,000 ledger rows, on its own database and port.
+echo
+./scripts/bench-usage.sh

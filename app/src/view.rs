@@ -249,3 +249,70 @@ pub struct AuditPage {
     /// `before=` for the older page, if there is one.
     pub older: Option<i64>,
 }
+
+/// Spend totals of one group (or of everything) over a range.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Spend {
+    pub calls: i64,
+    pub refused: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub coins: i64,
+}
+
+/// One group of the usage explorer: a client, a user or a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendGroup {
+    /// What the page shows.
+    pub label: String,
+    /// The name the drill-down filters on; `None` for "other".
+    pub name: Option<String>,
+    pub spend: Spend,
+}
+
+/// One stacked series of the chart: coins per day of the range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendSeries {
+    pub group: SpendGroup,
+    pub per_day: Vec<i64>,
+}
+
+/// The usage explorer (`/usage`), read from the daily roll-up only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpendReport {
+    /// The range as applied, `YYYY-MM-DD`, both days included.
+    pub from: String,
+    pub to: String,
+    pub group: crate::domain::spend::Grouping,
+    /// Each day of the range, `YYYY-MM-DD`.
+    pub days: Vec<String>,
+    /// The top groups, then "other" if any group is left.
+    pub series: Vec<SpendSeries>,
+    /// The groups that spent most, most first.
+    pub top: Vec<SpendGroup>,
+    /// How many groups had any ledger row in the range.
+    pub groups: u64,
+    pub total: Spend,
+}
+
+/// One call of the drill-down: a ledger row and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallRow {
+    pub id: i64,
+    /// `client alpha`, `user bob`.
+    pub owner: String,
+    pub row: LedgerRow,
+}
+
+/// A page of calls (`/usage/calls`), newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallsPage {
+    pub from: String,
+    pub to: String,
+    pub group: crate::domain::spend::Grouping,
+    /// The group's name; `None`: every call in the grouping.
+    pub name: Option<String>,
+    pub rows: Vec<CallRow>,
+    /// The cursor of the next (older) page, if there is one.
+    pub next: Option<String>,
+}

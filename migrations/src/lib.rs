@@ -16,6 +16,7 @@ mod m20261129_000008_stored_responses;
 mod m20261129_000009_rate_limits;
 mod m20261129_000010_ledger_deployment;
 mod m20261129_000011_audit;
+mod m20261129_000012_usage_daily;
 mod m20261129_000013_alerts;
 mod m20261129_000014_oidc;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000009_rate_limits::Migration),
             Box::new(m20261129_000010_ledger_deployment::Migration),
             Box::new(m20261129_000011_audit::Migration),
+            Box::new(m20261129_000012_usage_daily::Migration),
             Box::new(m20261129_000013_alerts::Migration),
             Box::new(m20261129_000014_oidc::Migration),
         ]

@@ -3,7 +3,7 @@
 //! [`serve::router`].
 //!
 //! Dependencies point one way: `commands` → `serve` → (`reconciler`,
-//! `alerts`, `gateway`, `health`, `metrics`, `oidc`, `openapi`, `origin`, `body_limit`, `site`) → `startup` → `error`, with
+//! `alerts`, `gateway`, `health`, `metrics`, `oidc`, `openapi`, `origin`, `body_limit`, `site`, `usage_csv`) → `startup` → `error`, with
 //! `args` at the bottom.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
 
@@ -24,3 +24,4 @@ pub mod reconciler;
 pub mod serve;
 pub mod site;
 pub mod startup;
+pub mod usage_csv;

@@ -57,6 +57,7 @@ pub fn router(ctx: AppContext, gw: Gateway, public_url: Option<&str>) -> Router 
             move || shell(opts.clone()),
         )
         .merge(site::routes())
+        .merge(crate::usage_csv::routes())
         .fallback(leptos_axum::file_and_error_handler_with_context::<
             AppContext,
             _,

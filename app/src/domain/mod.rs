@@ -22,5 +22,6 @@ pub mod policy;
 pub mod pool;
 pub mod pricing;
 pub mod rate;
+pub mod spend;
 pub mod time;
 pub mod usage;

@@ -314,7 +314,7 @@ fn tokens(n: i64) -> u64 {
 
 /// A ledger row as the page shows it. `tokens_in` holds every input token;
 /// what is neither a cache read nor a cache write was read at the input price.
-fn ledger_row(r: ledger::Model) -> LedgerRow {
+pub(crate) fn ledger_row(r: ledger::Model) -> LedgerRow {
     let (cached, written) = (tokens(r.cached_in), tokens(r.cache_write_in));
     LedgerRow {
         at: r.created_at,

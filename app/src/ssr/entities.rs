@@ -413,3 +413,30 @@ pub mod oidc_login {
     }
     no_relations!();
 }
+
+/// The ledger rolled up per UTC day, owner and model (`ssr::rollup`):
+/// always equal to a `GROUP BY` over the ledger joined with its pools.
+pub mod usage_daily {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "usage_daily")]
+    pub struct Model {
+        /// Days since the Unix epoch, UTC: `created_at / 86_400_000`.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub day: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub owner_id: i64,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub owner_kind: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub model: String,
+        /// Ledger rows (refused calls and orphaned-lease charges included).
+        pub calls: i64,
+        /// Of `calls`, those with the code `refused`.
+        pub refused: i64,
+        pub tokens_in: i64,
+        pub tokens_out: i64,
+        pub coins_micro: i64,
+    }
+    no_relations!();
+}

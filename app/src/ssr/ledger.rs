@@ -443,8 +443,9 @@ fn lease_mismatch(
     }
 }
 
-/// Step 3, ledger rows. A lease swept meanwhile was charged in full already;
-/// what a lease could not cover was taken from the pool in step 2.
+/// Step 3, ledger rows and their daily roll-up. A lease swept meanwhile was
+/// charged in full already; what a lease could not cover was taken from the
+/// pool in step 2.
 async fn insert_rows<C: ConnectionTrait>(
     c: &C,
     batch: &Batch,
@@ -466,6 +467,9 @@ async fn insert_rows<C: ConnectionTrait>(
             _ => ledger_row(ch, ch.coins + extra, ch.detail.clone(), now),
         })
         .collect();
+    let mut tally = super::rollup::Tally::default();
+    rows.iter().for_each(|r| tally.add(r));
+    tally.write(c).await?;
     // Each connection caches every distinct statement it prepares, and a
     // multi-row INSERT's text depends on its row count. So rows go in
     // power-of-two groups of at most 256: a handful of distinct statements in
@@ -609,9 +613,13 @@ pub async fn sweep_orphans(db: &sea_orm::DatabaseConnection, now: i64) -> Result
             .exec(&txn)
             .await?;
         if gone.rows_affected == 1 && l.amount_micro > 0 {
-            ledger::Entity::insert(orphan_row(&l, now))
+            let row = orphan_row(&l, now);
+            let mut tally = super::rollup::Tally::default();
+            tally.add(&row);
+            ledger::Entity::insert(row)
                 .exec_without_returning(&txn)
                 .await?;
+            tally.write(&txn).await?;
             charged += 1;
         }
         txn.commit().await?;

@@ -23,8 +23,10 @@ pub mod owners;
 pub mod pools;
 pub mod rate_windows;
 pub mod responses;
+pub mod rollup;
 pub mod session;
 pub mod sync;
+pub mod usage;
 
 use crate::domain::config::{Config, Warning};
 use arc_swap::ArcSwap;

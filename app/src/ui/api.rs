@@ -315,3 +315,39 @@ pub async fn audit_log(
         .await
         .map_err(refuse)
 }
+
+/// The usage explorer: admins see every client and user, managers their
+/// clients (the scope is in every statement), plain users a 403.
+#[server(prefix = "/api", endpoint = "usage_report")]
+pub async fn usage_report(
+    #[server(default)] from: String,
+    #[server(default)] to: String,
+    #[server(default)] group: String,
+) -> Result<SpendReport, ServerFnError> {
+    let (ctx, u) = signed_in().await?;
+    crate::ssr::usage::report_for(&ctx, &u, &from, &to, &group)
+        .await
+        .map_err(refuse)
+}
+
+/// The calls behind the explorer, newest first, a page at a time.
+#[server(prefix = "/api", endpoint = "usage_calls")]
+pub async fn usage_calls(
+    #[server(default)] from: String,
+    #[server(default)] to: String,
+    #[server(default)] group: String,
+    #[server(default)] name: Option<String>,
+    #[server(default)] before: Option<String>,
+) -> Result<CallsPage, ServerFnError> {
+    let (ctx, u) = signed_in().await?;
+    let asked = crate::ssr::usage::CallsAsked {
+        from: &from,
+        to: &to,
+        group: &group,
+        name: name.as_deref(),
+        before: before.as_deref(),
+    };
+    crate::ssr::usage::calls_page_for(&ctx, &u, &asked)
+        .await
+        .map_err(refuse)
+}

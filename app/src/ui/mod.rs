@@ -7,6 +7,7 @@ mod home;
 mod owner;
 mod pages;
 pub mod status;
+mod usage;
 mod widgets;
 
 use crate::domain::owner::Role;
@@ -58,6 +59,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/config") view=pages::ConfigPage ssr=SsrMode::Async/>
                     <Route path=path!("/deployments") view=pages::DeploymentsPage ssr=SsrMode::Async/>
                     <Route path=path!("/audit") view=audit::AuditTrailPage ssr=SsrMode::Async/>
+                    <Route path=path!("/usage") view=usage::UsagePage ssr=SsrMode::Async/>
+                    <Route path=path!("/usage/calls") view=usage::UsageCallsPage ssr=SsrMode::Async/>
                 </Routes>
             </main>
         </Router>
@@ -87,7 +90,7 @@ fn Nav() -> impl IntoView {
                                 let admin = u.role == Role::Admin;
                                 let manager = u.role.manages_clients();
                                 view! {
-                                    {manager.then(|| view! { <A href="/clients">"Clients"</A> })}
+                                    {manager.then(|| view! { <A href="/clients">"Clients"</A><A href="/usage">"Usage"</A> })}
                                     <A href="/me">"Me"</A>
                                     {admin.then(|| view! { <A href="/users">"Users"</A><A href="/deployments">"Deployments"</A><A href="/config">"Config"</A><A href="/audit">"Audit"</A> })}
                                     <span class="who" data-testid="signed-in-as">{format!("{} ({})", u.username, u.role.as_str())}</span>

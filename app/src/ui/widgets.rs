@@ -194,7 +194,7 @@ fn RecentCalls(recent: Vec<LedgerRow>) -> impl IntoView {
 
 /// A charge as a sum: its lines, the total, and what was charged when that differs.
 #[component]
-fn ChargeSum(e: Explanation) -> impl IntoView {
+pub fn ChargeSum(e: Explanation) -> impl IntoView {
     let charged = e
         .differs()
         .then(|| view! { <li class="charged">{e.charged_text()}</li> });
