@@ -541,7 +541,10 @@ async fn state_story(backend: Backend) {
     // A forged state: refused, and the real sign-in is still there.
     let s = start(&app, &issuer).await;
     let code = grant(&p, &s, token(&s));
-    let forged = format!("{}0", &s.state[..s.state.len() - 1]);
+    // The last character changed (to one it is not: a fixed `0` left the
+    // state as it was whenever it already ended in `0`).
+    let last = if s.state.ends_with('0') { "1" } else { "0" };
+    let forged = format!("{}{last}", &s.state[..s.state.len() - 1]);
     let l = callback(
         &app,
         &[("code", &code), ("state", &forged)],
