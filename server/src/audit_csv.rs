@@ -4,7 +4,8 @@
 //! batch in memory. The session cookie and the admin role are checked here,
 //! as the server functions check them.
 
-use app::domain::audit::{csv_line, AuditFilter, AuditQuery, CSV_HEADER};
+use app::domain::audit::{AuditFilter, AuditQuery, CSV_HEADER};
+use app::domain::text::csv_line;
 use app::domain::time::rfc3339;
 use app::ssr::entities::audit_log;
 use app::ssr::session::{self, Role};

@@ -8,7 +8,8 @@
 //! so the download fails rather than looking complete.
 
 use app::domain::money::format_coins;
-use app::domain::spend::{csv_text, day_label};
+use app::domain::text::csv_cell;
+use app::domain::time::day_label;
 use app::domain::time::rfc3339;
 use app::ssr::actions::ConsoleError;
 use app::ssr::session::{self, SessionUser};
@@ -145,7 +146,7 @@ fn daily_batch(lines: &[DailyLine]) -> Bytes {
         out.push_str(&format!(
             "{},{},{},{},{},{},{}\r\n",
             day_label(l.day),
-            csv_text(&l.name),
+            csv_cell(&l.name),
             s.calls,
             s.refused,
             s.tokens_in,
@@ -224,17 +225,17 @@ fn calls_batch(rows: &[usage::Call]) -> Bytes {
             "{},{},{},{},{},{},{},{},{},{},{},{},{}\r\n",
             l.id,
             rfc3339(l.created_at),
-            csv_text(&c.owner_kind),
-            csv_text(&c.owner_name),
-            csv_text(&l.model),
-            csv_text(&l.deployment),
-            csv_text(&l.code),
+            csv_cell(&c.owner_kind),
+            csv_cell(&c.owner_name),
+            csv_cell(&l.model),
+            csv_cell(&l.deployment),
+            csv_cell(&l.code),
             l.tokens_in,
             l.tokens_out,
             format_coins(l.coins_micro),
             format_coins(l.cost_micro),
-            csv_text(&l.request_id),
-            csv_text(&l.outcome)
+            csv_cell(&l.request_id),
+            csv_cell(&l.outcome)
         ));
     }
     Bytes::from(out)

@@ -103,7 +103,7 @@ async fn token(
     // tollgate:<secret>, each form-encoded, then Basic.
     let expected = format!(
         "Basic {}",
-        base64_std(format!("tollgate:{}", app::domain::oidc::percent_encode(SECRET)).as_bytes())
+        base64_std(format!("tollgate:{}", app::domain::text::percent_encode(SECRET)).as_bytes())
     );
     if basic.as_deref() != Some(expected.as_str()) {
         return (

@@ -14,7 +14,7 @@ mod common;
 
 use app::domain::outcome::CallOutcome;
 use app::domain::pricing::Breakdown;
-use app::domain::spend::day_label;
+use app::domain::time::day_label;
 use app::domain::time::DAY_MS;
 use app::domain::usage::Usage;
 use app::ssr::ledger::{self, Batch, Charge};
@@ -537,8 +537,8 @@ impl Cast {
 
     /// Ledger ids of a pool within the cast's range, newest first.
     async fn ledger_ids(&self, pool_id: i64, from: &str, to: &str) -> Vec<i64> {
-        let start = app::domain::spend::parse_day(from).unwrap() * DAY_MS;
-        let end = (app::domain::spend::parse_day(to).unwrap() + 1) * DAY_MS;
+        let start = app::domain::time::parse_day(from).unwrap() * DAY_MS;
+        let end = (app::domain::time::parse_day(to).unwrap() + 1) * DAY_MS;
         let backend = self.app.db.get_database_backend();
         self.app
             .db
@@ -739,7 +739,7 @@ async fn drill_and_csv_story(backend: Backend) {
     assert_eq!(one_day.len(), 25, "{backend:?}");
 
     // Both exports parse, and their coins add up to the ledger's over the range.
-    let start = app::domain::spend::parse_day(&c.from).unwrap() * DAY_MS;
+    let start = app::domain::time::parse_day(&c.from).unwrap() * DAY_MS;
     let in_range = format!("FROM ledger WHERE created_at >= {start}");
     let coins = scalar(
         &app.db,

@@ -8,6 +8,8 @@
 //! the caller (`ssr::audit`), so this module compiles for the browser too.
 
 use super::config::Config;
+use super::text::percent_encode;
+use super::time::{parse_day, DAY_MS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -473,12 +475,13 @@ impl AuditFilter {
             if s.is_empty() {
                 return Ok(None);
             }
-            parse_date(s)
+            parse_day(s)
+                .map(|day| day * DAY_MS)
                 .map(Some)
                 .ok_or_else(|| format!("The {what} date must look like 2026-11-29."))
         };
         let from_ms = day(&self.from, "from")?;
-        let until_ms = day(&self.to, "to")?.map(|d| d + super::time::DAY_MS);
+        let until_ms = day(&self.to, "to")?.map(|d| d + DAY_MS);
         if let (Some(f), Some(u)) = (from_ms, until_ms) {
             if f >= u {
                 return Err("The from date is after the to date.".into());
@@ -511,56 +514,6 @@ impl AuditFilter {
     }
 }
 
-/// Percent-encodes everything but unreserved characters (RFC 3986).
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Unix ms of `YYYY-MM-DD` at 00:00 UTC; years 1970 to 9999.
-pub fn parse_date(s: &str) -> Option<i64> {
-    let mut parts = s.split('-');
-    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
-        return None;
-    }
-    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    if !(digits(y) && digits(m) && digits(d)) {
-        return None;
-    }
-    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in_month = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if y < 1970 || d < 1 || d > days_in_month {
-        return None;
-    }
-    Some(days_from_civil(y, m, d) * super::time::DAY_MS)
-}
-
-// Howard Hinnant's civil-to-days algorithm.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// The CSV export's columns.
 pub const CSV_HEADER: [&str; 9] = [
     "seq",
@@ -573,34 +526,6 @@ pub const CSV_HEADER: [&str; 9] = [
     "prev_hash",
     "hash",
 ];
-
-/// One CSV cell (RFC 4180): quoted when it holds a comma, quote or line
-/// break, quotes doubled. A cell a spreadsheet would read as a formula
-/// (starting with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a
-/// leading `'`, so opening the export never runs one.
-pub fn csv_cell(s: &str) -> String {
-    let defused = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if defused.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", defused.replace('"', "\"\""))
-    } else {
-        defused
-    }
-}
-
-/// A CSV line of cells, ended by CRLF.
-pub fn csv_line<'a>(cells: impl IntoIterator<Item = &'a str>) -> String {
-    let mut line = cells
-        .into_iter()
-        .map(csv_cell)
-        .collect::<Vec<_>>()
-        .join(",");
-    line.push_str("\r\n");
-    line
-}
 
 #[cfg(test)]
 mod tests {
@@ -833,9 +758,6 @@ mod tests {
         ] {
             assert!(bad.query().is_err(), "{bad:?}");
         }
-        assert_eq!(parse_date("2000-02-29"), Some(951_782_400_000));
-        assert_eq!(parse_date("1970-01-01"), Some(0));
-        assert_eq!(parse_date("1900-02-29"), None);
         assert_eq!(
             AuditFilter {
                 actor: "a b&c".into(),
@@ -845,19 +767,5 @@ mod tests {
             .query_string(),
             "actor=a%20b%26c&action=sign_in"
         );
-    }
-
-    #[test]
-    fn csv_quotes_and_defuses() {
-        assert_eq!(csv_cell("plain"), "plain");
-        assert_eq!(csv_cell("a,b"), "\"a,b\"");
-        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_cell("two\nlines"), "\"two\nlines\"");
-        assert_eq!(csv_cell("=SUM(A1)"), "'=SUM(A1)");
-        assert_eq!(csv_cell("+1"), "'+1");
-        assert_eq!(csv_cell("-1"), "'-1");
-        assert_eq!(csv_cell("@cmd"), "'@cmd");
-        assert_eq!(csv_cell("=a,b"), "\"'=a,b\"");
-        assert_eq!(csv_line(["a", "b,c"]), "a,\"b,c\"\r\n");
     }
 }

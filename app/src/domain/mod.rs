@@ -23,5 +23,6 @@ pub mod pool;
 pub mod pricing;
 pub mod rate;
 pub mod spend;
+pub mod text;
 pub mod time;
 pub mod usage;

@@ -1,8 +1,8 @@
 //! The usage explorer's rules: a bounded range of UTC days, how spend is
 //! grouped, the top groups of a stacked chart, the keyset cursor of the
-//! drill-down, and CSV cells that a spreadsheet will not run as formulas.
+//! drill-down, and coins in CSV (cells: `domain::text`).
 
-use super::time::{rfc3339, DAY_MS};
+use super::time::{parse_day, DAY_MS};
 use serde::{Deserialize, Serialize};
 
 /// The longest range the explorer reads, in days.
@@ -15,8 +15,6 @@ pub const CHART_GROUPS: usize = 8;
 pub const TOP_SPENDERS: usize = 20;
 /// Calls per drill-down page.
 pub const CALLS_PAGE: u64 = 50;
-/// Days from 1970-01-01 to 9999-12-31: what a date field may name.
-const LAST_DAY: i64 = 2_932_896;
 
 /// What spend is grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,47 +96,6 @@ impl DayRange {
     }
 }
 
-/// `YYYY-MM-DD` for a day number.
-pub fn day_label(day: i64) -> String {
-    rfc3339(day * DAY_MS)[..10].to_string()
-}
-
-/// The day number of a `YYYY-MM-DD` date between 1970 and 9999, if it is one.
-pub fn parse_day(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())
-            .flatten()
-    };
-    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let day = days_from_civil(y, m, d);
-    // A day that does not exist (31 April) comes back as another date.
-    (0..=LAST_DAY)
-        .contains(&day)
-        .then_some(day)
-        .filter(|&n| day_label(n) == s)
-}
-
-// Howard Hinnant's days-from-civil algorithm.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// The groups to draw one by one: the `n` that spent the most coins over
 /// the range (ties by key), given each group's total. Groups that spent
 /// nothing are left out.
@@ -168,39 +125,9 @@ impl Cursor {
     }
 }
 
-/// One CSV cell: quoted when it holds a comma, quote or line break; text
-/// that a spreadsheet would run as a formula (starting with `=`, `+`, `-`,
-/// `@`, or a tab or carriage return) gets a leading `'`. Numbers are written
-/// with [`csv_number`], never through here.
-pub fn csv_text(s: &str) -> String {
-    let defused = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        format!("'{s}")
-    } else {
-        s.to_string()
-    };
-    if defused.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", defused.replace('"', "\"\""))
-    } else {
-        defused
-    }
-}
-
 /// Micro-coins as a decimal number of coins, exactly (`1.5`, `-0.000001`).
 pub fn csv_coins(micro: i64) -> String {
     super::money::format_coins(micro)
-}
-
-/// A query-string value, percent-encoded (everything but unreserved bytes).
-pub fn url_value(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Text for HTML or SVG markup written as a string.
@@ -222,31 +149,6 @@ pub fn html_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn days_parse_and_print_back() {
-        assert_eq!(parse_day("1970-01-01"), Some(0));
-        assert_eq!(parse_day("2026-11-29"), Some(20_786));
-        assert_eq!(day_label(20_786), "2026-11-29");
-        assert_eq!(parse_day("2000-02-29"), Some(11_016));
-        assert_eq!(parse_day("9999-12-31"), Some(LAST_DAY));
-        for bad in [
-            "",
-            "2026-1-01",
-            "2026-13-01",
-            "2026-02-30",
-            "2026-04-31",
-            "1969-12-31",
-            "+026-01-01",
-            "2026-01-0a",
-            "2026/01/01",
-            "2026-01-01T",
-            " 2026-01-01",
-            "२०२६-01-01",
-        ] {
-            assert_eq!(parse_day(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn ranges_are_bounded() {
@@ -299,26 +201,12 @@ mod tests {
     }
 
     #[test]
-    fn csv_cells_are_quoted_and_defused() {
-        assert_eq!(csv_text("plain"), "plain");
-        assert_eq!(csv_text("a,b"), "\"a,b\"");
-        assert_eq!(csv_text("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_text("two\nlines"), "\"two\nlines\"");
-        assert_eq!(csv_text("=1+1"), "'=1+1");
-        assert_eq!(csv_text("+1"), "'+1");
-        assert_eq!(csv_text("-1"), "'-1");
-        assert_eq!(csv_text("@SUM(A1)"), "'@SUM(A1)");
-        assert_eq!(
-            csv_text("=HYPERLINK(\"x\",\"y\")"),
-            "\"'=HYPERLINK(\"\"x\"\",\"\"y\"\")\""
-        );
+    fn coins_in_csv_are_exact() {
         assert_eq!(csv_coins(1_500_000), "1.5");
     }
 
     #[test]
     fn markup_and_addresses_are_escaped() {
-        assert_eq!(url_value("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
-        assert_eq!(url_value("gpt-4o.mini_x~"), "gpt-4o.mini_x~");
         assert_eq!(
             html_escape("<a href=\"x\">'&'</a>"),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"

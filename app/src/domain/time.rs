@@ -53,6 +53,50 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Days from 1970-01-01 to 9999-12-31: the dates a date field may name.
+pub const LAST_DAY: i64 = 2_932_896;
+
+/// `YYYY-MM-DD` for a day number.
+pub fn day_label(day: i64) -> String {
+    rfc3339(day * DAY_MS)[..10].to_string()
+}
+
+/// The day number of a `YYYY-MM-DD` date between 1970 and 9999, if it is one.
+pub fn parse_day(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let part = s.get(r)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let day = days_from_civil(y, m, d);
+    // A day that does not exist (31 April) comes back as another date.
+    (0..=LAST_DAY)
+        .contains(&day)
+        .then_some(day)
+        .filter(|&n| day_label(n) == s)
+}
+
+// Howard Hinnant's days-from-civil algorithm.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -86,6 +130,32 @@ mod tests {
             ("9999999999999999d", None),
         ] {
             assert_eq!(p(text), ms, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn days_parse_and_print_back() {
+        use super::{day_label, parse_day, LAST_DAY};
+        assert_eq!(parse_day("1970-01-01"), Some(0));
+        assert_eq!(parse_day("2026-11-29"), Some(20_786));
+        assert_eq!(day_label(20_786), "2026-11-29");
+        assert_eq!(parse_day("2000-02-29"), Some(11_016));
+        assert_eq!(parse_day("9999-12-31"), Some(LAST_DAY));
+        for bad in [
+            "",
+            "2026-1-01",
+            "2026-13-01",
+            "2026-02-30",
+            "2026-04-31",
+            "1969-12-31",
+            "+026-01-01",
+            "2026-01-0a",
+            "2026/01/01",
+            "2026-01-01T",
+            " 2026-01-01",
+            "२०२६-01-01",
+        ] {
+            assert_eq!(parse_day(bad), None, "{bad:?}");
         }
     }
 }

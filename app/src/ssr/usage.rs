@@ -11,9 +11,8 @@ use super::session::SessionUser;
 use super::{console, pools};
 use crate::domain::names::MAX_NAME_LEN;
 use crate::domain::owner::{OwnerKind, Role};
-use crate::domain::spend::{
-    day_label, top_groups, Cursor, DayRange, Grouping, CHART_GROUPS, TOP_SPENDERS,
-};
+use crate::domain::spend::{top_groups, Cursor, DayRange, Grouping, CHART_GROUPS, TOP_SPENDERS};
+use crate::domain::time::day_label;
 use crate::view::{CallRow, Spend, SpendGroup, SpendReport, SpendSeries};
 use http::StatusCode;
 use sea_orm::{ConnectionTrait, DbErr, FromQueryResult, QueryResult, Statement, TryGetable, Value};

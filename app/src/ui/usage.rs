@@ -6,7 +6,8 @@
 use super::api::*;
 use super::widgets::*;
 use crate::domain::money::format_coins;
-use crate::domain::spend::{html_escape, url_value, Grouping};
+use crate::domain::spend::{html_escape, Grouping};
+use crate::domain::text::percent_encode;
 use crate::domain::time::short;
 use crate::view::*;
 use leptos::prelude::*;
@@ -20,11 +21,11 @@ const COLORS: [&str; 9] = [
 
 /// The query string of a drill-down: the group's name and a range.
 fn calls_query(group: Grouping, name: Option<&str>, from: &str, to: &str) -> String {
-    let name = name.map_or(String::new(), |n| format!("&name={}", url_value(n)));
+    let name = name.map_or(String::new(), |n| format!("&name={}", percent_encode(n)));
     format!(
         "from={}&to={}&group={}{name}",
-        url_value(from),
-        url_value(to),
+        percent_encode(from),
+        percent_encode(to),
         group.as_str()
     )
 }
@@ -255,7 +256,7 @@ fn CallsBody(p: CallsPage) -> impl IntoView {
     let older = p
         .next
         .as_ref()
-        .map(|c| format!("/usage/calls?{here}&before={}", url_value(c)));
+        .map(|c| format!("/usage/calls?{here}&before={}", percent_encode(c)));
     view! {
         <h1>{format!("Calls: {which}, {} to {}", p.from, p.to)}</h1>
         <section class="card">

@@ -4,7 +4,8 @@
 //! size limit.
 
 use super::token::{self, VerifyError};
-use app::domain::oidc::{discovery_url, endpoint_allowed, percent_encode, Refusal};
+use app::domain::oidc::{discovery_url, endpoint_allowed, Refusal};
+use app::domain::text::percent_encode;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::HashMap;

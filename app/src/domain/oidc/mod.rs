@@ -15,24 +15,12 @@ pub use settings::*;
 
 use super::names::{validate_owner_name, MAX_NAME_LEN};
 use super::owner::Role;
+use super::text::percent_encode;
 use serde::Deserialize;
 
 // ---------------------------------------------------------------------------
 // The authorization request
 // ---------------------------------------------------------------------------
-
-/// Percent-encodes everything but RFC 3986's unreserved characters.
-pub fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
 
 /// What one authorization request carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
