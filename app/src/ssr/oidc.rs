@@ -74,18 +74,11 @@ pub fn nonce(secret: &str) -> String {
 }
 
 pub fn set_cookie(secret: &str, secure: bool) -> String {
-    format!(
-        "{COOKIE}={secret}; Path=/auth/oidc; HttpOnly; SameSite=Lax; Max-Age={}{}",
-        PENDING_TTL_MS / 1000,
-        if secure { "; Secure" } else { "" }
-    )
+    super::session::cookie(COOKIE, secret, "/auth/oidc", PENDING_TTL_MS / 1000, secure)
 }
 
 pub fn clear_cookie(secure: bool) -> String {
-    format!(
-        "{COOKIE}=; Path=/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        if secure { "; Secure" } else { "" }
-    )
+    super::session::cookie(COOKIE, "", "/auth/oidc", 0, secure)
 }
 
 pub fn secret_from_cookie_header(header: &str) -> Option<String> {

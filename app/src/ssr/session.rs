@@ -106,19 +106,23 @@ pub fn token_from_cookie_header(header: &str) -> Option<String> {
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
-pub fn set_cookie(token: &str, secure: bool) -> String {
+/// A `Set-Cookie` value the browser's scripts cannot read (HttpOnly), sent
+/// on top-level navigations from other sites but not on their requests
+/// (SameSite=Lax), and only over HTTPS when `secure`. An empty `value` with
+/// `max_age_secs` 0 deletes the cookie.
+pub fn cookie(name: &str, value: &str, path: &str, max_age_secs: i64, secure: bool) -> String {
     format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
-        ABSOLUTE_TIMEOUT_MS / 1000,
+        "{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{}",
         if secure { "; Secure" } else { "" }
     )
 }
 
+pub fn set_cookie(token: &str, secure: bool) -> String {
+    cookie(COOKIE, token, "/", ABSOLUTE_TIMEOUT_MS / 1000, secure)
+}
+
 pub fn clear_cookie(secure: bool) -> String {
-    format!(
-        "{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        if secure { "; Secure" } else { "" }
-    )
+    cookie(COOKIE, "", "/", 0, secure)
 }
 
 /// What a sign-in attempt may do.
