@@ -509,23 +509,8 @@ on_backends!(
 // ---- the console, as a browser calls it ----
 
 async fn call(app: &TestApp, cookie: Option<&str>, name: &str) -> (u16, Value) {
-    let mut req = app
-        .http
-        .post(format!("{}/api/{name}", app.url()))
-        .header("Accept", "application/json")
-        .header("Origin", app.url())
-        .header("Content-Type", "application/x-www-form-urlencoded")
-        .body("");
-    if let Some(c) = cookie {
-        req = req.header("Cookie", c);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    let (status, answer, _) = call_on(&app.http, app.url(), cookie, name, &[]).await;
+    (status, answer)
 }
 
 /// Creates the first admin through the one-time setup token; returns the

@@ -110,38 +110,6 @@ impl TestApp {
     }
 }
 
-/// POSTs a server function at `url` the way a browser form would, from that origin.
-async fn call_on(
-    http: &reqwest::Client,
-    url: &str,
-    cookie: Option<&str>,
-    name: &str,
-    form: &[(&str, &str)],
-) -> (u16, Value, Vec<String>) {
-    let mut req = http
-        .post(format!("{url}/api/{name}"))
-        .header("Accept", "application/json")
-        .header("Origin", url)
-        .form(form);
-    if let Some(c) = cookie {
-        req = req.header("Cookie", c);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let cookies = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        cookies,
-    )
-}
-
 fn session_cookie(set_cookie: &[String]) -> String {
     let c = set_cookie
         .iter()

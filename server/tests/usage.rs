@@ -297,30 +297,7 @@ async fn call(
     name: &str,
     form: &[(&str, &str)],
 ) -> (u16, Value, Vec<String>) {
-    let url = app.url();
-    let mut req = app
-        .http
-        .post(format!("{url}/api/{name}"))
-        .header("Accept", "application/json")
-        .header("Origin", url)
-        .form(form);
-    if let Some(c) = cookie {
-        req = req.header("Cookie", c);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let cookies = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_string())
-        .collect();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        cookies,
-    )
+    call_on(&app.http, app.url(), cookie, name, form).await
 }
 
 async fn sign_in(app: &TestApp, user: &str, password: &str) -> String {

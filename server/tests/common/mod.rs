@@ -344,3 +344,37 @@ clients:
       default: whitelist
       whitelist: [gpt-4o, llama3, qwen3.5-9b-q5]
 ";
+
+/// POSTs the console's server function `name` at `url` the way a browser form
+/// would, from that origin: the status, the JSON answer (or the text), and
+/// the `Set-Cookie` values.
+pub async fn call_on(
+    http: &reqwest::Client,
+    url: &str,
+    cookie: Option<&str>,
+    name: &str,
+    form: &[(&str, &str)],
+) -> (u16, serde_json::Value, Vec<String>) {
+    let mut req = http
+        .post(format!("{url}/api/{name}"))
+        .header("Accept", "application/json")
+        .header("Origin", url)
+        .form(form);
+    if let Some(c) = cookie {
+        req = req.header("Cookie", c);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let cookies = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        cookies,
+    )
+}
